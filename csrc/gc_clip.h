@@ -1,0 +1,41 @@
+/* Norms, clipping and clamping over a list of arrays. Plain C: no Python, no NumPy.
+ *
+ * The caller (the glue in module.c) has validated every array: supported dtype, aligned, strides
+ * multiples of the item size, writeable and free of self-overlap where written. These functions
+ * cannot fail, so they can run with the GIL released.
+ */
+#ifndef GC_CLIP_H
+#define GC_CLIP_H
+
+#include <stddef.h>
+
+#include "gc_kernels.h"
+
+typedef struct {
+    char *data;
+    gc_dtype dtype;
+    int ndim;
+    const ptrdiff_t *shape;
+    const ptrdiff_t *strides; /* bytes */
+} gc_array;
+
+/* Elements per block of a reduction. Every array is reduced block by block and the block
+ * results are combined in block order, so the result does not depend on how blocks are
+ * scheduled. */
+#define GC_BLOCK ((ptrdiff_t)1 << 16)
+
+/* torch's total norm: the p-norm of the arrays' p-norms, computed in float64. Each array's norm
+ * is stored in norms[i] (scratch of n doubles, owned by the caller). */
+double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms);
+
+/* torch's clip coefficient, min(max_norm * (1 / (total + 1e-6)), 1), evaluated step by step in
+ * float32 when `single` is set and in float64 otherwise; NaN propagates. */
+double gc_clip_coef(double total, double max_norm, int single);
+
+/* Multiplies every array by coef (see gc_scale_run for the rounding). */
+void gc_scale(const gc_array *arrays, size_t n, double coef);
+
+/* Clamps every (real) array to [lo, hi], NaN kept. */
+void gc_clamp(const gc_array *arrays, size_t n, double lo, double hi);
+
+#endif /* GC_CLIP_H */

@@ -1,0 +1,73 @@
+/* gradclip's numerical kernels: plain C, no Python or NumPy headers.
+ *
+ * Every kernel works on one strided 1-D run of `n` elements; `x` points at the first one and
+ * `inc` is the distance between neighbours counted in elements of the array's dtype (one complex
+ * element is two reals). gc_layout.h turns arrays of any layout into such runs; gc_clip.h drives
+ * the kernels over lists of arrays.
+ */
+#ifndef GC_KERNELS_H
+#define GC_KERNELS_H
+
+#include <stddef.h>
+
+typedef enum {
+    GC_FLOAT16 = 0,
+    GC_FLOAT32,
+    GC_FLOAT64,
+    GC_COMPLEX64,
+    GC_COMPLEX128,
+} gc_dtype;
+
+/* Bytes of one element. */
+static inline size_t gc_item_size(gc_dtype dtype)
+{
+    static const size_t size[] = {2, 4, 8, 8, 16};
+    return size[dtype];
+}
+
+static inline int gc_is_complex(gc_dtype dtype)
+{
+    return dtype == GC_COMPLEX64 || dtype == GC_COMPLEX128;
+}
+
+/* How a p-norm accumulates, after torch.linalg.vector_norm:
+ *   ZERO   count of non-zero elements (NaN counts), ONE  sum |x|,  TWO  sum x^2 then sqrt,
+ *   INF    max |x|,  NEGINF  min |x|  (both NaN-propagating),  POW  sum |x|^p then ^(1/p). */
+typedef enum {
+    GC_NORM_ZERO,
+    GC_NORM_ONE,
+    GC_NORM_TWO,
+    GC_NORM_INF,
+    GC_NORM_NEGINF,
+    GC_NORM_POW,
+} gc_norm_kind;
+
+typedef struct {
+    gc_norm_kind kind;
+    double p;
+} gc_norm;
+
+gc_norm gc_norm_from_p(double p);
+
+/* Whether the norm is undefined on an empty array (torch: "does not have an identity"). */
+int gc_norm_needs_identity(const gc_norm *norm);
+
+/* Identity element of the accumulation, the combination of two partial accumulations, and the
+ * final step that turns an accumulation into the norm. All in float64. */
+double gc_norm_identity(const gc_norm *norm);
+double gc_norm_combine(const gc_norm *norm, double a, double b);
+double gc_norm_finish(const gc_norm *norm, double acc);
+
+/* Accumulation over one run, in float64 whatever the input dtype. */
+double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm);
+
+/* x *= coef in place. The product is rounded as torch rounds it: float32 and float64 in their
+ * own precision, float16 computed in float32 then rounded, complex as (re*c - im*0, re*0 + im*c).
+ * `coef` must already be rounded to the precision the caller means (see gc_clip.c). */
+void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double coef);
+
+/* x = min(max(x, lo), hi) in place, NaN kept; real dtypes only. The bounds are rounded to the
+ * array's dtype first, as torch rounds a Python scalar. */
+void gc_clamp_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi);
+
+#endif /* GC_KERNELS_H */

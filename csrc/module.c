@@ -1,0 +1,694 @@
+/* gradclip._C: the CPython/NumPy glue. The only file that includes Python.h.
+ *
+ * Entry points are private and positional; keywords, defaults and documentation live in
+ * python/gradclip. They still trust nothing: every argument is checked here, every array is
+ * validated before the first one is written, and the kernels run with the GIL released on
+ * inputs large enough for that to pay.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL gradclip_ARRAY_API
+#include <numpy/arrayobject.h>
+#include <numpy/arrayscalars.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "gc_clip.h"
+
+/* Below this many elements releasing and re-acquiring the GIL costs more than it frees. */
+#define GIL_RELEASE_ELEMENTS ((ptrdiff_t)1 << 15)
+
+typedef struct {
+    PyObject *str_grad; /* interned "grad" */
+} module_state;
+
+static module_state *get_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Arguments                                                                                 */
+
+/* A real number: a float, an int (not a bool), a NumPy real scalar or 0-d array, or anything
+ * else with __float__ that is not complex. */
+static int parse_real(PyObject *obj, const char *name, double *out)
+{
+    if (PyFloat_CheckExact(obj)) {
+        *out = PyFloat_AS_DOUBLE(obj);
+        return 0;
+    }
+    int is_real = !PyBool_Check(obj) && !PyComplex_Check(obj) &&
+                  !PyArray_IsScalar(obj, ComplexFloating) && !PyArray_IsScalar(obj, Bool) &&
+                  Py_TYPE(obj)->tp_as_number != NULL && Py_TYPE(obj)->tp_as_number->nb_float != NULL;
+    if (is_real && PyArray_Check(obj)) {
+        PyArrayObject *a = (PyArrayObject *)obj;
+        is_real = PyArray_NDIM(a) == 0 && (PyArray_ISFLOAT(a) || PyArray_ISINTEGER(a));
+    }
+    if (!is_real) {
+        PyErr_Format(PyExc_TypeError, "%s must be a real number, not %.200s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    const double value = PyFloat_AsDouble(obj);
+    if (value == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int parse_nonnegative(PyObject *obj, const char *name, double *out)
+{
+    if (parse_real(obj, name, out) < 0)
+        return -1;
+    if (!(*out >= 0.0)) {
+        PyObject *repr = PyFloat_FromDouble(*out);
+        if (repr != NULL)
+            PyErr_Format(PyExc_ValueError, "%s must be a non-negative number, got %R", name, repr);
+        Py_XDECREF(repr);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_norm_type(PyObject *obj, gc_norm *norm)
+{
+    double p;
+    if (parse_real(obj, "norm_type", &p) < 0)
+        return -1;
+    if (p != p) {
+        PyErr_SetString(PyExc_ValueError, "norm_type must not be NaN");
+        return -1;
+    }
+    *norm = gc_norm_from_p(p);
+    return 0;
+}
+
+static int parse_bool(PyObject *obj, int *out)
+{
+    const int value = PyObject_IsTrue(obj);
+    if (value < 0)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Collecting and validating a list of arrays                                                */
+
+typedef enum {
+    SOURCE_GRADS,   /* items are gradients or objects with a .grad (None skipped) */
+    SOURCE_TENSORS, /* items are the arrays themselves */
+} source_kind;
+
+enum {
+    NEED_WRITE = 1,   /* modified in place */
+    ALLOW_COMPLEX = 2 /* complex dtypes accepted */
+};
+
+#define SMALL_ARRAYS 16
+#define SMALL_DIMS 128
+
+/* The arrays of one call: strong references plus plain-C descriptors of them (shape and
+ * strides copied, so nothing Python owns is read while the GIL is released). Small calls use
+ * the inline buffers and allocate nothing. */
+typedef struct {
+    Py_ssize_t n;
+    ptrdiff_t elements;
+    int single_precision; /* every array float16/float32/complex64 */
+    PyObject **refs;
+    gc_array *arrays;
+    double *norms;
+    ptrdiff_t *dims;
+    Py_ssize_t dims_used, dims_cap;
+    void *heap, *heap_dims;
+    PyObject *small_refs[SMALL_ARRAYS];
+    gc_array small_arrays[SMALL_ARRAYS];
+    double small_norms[SMALL_ARRAYS];
+    ptrdiff_t small_dims[SMALL_DIMS];
+} batch;
+
+static void batch_release(batch *b)
+{
+    for (Py_ssize_t i = 0; i < b->n; i++)
+        Py_DECREF(b->refs[i]);
+    b->n = 0;
+    PyMem_Free(b->heap);
+    PyMem_Free(b->heap_dims);
+    b->heap = b->heap_dims = NULL;
+}
+
+static int batch_reserve(batch *b, Py_ssize_t capacity)
+{
+    b->n = 0;
+    b->elements = 0;
+    b->single_precision = 1;
+    b->heap = b->heap_dims = NULL;
+    b->dims = b->small_dims;
+    b->dims_used = 0;
+    b->dims_cap = SMALL_DIMS;
+    if (capacity <= SMALL_ARRAYS) {
+        b->refs = b->small_refs;
+        b->arrays = b->small_arrays;
+        b->norms = b->small_norms;
+        return 0;
+    }
+    const size_t each = sizeof(PyObject *) + sizeof(gc_array) + sizeof(double);
+    if ((size_t)capacity > PY_SSIZE_T_MAX / each) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *heap = PyMem_Malloc((size_t)capacity * each);
+    if (heap == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->heap = heap;
+    b->arrays = (gc_array *)heap;
+    b->norms = (double *)(heap + (size_t)capacity * sizeof(gc_array));
+    b->refs = (PyObject **)(heap + (size_t)capacity * (sizeof(gc_array) + sizeof(double)));
+    return 0;
+}
+
+/* Room for 2 * ndim more dims; shape/strides pointers are fixed up by batch_finish. */
+static int batch_reserve_dims(batch *b, int ndim)
+{
+    const Py_ssize_t need = b->dims_used + 2 * (Py_ssize_t)ndim;
+    if (need <= b->dims_cap)
+        return 0;
+    Py_ssize_t cap = b->dims_cap * 2;
+    while (cap < need)
+        cap *= 2;
+    ptrdiff_t *dims = PyMem_Malloc((size_t)cap * sizeof(ptrdiff_t));
+    if (dims == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(dims, b->dims, (size_t)b->dims_used * sizeof(ptrdiff_t));
+    PyMem_Free(b->heap_dims);
+    b->heap_dims = b->dims = dims;
+    b->dims_cap = cap;
+    return 0;
+}
+
+static void batch_finish(batch *b)
+{
+    Py_ssize_t offset = 0;
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        b->arrays[i].shape = b->dims + offset;
+        b->arrays[i].strides = b->dims + offset + b->arrays[i].ndim;
+        offset += 2 * (Py_ssize_t)b->arrays[i].ndim;
+    }
+}
+
+/* Formats "<what>[i]" or "<what>[i].grad" (or bare "<what>" for a lone array) into buf. */
+static void describe(char *buf, size_t size, const char *what, Py_ssize_t index, int via_grad)
+{
+    if (index < 0)
+        PyOS_snprintf(buf, size, "%s", what);
+    else
+        PyOS_snprintf(buf, size, "%s[%zd]%s", what, index, via_grad ? ".grad" : "");
+}
+
+static int dtype_of(PyArrayObject *a, int flags, const char *name, gc_dtype *out)
+{
+    PyArray_Descr *descr = PyArray_DESCR(a);
+    switch (PyArray_TYPE(a)) {
+    case NPY_HALF:
+        *out = GC_FLOAT16;
+        break;
+    case NPY_FLOAT:
+        *out = GC_FLOAT32;
+        break;
+    case NPY_DOUBLE:
+        *out = GC_FLOAT64;
+        break;
+    case NPY_CFLOAT:
+        *out = GC_COMPLEX64;
+        break;
+    case NPY_CDOUBLE:
+        *out = GC_COMPLEX128;
+        break;
+    default:
+        PyErr_Format(PyExc_TypeError,
+                     "%s has dtype %S; gradclip works on float16, float32 and float64 arrays%s",
+                     name, (PyObject *)descr, (flags & ALLOW_COMPLEX) ? " (and complex64/complex128 here)" : "");
+        return -1;
+    }
+    if (gc_is_complex(*out) && !(flags & ALLOW_COMPLEX)) {
+        PyErr_Format(PyExc_TypeError, "%s has complex dtype %S, which this operation does not support",
+                     name, (PyObject *)descr);
+        return -1;
+    }
+    if (PyArray_ISBYTESWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has non-native byte order (dtype %S); convert it with .astype(%S.newbyteorder('='))",
+                     name, (PyObject *)descr, (PyObject *)descr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sufficient condition for no two elements sharing memory: with dims sorted by |stride|,
+ * each stride clears everything the smaller dims span. */
+static int may_self_overlap(int ndim, const npy_intp *shape, const npy_intp *strides, npy_intp itemsize)
+{
+    npy_intp order[NPY_MAXDIMS];
+    int nd = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] <= 1)
+            continue;
+        const npy_intp s = strides[d] < 0 ? -strides[d] : strides[d];
+        int pos = nd++;
+        while (pos > 0 && order[pos - 1] > s) {
+            order[pos] = order[pos - 1];
+            pos--;
+        }
+        order[pos] = s;
+    }
+    /* order[] holds |strides|; extents need the matching shapes, so recompute per stride. */
+    npy_intp extent = itemsize;
+    int used[NPY_MAXDIMS] = {0};
+    for (int k = 0; k < nd; k++) {
+        if (order[k] < extent)
+            return 1;
+        for (int d = 0; d < ndim; d++) {
+            const npy_intp s = strides[d] < 0 ? -strides[d] : strides[d];
+            if (shape[d] > 1 && !used[d] && s == order[k]) {
+                used[d] = 1;
+                extent += s * (shape[d] - 1);
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const char *name, gc_dtype *dtype)
+{
+    if (dtype_of(a, flags, name, dtype) < 0)
+        return -1;
+    if ((flags & NEED_WRITE) && !PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "%s is read-only; gradients are modified in place", name);
+        return -1;
+    }
+    if (!PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass an aligned copy", name);
+        return -1;
+    }
+    const int ndim = PyArray_NDIM(a);
+    const npy_intp *shape = PyArray_DIMS(a), *strides = PyArray_STRIDES(a);
+    const npy_intp itemsize = PyArray_ITEMSIZE(a);
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] > 1 && strides[d] % itemsize != 0) {
+            PyErr_Format(PyExc_ValueError, "%s has a stride (%zd bytes) that is not a multiple of its item size",
+                         name, (Py_ssize_t)strides[d]);
+            return -1;
+        }
+    }
+    if ((flags & NEED_WRITE) && may_self_overlap(ndim, shape, strides, itemsize)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s has elements that share memory (a broadcast or as_strided view); "
+                     "it cannot be modified in place",
+                     name);
+        return -1;
+    }
+    if (norm != NULL && PyArray_SIZE(a) == 0 && gc_norm_needs_identity(norm)) {
+        char p[32];
+        PyOS_snprintf(p, sizeof p, "%g", norm->p); /* torch prints -1, not -1.0 */
+        PyErr_Format(PyExc_RuntimeError,
+                     "linalg.vector_norm cannot compute the %s norm on an empty tensor because the "
+                     "operation does not have an identity",
+                     p);
+        return -1;
+    }
+    return 0;
+}
+
+static int batch_add(batch *b, PyObject *array_obj, int flags, const gc_norm *norm, const char *what,
+                     Py_ssize_t index, int via_grad)
+{
+    char name[96];
+    PyArrayObject *a = (PyArrayObject *)array_obj;
+    gc_dtype dtype;
+    describe(name, sizeof name, what, index, via_grad);
+    if (check_array(a, flags, norm, name, &dtype) < 0)
+        return -1;
+    const int ndim = PyArray_NDIM(a);
+    if (batch_reserve_dims(b, ndim) < 0)
+        return -1;
+    ptrdiff_t *dims = b->dims + b->dims_used;
+    for (int d = 0; d < ndim; d++) {
+        dims[d] = PyArray_DIMS(a)[d];
+        dims[ndim + d] = PyArray_STRIDES(a)[d];
+    }
+    b->dims_used += 2 * ndim;
+    gc_array *desc = &b->arrays[b->n];
+    desc->data = PyArray_BYTES(a);
+    desc->dtype = dtype;
+    desc->ndim = ndim;
+    b->elements += PyArray_SIZE(a);
+    b->single_precision &= dtype != GC_FLOAT64 && dtype != GC_COMPLEX128;
+    Py_INCREF(array_obj);
+    b->refs[b->n++] = array_obj;
+    return 0;
+}
+
+/* Resolves item -> array (new reference), or NULL with *skip set for a None gradient. */
+static PyObject *resolve_item(module_state *st, PyObject *item, source_kind source, const char *what,
+                              Py_ssize_t index, int *via_grad)
+{
+    *via_grad = 0;
+    if (PyArray_Check(item)) {
+        Py_INCREF(item);
+        return item;
+    }
+    if (source == SOURCE_TENSORS) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd] must be a NumPy ndarray, not %.200s", what, index,
+                     Py_TYPE(item)->tp_name);
+        return NULL;
+    }
+    PyObject *grad = PyObject_GetAttr(item, st->str_grad);
+    if (grad == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "%s[%zd] must be a NumPy ndarray or have a .grad attribute, not %.200s", what,
+                         index, Py_TYPE(item)->tp_name);
+        }
+        return NULL;
+    }
+    *via_grad = 1;
+    if (grad != Py_None && !PyArray_Check(grad)) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd].grad must be a NumPy ndarray or None, not %.200s", what,
+                     index, Py_TYPE(grad)->tp_name);
+        Py_DECREF(grad);
+        return NULL;
+    }
+    return grad;
+}
+
+/* Fills b from `obj`: one ndarray, or a list or tuple of items (see source_kind). On error
+ * b holds nothing and an exception is set. */
+static int collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags,
+                   const gc_norm *norm, const char *what)
+{
+    if (PyArray_Check(obj)) {
+        if (batch_reserve(b, 1) < 0)
+            return -1;
+        if (batch_add(b, obj, flags, norm, what, -1, 0) < 0)
+            goto fail;
+        batch_finish(b);
+        return 0;
+    }
+    if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an ndarray or a list or tuple, not %.200s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    /* Items are re-read by index each time: a .grad property may run code that mutates a list. */
+    const Py_ssize_t capacity = PySequence_Fast_GET_SIZE(obj);
+    if (batch_reserve(b, capacity) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < capacity && i < PySequence_Fast_GET_SIZE(obj); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(obj, i); /* borrowed */
+        int via_grad;
+        Py_INCREF(item);
+        PyObject *array = resolve_item(st, item, source, what, i, &via_grad);
+        Py_DECREF(item);
+        if (array == NULL)
+            goto fail;
+        if (array != Py_None) {
+            const int rc = batch_add(b, array, flags, norm, what, i, via_grad);
+            Py_DECREF(array);
+            if (rc < 0)
+                goto fail;
+        }
+        else {
+            Py_DECREF(array);
+        }
+    }
+    batch_finish(b);
+    return 0;
+fail:
+    batch_release(b);
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Results                                                                                   */
+
+static PyObject *float_scalar(double value, int single)
+{
+    PyObject *scalar;
+    if (single) {
+        scalar = PyArrayScalar_New(Float);
+        if (scalar != NULL)
+            PyArrayScalar_ASSIGN(scalar, Float, (npy_float)value);
+    }
+    else {
+        scalar = PyArrayScalar_New(Double);
+        if (scalar != NULL)
+            PyArrayScalar_ASSIGN(scalar, Double, value);
+    }
+    return scalar;
+}
+
+/* The total norm of b, rounded to its dtype (float32 unless an array is float64/complex128),
+ * with torch's error for a non-finite total when asked. */
+static int compute_total(batch *b, const gc_norm *norm, int error_if_nonfinite, double *total)
+{
+    if (b->n == 0) {
+        *total = 0.0;
+        return 0;
+    }
+    if (b->elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        *total = gc_total_norm(b->arrays, (size_t)b->n, norm, b->norms);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        *total = gc_total_norm(b->arrays, (size_t)b->n, norm, b->norms);
+    }
+    if (b->single_precision)
+        *total = (double)(float)*total;
+    if (error_if_nonfinite && !isfinite(*total)) {
+        PyObject *p = PyFloat_FromDouble(norm->p);
+        if (p != NULL)
+            PyErr_Format(PyExc_RuntimeError,
+                         "The total norm of order %R for gradients from `parameters` is non-finite, so it "
+                         "cannot be clipped. To disable this error and scale the gradients by the "
+                         "non-finite norm anyway, set `error_if_nonfinite=False`",
+                         p);
+        Py_XDECREF(p);
+        return -1;
+    }
+    return 0;
+}
+
+static void run_scale(batch *b, double coef)
+{
+    if (b->elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        gc_scale(b->arrays, (size_t)b->n, coef);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        gc_scale(b->arrays, (size_t)b->n, coef);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Entry points                                                                              */
+
+static int check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd positional arguments (%zd given)", fname,
+                     expected, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+/* total_norm(tensors, norm_type, error_if_nonfinite) -> float32 or float64 scalar */
+static PyObject *py_total_norm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gc_norm norm;
+    int error_if_nonfinite;
+    batch b;
+    double total;
+    if (check_nargs("total_norm", nargs, 3) < 0 || parse_norm_type(args[1], &norm) < 0 ||
+        parse_bool(args[2], &error_if_nonfinite) < 0)
+        return NULL;
+    if (collect(get_state(module), &b, args[0], SOURCE_TENSORS, ALLOW_COMPLEX, &norm, "tensors") < 0)
+        return NULL;
+    const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
+    const int single = b.single_precision;
+    batch_release(&b);
+    return rc < 0 ? NULL : float_scalar(total, single);
+}
+
+/* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite) -> (total, coef)
+ * The clipping coefficient clip_grad_norm_ would apply, without modifying anything. */
+static PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gc_norm norm;
+    int error_if_nonfinite;
+    double max_norm, total;
+    batch b;
+    if (check_nargs("total_norm_and_coef", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
+        parse_norm_type(args[2], &norm) < 0 || parse_bool(args[3], &error_if_nonfinite) < 0)
+        return NULL;
+    if (collect(get_state(module), &b, args[0], SOURCE_GRADS, ALLOW_COMPLEX, &norm, "parameters") < 0)
+        return NULL;
+    const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
+    const int single = b.single_precision;
+    batch_release(&b);
+    if (rc < 0)
+        return NULL;
+    PyObject *scalar = float_scalar(total, single);
+    if (scalar == NULL)
+        return NULL;
+    return Py_BuildValue("(Nd)", scalar, gc_clip_coef(total, max_norm, single));
+}
+
+/* clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite) -> total norm */
+static PyObject *py_clip_grad_norm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gc_norm norm;
+    int error_if_nonfinite;
+    double max_norm, total;
+    batch b;
+    if (check_nargs("clip_grad_norm", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
+        parse_norm_type(args[2], &norm) < 0 || parse_bool(args[3], &error_if_nonfinite) < 0)
+        return NULL;
+    if (collect(get_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, &norm,
+                "parameters") < 0)
+        return NULL;
+    /* The whole reduction (and its error check) ends before the first write. */
+    const int single = b.single_precision;
+    if (compute_total(&b, &norm, error_if_nonfinite, &total) < 0) {
+        batch_release(&b);
+        return NULL;
+    }
+    run_scale(&b, gc_clip_coef(total, max_norm, single));
+    batch_release(&b);
+    return float_scalar(total, single);
+}
+
+/* clip_grads_with_norm(parameters, max_norm, total_norm, single) -> None
+ * `single` says whether the total is float32 (the coefficient is then computed in float32). */
+static PyObject *py_clip_grads_with_norm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    double max_norm, total;
+    int single;
+    batch b;
+    if (check_nargs("clip_grads_with_norm", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
+        parse_real(args[2], "total_norm", &total) < 0 || parse_bool(args[3], &single) < 0)
+        return NULL;
+    if (collect(get_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, NULL, "parameters") < 0)
+        return NULL;
+    if (b.n > 0)
+        run_scale(&b, gc_clip_coef(total, max_norm, single));
+    batch_release(&b);
+    Py_RETURN_NONE;
+}
+
+/* clip_grad_value(parameters, clip_value) -> None */
+static PyObject *py_clip_grad_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    double clip_value;
+    batch b;
+    if (check_nargs("clip_grad_value", nargs, 2) < 0 || parse_nonnegative(args[1], "clip_value", &clip_value) < 0)
+        return NULL;
+    if (collect(get_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE, NULL, "parameters") < 0)
+        return NULL;
+    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        gc_clamp(b.arrays, (size_t)b.n, -clip_value, clip_value);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        gc_clamp(b.arrays, (size_t)b.n, -clip_value, clip_value);
+    }
+    batch_release(&b);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Module                                                                                    */
+
+static PyMethodDef module_methods[] = {
+    {"total_norm", (PyCFunction)(void (*)(void))py_total_norm, METH_FASTCALL,
+     "total_norm(tensors, norm_type, error_if_nonfinite)"},
+    {"total_norm_and_coef", (PyCFunction)(void (*)(void))py_total_norm_and_coef, METH_FASTCALL,
+     "total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite)"},
+    {"clip_grad_norm", (PyCFunction)(void (*)(void))py_clip_grad_norm, METH_FASTCALL,
+     "clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)"},
+    {"clip_grads_with_norm", (PyCFunction)(void (*)(void))py_clip_grads_with_norm, METH_FASTCALL,
+     "clip_grads_with_norm(parameters, max_norm, total_norm, single)"},
+    {"clip_grad_value", (PyCFunction)(void (*)(void))py_clip_grad_value, METH_FASTCALL,
+     "clip_grad_value(parameters, clip_value)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module)
+{
+    module_state *st = get_state(module);
+    if (PyArray_ImportNumPyAPI() < 0)
+        return -1;
+    st->str_grad = PyUnicode_InternFromString("grad");
+    if (st->str_grad == NULL)
+        return -1;
+    if (PyModule_AddIntConstant(module, "BLOCK", (long)GC_BLOCK) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Py_VISIT(get_state(module)->str_grad);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    Py_CLEAR(get_state(module)->str_grad);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* NumPy itself does not support subinterpreters. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_GIL_DISABLED
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gradclip._C",
+    .m_doc = "gradclip's C kernels. Private: use the gradclip package.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__C(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

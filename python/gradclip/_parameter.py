@@ -1,0 +1,152 @@
+"""`Parameter`: a NumPy array with a gradient slot, the stand-in for ``torch.nn.Parameter``."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+__all__ = ["Parameter"]
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_float_array(value: object, what: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{what} must be a NumPy ndarray, not {type(value).__name__}")
+    if value.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{what} must have dtype float16, float32 or float64 in native byte order, "
+            f"got {value.dtype}"
+        )
+    return value
+
+
+def _unwrap(value: object) -> object:
+    if isinstance(value, Parameter):
+        return value._data
+    if isinstance(value, tuple):
+        return tuple(_unwrap(v) for v in value)
+    return value
+
+
+class Parameter(NDArrayOperatorsMixin):
+    """A trainable array and its gradient, as ``torch.nn.Parameter`` is to a tensor.
+
+    Parameters
+    ----------
+    data : array_like
+        The values. An ndarray is used as is, without a copy, so in-place updates by an
+        optimizer are visible through the original array; anything else is converted with
+        ``np.asarray`` (Python floats become float64). The dtype must be float16, float32
+        or float64.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The values, updated in place by optimizers.
+    grad : numpy.ndarray or None
+        The gradient: ``None`` until set, then an array of the same shape and dtype as
+        ``data``. Clipping functions modify it in place; optimizers skip a parameter whose
+        ``grad`` is ``None``.
+
+    Notes
+    -----
+    A Parameter takes part in NumPy expressions as its ``data`` does: ``W @ x``,
+    ``np.tanh(W)``, ``np.asarray(W)``, ``W[0]`` and ``W -= 0.1 * dW`` (in place) all work.
+    It is deliberately not an ndarray subclass, so that a list of Parameters is never
+    mistaken for a list of gradients. Equality is elementwise (like arrays and tensors);
+    hashing is by identity, so Parameters can key optimizer state.
+    """
+
+    __slots__ = ("_data", "_grad", "__weakref__")
+
+    def __init__(self, data: object) -> None:
+        array = data if isinstance(data, np.ndarray) else np.asarray(data)
+        if array.dtype.kind in "iub" and not isinstance(data, np.ndarray):
+            array = array.astype(np.float64)
+        self._data = _check_float_array(array, "Parameter data")
+        self._grad: np.ndarray | None = None
+
+    # Elementwise __eq__ from the mixin would otherwise make instances unhashable.
+    __hash__ = object.__hash__
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._data = _check_float_array(value, "Parameter data")
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            _check_float_array(value, "Parameter.grad")
+            if value.shape != self._data.shape:
+                raise ValueError(
+                    f"assigned grad has shape {value.shape}, but the parameter has shape "
+                    f"{self._data.shape}"
+                )
+            if value.dtype != self._data.dtype:
+                raise TypeError(
+                    f"assigned grad has dtype {value.dtype}, but the parameter has dtype "
+                    f"{self._data.dtype}"
+                )
+        self._grad = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def T(self) -> np.ndarray:
+        return self._data.T
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, index: object) -> object:
+        return self._data[index]
+
+    def __setitem__(self, index: object, value: object) -> None:
+        self._data[index] = _unwrap(value)
+
+    def __array__(self, dtype: object = None, copy: bool | None = None) -> np.ndarray:
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        if dtype is None or np.dtype(dtype) == self._data.dtype:
+            return self._data
+        if copy is False:
+            raise ValueError("a copy is needed to convert the Parameter to the requested dtype")
+        return self._data.astype(dtype)
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object):
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = _unwrap(out)
+        result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
+        if out is not None:
+            # In-place operators (W -= lr * dW) must keep the Parameter, not rebind to its data.
+            return out[0] if len(out) == 1 else out
+        return result
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._data, prefix="Parameter(", separator=", ")
+        grad = "None" if self._grad is None else "array(...)"
+        return f"Parameter({body}, dtype={self._data.dtype}, grad={grad})"
