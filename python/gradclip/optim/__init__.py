@@ -1,0 +1,15 @@
+"""Optimizers with ``torch.optim``'s names, arguments, state and numbers.
+
+``import gradclip.optim as optim`` then ``optim.SGD(params, lr=0.1)`` as with torch. The
+parameters are :class:`gradclip.Parameter` objects (gradients in ``.grad``) or plain float
+ndarrays (gradients passed as ``step(grads=[...])``). Beyond torch, every optimizer has
+:meth:`Optimizer.clip_and_step`, which clips the gradients' total norm and updates in one
+pass, with the same numbers as ``clip_grad_norm_`` followed by ``step``.
+"""
+
+from .adam import Adam
+from .adamw import AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Adam", "AdamW", "Optimizer", "SGD"]

@@ -1,0 +1,183 @@
+"""Adam, mirroring ``torch.optim.Adam``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _functional
+from .optimizer import Optimizer, ParamsT, _Batch
+from .sgd import _check_state_array, _reject_unsupported
+
+__all__ = ["Adam"]
+
+# torch's step counter is a float32 0-d tensor on CPU (float64 only under
+# torch.set_default_dtype(torch.float64), which has no NumPy equivalent).
+_STEP_DTYPE = np.float32
+
+
+class Adam(Optimizer):
+    r"""Adam, as ``torch.optim.Adam`` (AdamW with ``decoupled_weight_decay=True``).
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups; see :class:`Optimizer`.
+    lr : float, default 1e-3
+        Learning rate.
+    betas : tuple of two floats, default (0.9, 0.999)
+        Decay rates of the first and second moment estimates. Both must be Python floats
+        (torch's rule: ``(0.9, 1)`` is rejected), each in ``[0, 1)``.
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient, or with ``decoupled_weight_decay`` the factor of
+        the decay applied to the parameter.
+    amsgrad : bool, default False
+        Use the running maximum of the second moment (AMSGrad).
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+    foreach : bool or None, default None
+        Accepted and stored for compatibility; gradclip has one implementation, with the
+        numbers of torch's single-tensor path (the one torch uses on CPU).
+    capturable, differentiable : bool, default False
+        Must be False.
+    fused : bool or None, default None
+        Must be None or False; see :meth:`~Optimizer.clip_and_step`.
+    decoupled_weight_decay : bool, default False
+        Decay the parameters directly (AdamW) instead of through the gradient.
+
+    Raises
+    ------
+    ValueError
+        A hyper-parameter out of range (torch's checks, order and messages).
+    NotImplementedError
+        ``fused``, ``capturable`` or ``differentiable`` set to True.
+
+    Notes
+    -----
+    A parameter's state, created on its first step with a gradient: ``"step"``, the number
+    of steps taken, as a 0-d float32 ndarray (torch's CPU ``step`` is a 0-d float32 tensor;
+    a 0-d array rather than a NumPy scalar so that it can be incremented in place);
+    ``"exp_avg"``, ``"exp_avg_sq"`` and, with ``amsgrad``, ``"max_exp_avg_sq"``: ndarrays
+    like the parameter. The update is torch's single-tensor rule (see
+    :func:`gradclip.optim._functional.adam`).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: Optional[bool] = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: Optional[bool] = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
+            raise ValueError("betas must be either both floats or both Tensors")
+        betas = tuple(betas)
+        _reject_unsupported(
+            type(self).__name__, fused=fused, capturable=capturable, differentiable=differentiable
+        )
+
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                # Old or foreign state may hold the step as a number; the kernel increments
+                # it in place.
+                if len(p_state) != 0 and not isinstance(p_state["step"], np.ndarray):
+                    p_state["step"] = np.array(float(p_state["step"]), dtype=_STEP_DTYPE)
+
+    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
+        state = self.state.get(param, {})
+        if len(state) == 0:
+            return
+        keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+        for key in keys:
+            if key not in state:
+                raise KeyError(f"{key} missing from the state of {where}")
+            _check_state_array(state[key], value, f"{key} of {where}")
+        step = state.get("step")
+        if not (isinstance(step, np.ndarray) and step.shape == () and step.flags.writeable):
+            raise TypeError(f"step of {where} must be a writable 0-d ndarray")
+
+    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
+        group = batch.group
+        amsgrad = group["amsgrad"]
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = [], [], [], []
+        for p, value in zip(batch.keys, batch.values):
+            state = self.state[p]
+            if len(state) == 0:
+                # Lazy initialisation, as torch: zeros laid out like the parameter.
+                state["step"] = np.array(0.0, dtype=_STEP_DTYPE)
+                state["exp_avg"] = np.zeros_like(value)
+                state["exp_avg_sq"] = np.zeros_like(value)
+                if amsgrad:
+                    state["max_exp_avg_sq"] = np.zeros_like(value)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if amsgrad:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            state_steps.append(state["step"])
+
+        beta1, beta2 = group["betas"]
+        _functional.adam(
+            batch.values,
+            batch.grads,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            state_steps,
+            amsgrad=amsgrad,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            grad_scale=grad_scale,
+            write_back=write_back,
+        )

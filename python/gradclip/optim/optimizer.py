@@ -1,0 +1,571 @@
+"""`Optimizer`: the base class of gradclip's optimizers, mirroring ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
+from copy import deepcopy
+from itertools import chain
+from numbers import Number
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+
+from .. import _clip
+from .._parameter import Parameter
+
+__all__ = ["Optimizer", "ParamsT"]
+
+#: What an optimizer accepts as ``params``: parameters (``Parameter`` objects or float
+#: ndarrays), ``(name, parameter)`` pairs, or dicts defining parameter groups.
+ParamsT = Union[Iterable[Any], Iterable[dict[str, Any]], Iterable[tuple[str, Any]]]
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_param(obj: object) -> bool:
+    return isinstance(obj, (Parameter, np.ndarray))
+
+
+def _value(param: object) -> np.ndarray:
+    """The array a parameter's updates are written to."""
+    return param.data if isinstance(param, Parameter) else param
+
+
+def _typename(obj: object) -> str:
+    # torch.typename's spelling ("float", "numpy.ndarray"), with Parameter under its public
+    # name rather than its private module.
+    if isinstance(obj, Parameter):
+        return "gradclip.Parameter"
+    cls = type(obj)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "") else f"{module}.{cls.__qualname__}"
+
+
+def _describe(index: int, group_index: int) -> str:
+    return f"parameter {index} (in param_groups[{group_index}])"
+
+
+class _ParamState(MutableMapping):
+    """``Optimizer.state``: a mapping from parameter to its state dict.
+
+    Like torch's ``defaultdict(dict)`` keyed by tensor: reading a missing parameter creates
+    its empty state. Parameters (``Parameter`` objects and ndarrays, which are unhashable)
+    are keyed by identity; other keys (only found after loading foreign state) by value.
+    """
+
+    def __init__(self, items: Iterable[tuple[object, object]] = ()) -> None:
+        self._entries: dict[Hashable, tuple[object, object]] = {}
+        for key, value in items:
+            self[key] = value
+
+    @staticmethod
+    def _slot(key: object) -> Hashable:
+        return (True, id(key)) if _is_param(key) else (False, key)
+
+    def __getitem__(self, key: object) -> Any:
+        slot = self._slot(key)
+        entry = self._entries.get(slot)
+        if entry is None:
+            entry = self._entries[slot] = (key, {})
+        return entry[1]
+
+    def __setitem__(self, key: object, value: object) -> None:
+        self._entries[self._slot(key)] = (key, value)
+
+    def __delitem__(self, key: object) -> None:
+        del self._entries[self._slot(key)]
+
+    def __contains__(self, key: object) -> bool:
+        return self._slot(key) in self._entries
+
+    def get(self, key: object, default: object = None) -> Any:
+        entry = self._entries.get(self._slot(key))
+        return default if entry is None else entry[1]
+
+    def __iter__(self) -> Iterator[object]:
+        return (key for key, _ in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self):  # noqa: D102 - the Mapping method, without a lookup per key
+        return [(key, value) for key, value in self._entries.values()]
+
+    def __reduce__(self):
+        # Pickle and deepcopy by content: ids are meaningless in the copy.
+        return (type(self), (self.items(),))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{_typename(k)} at {id(k):#x}: {v!r}" for k, v in self.items())
+        return "{" + body + "}"
+
+
+class _Batch(NamedTuple):
+    """The parameters of one group that take part in a step, validated."""
+
+    group: dict[str, Any]
+    keys: list[object]  # the parameter objects (state keys)
+    values: list[np.ndarray]  # the arrays to update
+    grads: list[np.ndarray]
+
+
+class Optimizer:
+    """Base class of all gradclip optimizers, as ``torch.optim.Optimizer``.
+
+    Parameters
+    ----------
+    params : iterable
+        The parameters to optimize: :class:`gradclip.Parameter` objects or float ndarrays
+        (float16, float32, float64, writable, any layout), or ``(name, parameter)`` pairs,
+        or dicts defining parameter groups (each with a ``"params"`` entry and optional
+        per-group hyper-parameters).
+    defaults : dict
+        Default values of the hyper-parameters, used where a group does not set them.
+
+    Attributes
+    ----------
+    defaults : dict
+        As given.
+    param_groups : list of dict
+        One dict per group: ``"params"`` (a list of parameters) and every hyper-parameter.
+    state : MutableMapping
+        Per-parameter state, keyed by the parameter object itself (by identity, so plain
+        ndarrays work as keys); reading a missing key creates an empty dict, as torch's
+        ``defaultdict``.
+
+    Notes
+    -----
+    Gradients come from each :class:`~gradclip.Parameter`'s ``.grad``, or, for every
+    parameter at once, from the ``grads`` argument of :meth:`step` and :meth:`clip_and_step`:
+    a list with one array (or ``None``) per parameter, in the order of the parameters over
+    all groups. Plain ndarray parameters need ``grads``. A parameter whose gradient is
+    ``None`` is skipped, as in torch. Every array is validated before anything is modified.
+    """
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        # A single array would otherwise be iterated row by row.
+        if _is_param(params):
+            raise TypeError(
+                "params argument given to the optimizer should be "
+                "an iterable of Tensors or dicts, but got " + _typename(params)
+            )
+        self.state: MutableMapping[object, dict[str, Any]] = _ParamState()
+        self.param_groups: list[dict[str, Any]] = []
+
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for param_group in param_groups:
+            self.add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "defaults": self.defaults,
+            "state": self.state,
+            "param_groups": self.param_groups,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        lines = [self.__class__.__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {key}: {group[key]}" for key in sorted(group) if key != "params")
+        lines.append(")")
+        return "\n".join(lines)
+
+    # -- parameter groups ------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group to :attr:`param_groups`.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``"params"``: a parameter, or an ordered iterable of parameters or of
+            ``(name, parameter)`` pairs; other keys override :attr:`defaults` for this group.
+
+        Raises
+        ------
+        TypeError
+            ``param_group`` is not a dict; ``params`` is a set; an entry is not a
+            Parameter or ndarray, or has an unsupported dtype.
+        ValueError
+            A parameter is read-only or already in another group; names are given for some
+            parameters or groups but not all.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+
+        params = param_group["params"]
+        if _is_param(params):
+            param_group["params"] = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        else:
+            param_group["params"] = list(params)
+
+        tensors = []
+        names = []
+        for param in param_group["params"]:
+            if isinstance(param, tuple):
+                names.append(param[0])
+                tensors.append(param[1])
+            else:
+                tensors.append(param)
+        param_group["params"] = tensors
+        if names:
+            if len(names) != len(tensors):
+                raise ValueError(
+                    "all optimizer params should be with/without names. Some param names are missing"
+                )
+            param_group["param_names"] = names
+
+        for param in tensors:
+            self._check_param(param)
+
+        for name, default in self.defaults.items():
+            param_group.setdefault(name, default)
+
+        ids = {id(p) for p in tensors}
+        if len(ids) != len(tensors):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error; "
+                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                stacklevel=3,
+            )
+
+        existing: set[int] = set()
+        for group in self.param_groups:
+            existing.update(id(p) for p in group["params"])
+            if ("param_names" in param_group) != ("param_names" in group):
+                current = "with names" if "param_names" in param_group else "without names"
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {current} to the optimizer"
+                )
+        if not existing.isdisjoint(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+
+        self.param_groups.append(param_group)
+
+    @staticmethod
+    def _check_param(param: object) -> None:
+        if not _is_param(param):
+            raise TypeError(
+                "optimizer can only optimize gradclip.Parameter objects or NumPy arrays, "
+                "but one of the params is " + _typename(param)
+            )
+        value = _value(param)
+        if value.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                "optimizer can only optimize float16, float32 or float64 arrays in native "
+                f"byte order, but one of the params has dtype {value.dtype}"
+            )
+        if not value.flags.writeable:
+            raise ValueError(
+                "optimizer parameters are updated in place, but one of the params is a "
+                "read-only array"
+            )
+
+    # -- gradients ---------------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all :class:`~gradclip.Parameter` objects.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Set each ``.grad`` to ``None`` (the parameter is then skipped by the next step
+            unless it gets a gradient), or, if False, fill the existing gradient arrays with
+            zeros in place.
+
+        Notes
+        -----
+        Plain ndarray parameters have no ``.grad``; their gradients are whatever arrays the
+        caller passes to :meth:`step`, so there is nothing to reset here.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                if isinstance(p, Parameter) and p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad.fill(0)
+
+    def _gather(self, grads: Optional[object], *, writable_grads: bool = False) -> list[_Batch]:
+        """Validate every parameter, gradient and state entry; modify nothing."""
+        n_params = sum(len(g["params"]) for g in self.param_groups)
+        if grads is not None:
+            if isinstance(grads, (np.ndarray, Parameter)) or not isinstance(grads, (list, tuple)):
+                raise TypeError(
+                    "grads must be a list or tuple with one gradient array (or None) per "
+                    f"parameter, not {_typename(grads)}"
+                )
+            if len(grads) != n_params:
+                raise ValueError(
+                    f"grads has {len(grads)} entries, but the optimizer has {n_params} "
+                    f"parameters in {len(self.param_groups)} group(s); pass one gradient (or "
+                    "None) per parameter, in the order of the parameters over all groups"
+                )
+
+        batches = []
+        index = 0
+        for group_index, group in enumerate(self.param_groups):
+            batch = _Batch(group, [], [], [])
+            for p in group["params"]:
+                where = _describe(index, group_index)
+                if grads is not None:
+                    grad = grads[index]
+                elif isinstance(p, Parameter):
+                    grad = p.grad
+                else:
+                    raise TypeError(
+                        f"{where} is a plain ndarray, which has no .grad: pass the gradients "
+                        "to step()/clip_and_step() as grads=[...]"
+                    )
+                index += 1
+                if grad is None:
+                    continue
+                self._check_param(p)
+                value = _value(p)
+                _check_grad(grad, value, where, writable_grads)
+                self._check_state(group, p, value, where)
+                batch.keys.append(p)
+                batch.values.append(value)
+                batch.grads.append(grad)
+            batches.append(batch)
+        return batches
+
+    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
+        """Raise if the saved state of ``param`` cannot be used with ``value``."""
+
+    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
+        """Apply one step to a validated batch (subclasses: init state, call the kernel)."""
+        raise NotImplementedError
+
+    # -- stepping ------------------------------------------------------------------------------
+
+    def step(
+        self, closure: Optional[Callable[[], Any]] = None, *, grads: Optional[list] = None
+    ) -> Any:
+        """Perform one optimization step.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Called first, without arguments, to re-evaluate the model (and refresh the
+            gradients); its return value is returned.
+        grads : list of (numpy.ndarray or None), optional
+            One gradient per parameter, in the order of the parameters over all groups,
+            instead of the Parameters' ``.grad``. Required when the parameters are plain
+            ndarrays. ``None`` skips that parameter.
+
+        Returns
+        -------
+        object
+            The closure's result, or None.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A gradient of the wrong type, dtype, shape or count, or an unusable parameter;
+            raised before anything is modified.
+        """
+        loss = None
+        if closure is not None:
+            loss = closure()
+        for batch in self._gather(grads):
+            self._update(batch, None, True)
+        return loss
+
+    def clip_and_step(
+        self,
+        max_norm: float,
+        norm_type: Union[float, str] = 2.0,
+        *,
+        error_if_nonfinite: bool = False,
+        grads: Optional[list] = None,
+        write_back: bool = True,
+    ) -> np.floating:
+        """Clip the gradients' total norm and take a step, in one pass.
+
+        Equivalent to ``clip_grad_norm_(all_params, max_norm, norm_type,
+        error_if_nonfinite)`` followed by :meth:`step`, bit for bit, but the clipped
+        gradients are formed inside the update instead of in a separate pass.
+
+        Parameters
+        ----------
+        max_norm : float
+            The largest allowed total norm.
+        norm_type : float or {'inf', '-inf'}, default 2.0
+            The order of the norm (see :func:`gradclip.clip_grad_norm_`).
+        error_if_nonfinite : bool, default False
+            Raise ``RuntimeError`` (before modifying anything) if the total norm is NaN or
+            infinite.
+        grads : list of (numpy.ndarray or None), optional
+            As in :meth:`step`.
+        write_back : bool, default True
+            Also store the clipped gradients into the gradient arrays, leaving them exactly
+            as ``clip_grad_norm_`` would. With False the gradients are left untouched.
+
+        Returns
+        -------
+        numpy.float32 or numpy.float64
+            The total norm of the gradients (of every parameter in every group that has
+            one) before clipping, as :func:`gradclip.clip_grad_norm_` returns it.
+
+        Notes
+        -----
+        An array that serves as the gradient of two parameters is clipped once here, but
+        twice by ``clip_grad_norm_`` (which scales every listed gradient); avoid sharing.
+        """
+        batches = self._gather(grads, writable_grads=write_back)
+        every_grad = [g for batch in batches for g in batch.grads]
+        total_norm, coef = _clip._total_norm_and_coef(
+            every_grad, max_norm, norm_type, error_if_nonfinite
+        )
+        for batch in batches:
+            self._update(batch, float(coef), write_back)
+        return total_norm
+
+    # -- state dict ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the optimizer state in torch's layout.
+
+        Returns
+        -------
+        dict
+            ``"state"``: a dict from parameter index (position over all groups, first
+            occurrence) to that parameter's state dict (the optimizer's own dicts and arrays,
+            not copies, as in torch); ``"param_groups"``: a list of dicts with every
+            hyper-parameter and ``"params"`` as a list of indices.
+        """
+        param_mappings: dict[int, int] = {}
+        start_index = 0
+
+        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
+            nonlocal start_index
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for i, p in enumerate(group["params"], start_index):
+                param_mappings.setdefault(id(p), i)
+            packed["params"] = [param_mappings[id(p)] for p in group["params"]]
+            start_index += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(g) for g in self.param_groups]
+        packed_state = {
+            (param_mappings[id(k)] if _is_param(k) else k): v for k, v in self.state.items()
+        }
+        return {"state": packed_state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state saved by :meth:`state_dict` (or torch's, with CPU tensors).
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`. Its groups must match this optimizer's in
+            number and sizes; the saved hyper-parameters replace the current ones, and
+            parameters are matched by position.
+
+        Raises
+        ------
+        ValueError
+            The number of groups or a group's size differs.
+
+        Notes
+        -----
+        Every saved array is copied (floating state cast to its parameter's dtype, ``step``
+        kept as is), so the loaded optimizer never shares memory with ``state_dict``. torch
+        aliases a saved tensor that needs no cast; copying is the deliberate difference, so
+        that two optimizers never update the same buffer.
+        """
+        state_dict = state_dict.copy()
+        groups = self.param_groups
+        saved_groups = deepcopy(state_dict["param_groups"])
+
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group "
+                "that doesn't match the size of optimizer's group"
+            )
+
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in groups),
+            )
+        )
+
+        state = _ParamState()
+        for k, v in state_dict["state"].items():
+            if k in id_map:
+                param = id_map[k]
+                state[param] = _cast(_value(param), v)
+            else:
+                state[k] = v
+
+        def update_group(group: dict[str, Any], new_group: dict[str, Any]) -> dict[str, Any]:
+            new_group["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
+            return new_group
+
+        param_groups = [update_group(g, ng) for g, ng in zip(groups, saved_groups)]
+        self.__setstate__({"state": state, "param_groups": param_groups})
+
+
+def _is_array_like(value: object) -> bool:
+    # ndarrays and CPU tensors from a torch state dict; NumPy scalars stay scalars.
+    return isinstance(value, np.ndarray) or (
+        hasattr(value, "__array__") and not isinstance(value, (Number, np.generic, str, bytes))
+    )
+
+
+def _cast(param_value: np.ndarray, value: object, key: object = None) -> object:
+    """Deep-copy ``value`` for ``param``: arrays copied, floating state in the param's dtype."""
+    if _is_array_like(value):
+        array = np.array(value, copy=True)
+        # torch keeps the step counter's own dtype (it is not a per-element quantity).
+        if key != "step":
+            array = array.astype(param_value.dtype, copy=False)
+        return array
+    if isinstance(value, dict):
+        return {k: _cast(param_value, v, key=k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(param_value, v) for v in value)
+    return value
+
+
+def _check_grad(grad: object, value: np.ndarray, where: str, writable: bool) -> None:
+    if not isinstance(grad, np.ndarray):
+        raise TypeError(f"the gradient of {where} must be a NumPy ndarray or None, not {_typename(grad)}")
+    if grad.shape != value.shape:
+        raise ValueError(
+            f"the gradient of {where} has shape {grad.shape}, but the parameter has shape "
+            f"{value.shape}"
+        )
+    if grad.dtype != value.dtype:
+        raise TypeError(
+            f"the gradient of {where} has dtype {grad.dtype}, but the parameter has dtype "
+            f"{value.dtype}"
+        )
+    if writable and not grad.flags.writeable:
+        raise ValueError(
+            f"the gradient of {where} is read-only, but write_back=True stores the clipped "
+            "gradient into it"
+        )

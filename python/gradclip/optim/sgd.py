@@ -1,0 +1,180 @@
+"""Stochastic gradient descent, mirroring ``torch.optim.SGD``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _functional
+from .optimizer import Optimizer, ParamsT, _Batch
+
+__all__ = ["SGD"]
+
+
+def _reject_unsupported(name: str, **flags: object) -> None:
+    """Refuse torch options that only select a different torch code path."""
+    for flag, value in flags.items():
+        if value:
+            raise NotImplementedError(
+                f"gradclip.optim.{name} does not support {flag}=True: {_WHY[flag]}"
+            )
+
+
+_WHY = {
+    "fused": "gradclip has a single implementation; for a fused clip + update use "
+    "clip_and_step()",
+    "capturable": "there is no CUDA graph to capture; use capturable=False",
+    "differentiable": "gradclip has no autograd; use differentiable=False",
+}
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with momentum, as ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups; see :class:`Optimizer`.
+    lr : float, default 1e-3
+        Learning rate.
+    momentum : float, default 0
+        Momentum factor.
+    dampening : float, default 0
+        Dampening for momentum (not applied on the first step, as in torch).
+    weight_decay : float, default 0
+        L2 penalty, added to the gradient.
+    nesterov : bool, default False
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+    foreach : bool or None, default None
+        Accepted and stored for compatibility; torch's per-tensor and foreach paths give
+        the same numbers here, and gradclip has one implementation.
+    differentiable : bool, default False
+        Must be False (gradclip has no autograd).
+    fused : bool or None, default None
+        Must be None or False; see :meth:`~Optimizer.clip_and_step` for gradclip's fused
+        clip-and-update.
+
+    Raises
+    ------
+    ValueError
+        Negative ``lr``, ``momentum`` or ``weight_decay``; ``nesterov`` without momentum or
+        with dampening (torch's messages).
+    NotImplementedError
+        ``fused=True`` or ``differentiable=True``.
+
+    Notes
+    -----
+    The update is torch's (single-tensor) rule, with ``g`` the gradient::
+
+        g = -g if maximize;  g = g + weight_decay * p
+        b = g (a copy) on the first step, else b = momentum * b + (1 - dampening) * g
+        g = g + momentum * b if nesterov else b
+        p = p - lr * g
+
+    The state of a parameter is ``{"momentum_buffer": ndarray}``, created on its first step
+    with a gradient and only when ``momentum != 0``. As in torch, hyper-parameters are
+    validated only when given to the constructor, not when set on a group later.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradclip import Parameter, optim
+    >>> w = Parameter(np.array([1.0, 2.0]))
+    >>> opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    >>> w.grad = np.array([1.0, -1.0])
+    >>> opt.step()
+    >>> w.data
+    array([0.9, 2.1])
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: Optional[bool] = None,
+        differentiable: bool = False,
+        fused: Optional[bool] = None,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        _reject_unsupported("SGD", fused=fused, differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+
+    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
+        if group["momentum"] == 0:
+            return
+        buf = self.state.get(param, {}).get("momentum_buffer")
+        if buf is not None:
+            _check_state_array(buf, value, f"momentum_buffer of {where}")
+
+    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
+        group = batch.group
+        use_momentum = group["momentum"] != 0
+        buffers = (
+            [self.state[p].get("momentum_buffer") for p in batch.keys] if use_momentum else []
+        )
+        _functional.sgd(
+            batch.values,
+            batch.grads,
+            buffers,
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+            grad_scale=grad_scale,
+            write_back=write_back,
+        )
+        if use_momentum:
+            for p, buf in zip(batch.keys, buffers):
+                self.state[p]["momentum_buffer"] = buf
+
+
+def _check_state_array(array: object, value: np.ndarray, what: str) -> None:
+    """Raise unless a state array can be updated in place alongside ``value``."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{what} must be an ndarray, not {type(array).__name__}")
+    if array.shape != value.shape or array.dtype != value.dtype:
+        raise ValueError(
+            f"{what} has shape {array.shape} and dtype {array.dtype}, but the parameter has "
+            f"shape {value.shape} and dtype {value.dtype}"
+        )
+    if not array.flags.writeable:
+        raise ValueError(f"{what} is read-only")
