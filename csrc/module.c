@@ -257,6 +257,10 @@ static int may_self_overlap(int ndim, const npy_intp *shape, const npy_intp *str
     npy_intp order[NPY_MAXDIMS];
     int nd = 0;
     for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0)
+            return 0;
+    }
+    for (int d = 0; d < ndim; d++) {
         if (shape[d] <= 1)
             continue;
         const npy_intp s = strides[d] < 0 ? -strides[d] : strides[d];
@@ -315,6 +319,13 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const c
         return -1;
     }
     if (norm != NULL && PyArray_SIZE(a) == 0 && gc_norm_needs_identity(norm)) {
+        /* torch's messages: its foreach kernel reports +inf itself, vector_norm the rest. */
+        if (norm->kind == GC_NORM_INF) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "_foreach_norm cannot compute the infinity norm on an empty tensor because "
+                            "the operation does not have an identity");
+            return -1;
+        }
         char p[32];
         PyOS_snprintf(p, sizeof p, "%g", norm->p); /* torch prints -1, not -1.0 */
         PyErr_Format(PyExc_RuntimeError,

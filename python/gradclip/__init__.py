@@ -19,6 +19,7 @@ from ._clip import (
     vector_to_parameters,
 )
 from ._parameter import Parameter
+from . import nn
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,69 @@
+"""A float64 NumPy reference for gradclip's semantics, written from torch's definitions.
+
+Used as the test oracle: simple, slow, obviously right. Norms are exact to float64 rounding;
+the clip coefficient and the clipped values are derived step by step in the precision torch
+uses, with NumPy's own IEEE scalar arithmetic.
+"""
+
+import numpy as np
+
+INF = float("inf")
+
+
+def vector_norm(x, p):
+    """torch.linalg.vector_norm(x, p) in float64 (complex elements contribute |z|)."""
+    a = np.abs(np.asarray(x).astype(np.complex128 if np.iscomplexobj(x) else np.float64)).ravel()
+    if a.size == 0 and (p == INF or p == -INF or p < 0):
+        raise RuntimeError("no identity")
+    if p == 0:
+        return float(np.count_nonzero(a))
+    if p == INF or p == -INF:
+        if np.isnan(a).any():
+            return float("nan")
+        return float(a.max() if p == INF else a.min())
+    with np.errstate(divide="ignore", over="ignore"):
+        return float(np.sum(a**p) ** (1.0 / p))
+
+
+def total_norm(arrays, p):
+    """torch's get_total_norm: the p-norm of the per-array p-norms, in float64."""
+    if len(arrays) == 0:
+        return 0.0
+    return vector_norm(np.array([vector_norm(a, p) for a in arrays]), p)
+
+
+def result_dtype(arrays):
+    """float64 if any array is float64/complex128, else float32 (gradclip's documented rule)."""
+    wide = any(a.dtype in (np.float64, np.complex128) for a in arrays)
+    return np.dtype(np.float64 if wide else np.float32)
+
+
+def clip_coef(total, max_norm, dtype):
+    """min(max_norm * (1 / (total + 1e-6)), 1), each step rounded to `dtype` (torch's order)."""
+    t = dtype.type(total)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        coef = (dtype.type(1) / (t + dtype.type(1e-6))) * dtype.type(max_norm)
+    return coef if np.isnan(coef) else min(coef, dtype.type(1))
+
+
+def scaled(g, coef):
+    """g * coef rounded as torch rounds it for g's dtype (coef already in the total's dtype)."""
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        if g.dtype == np.float16:
+            return (g.astype(np.float32) * np.float32(coef)).astype(np.float16)
+        if g.dtype == np.float32:
+            return g * np.float32(coef)
+        if g.dtype == np.float64:
+            return g * np.float64(coef)
+        real = np.float32 if g.dtype == np.complex64 else np.float64
+        c, zero = real(coef), real(0)
+        re, im = g.real, g.imag
+        return (re * c - im * zero) + 1j * (re * zero + im * c)
+
+
+def clamped(g, clip_value):
+    """torch's clamp_(-c, c): bounds rounded to g's dtype (float16 via float32), NaN kept."""
+    hi = g.dtype.type(np.float32(clip_value)) if g.dtype == np.float16 else g.dtype.type(clip_value)
+    out = np.where(g < -hi, -hi, g)
+    out = np.where(hi < out, hi, out)
+    return np.where(np.isnan(g), g, out).astype(g.dtype)
