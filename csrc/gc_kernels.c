@@ -130,7 +130,7 @@ static double merge_lanes(const gc_norm *norm, const double *acc)
 /* One accumulation function per element type. LOAD(x, k) reads element k as a double; for
  * complex types the "element" is |z| (or |z|^2 for the 2-norm, which needs no square root). */
 #define DEFINE_NORM_RUN(NAME, T, LOAD, LOAD_SQUARE)                                              \
-    static double NAME(const T *restrict x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)     \
+    GC_DISPATCH static double NAME(const T *restrict x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)     \
     {                                                                                          \
         const double p = norm->p;                                                              \
         double acc[GC_LANES];                                                                  \
@@ -219,27 +219,32 @@ double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, co
         (x)[k2_ + 1] = re_ * zero + im_ * c;                                                   \
     } while (0)
 
+GC_DISPATCH
 static void scale_f16(gc_half *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
 {
     GC_ELEMENTWISE(x, inc, n, SCALE_HALF);
 }
 
+GC_DISPATCH
 static void scale_f32(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
 {
     GC_ELEMENTWISE(x, inc, n, SCALE_REAL);
 }
 
+GC_DISPATCH
 static void scale_f64(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
 {
     GC_ELEMENTWISE(x, inc, n, SCALE_REAL);
 }
 
+GC_DISPATCH
 static void scale_c64(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
 {
     const float zero = 0.0f;
     GC_ELEMENTWISE(x, inc, n, SCALE_COMPLEX);
 }
 
+GC_DISPATCH
 static void scale_c128(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
 {
     const double zero = 0.0;
@@ -282,6 +287,7 @@ void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double co
         (x)[k] = (v_ < lo_f) ? lo : ((hi_f < v_) ? hi : h_);                                   \
     } while (0)
 
+GC_DISPATCH
 static void clamp_f16(gc_half *restrict x, ptrdiff_t inc, ptrdiff_t n, gc_half lo, gc_half hi)
 {
     /* Comparisons with NaN are false, so NaN falls through unchanged. */
@@ -289,11 +295,13 @@ static void clamp_f16(gc_half *restrict x, ptrdiff_t inc, ptrdiff_t n, gc_half l
     GC_ELEMENTWISE(x, inc, n, CLAMP_HALF);
 }
 
+GC_DISPATCH
 static void clamp_f32(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float lo, float hi)
 {
     GC_ELEMENTWISE(x, inc, n, CLAMP_REAL);
 }
 
+GC_DISPATCH
 static void clamp_f64(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi)
 {
     GC_ELEMENTWISE(x, inc, n, CLAMP_REAL);

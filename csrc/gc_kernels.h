@@ -10,6 +10,15 @@
 
 #include <stddef.h>
 
+/* Hot kernels are compiled twice, for baseline x86-64 and for AVX2+FMA, and the dynamic loader
+ * picks one per machine. Both give identical results: the build disables FMA contraction
+ * (-ffp-contract=off), so only explicit fma() calls fuse, and those are exact everywhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(GC_NO_DISPATCH)
+#define GC_DISPATCH __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define GC_DISPATCH
+#endif
+
 typedef enum {
     GC_FLOAT16 = 0,
     GC_FLOAT32,

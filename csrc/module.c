@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "gc_clip.h"
+#include "gc_optim.h"
 
 /* Below this many elements releasing and re-acquiring the GIL costs more than it frees. */
 #define GIL_RELEASE_ELEMENTS ((ptrdiff_t)1 << 15)
@@ -629,6 +630,320 @@ static PyObject *py_clip_grad_value(PyObject *module, PyObject *const *args, Py_
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Optimizer steps                                                                           */
+
+/* The operands of one optimizer call: for each parameter, `nops` arrays (parameter, gradient,
+ * state...) of one shape and dtype. Strong references are held to every operand. */
+typedef struct {
+    Py_ssize_t n;
+    int nops;
+    ptrdiff_t elements;
+    PyObject **refs;        /* n * nops, NULL for a buffer still to be created */
+    gc_optim_item *items;
+    ptrdiff_t *dims;
+    void *heap;
+} optim_batch;
+
+static void optim_release(optim_batch *b)
+{
+    if (b->refs != NULL) {
+        for (Py_ssize_t i = 0; i < b->n * b->nops; i++)
+            Py_XDECREF(b->refs[i]);
+    }
+    PyMem_Free(b->heap);
+    b->heap = NULL;
+    b->refs = NULL;
+}
+
+static int check_sequence(PyObject *obj, const char *name, Py_ssize_t n, int need_list)
+{
+    if (need_list ? !PyList_Check(obj) : (!PyList_Check(obj) && !PyTuple_Check(obj))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %s, not %.200s", name, need_list ? "list" : "list or tuple",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (n >= 0 && PySequence_Fast_GET_SIZE(obj) != n) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd entries, expected %zd (one per parameter)", name,
+                     PySequence_Fast_GET_SIZE(obj), n);
+        return -1;
+    }
+    return 0;
+}
+
+static void byte_extent(PyArrayObject *a, char **lo, char **hi)
+{
+    char *low = PyArray_BYTES(a), *high = PyArray_BYTES(a);
+    for (int d = 0; d < PyArray_NDIM(a); d++) {
+        const npy_intp span = (PyArray_DIMS(a)[d] - 1) * PyArray_STRIDES(a)[d];
+        if (span < 0)
+            low += span;
+        else
+            high += span;
+    }
+    *lo = low;
+    *hi = high + PyArray_ITEMSIZE(a);
+}
+
+/* Operands of one parameter must not overlap: the kernels read and write them through
+ * restrict pointers, and torch would treat them as distinct tensors anyway. */
+static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py_ssize_t index)
+{
+    for (int a = 0; a < nops; a++) {
+        for (int b = a + 1; b < nops; b++) {
+            if (ops[a] == NULL || ops[b] == NULL || PyArray_SIZE((PyArrayObject *)ops[a]) == 0 ||
+                PyArray_SIZE((PyArrayObject *)ops[b]) == 0)
+                continue;
+            char *lo_a, *hi_a, *lo_b, *hi_b;
+            byte_extent((PyArrayObject *)ops[a], &lo_a, &hi_a);
+            byte_extent((PyArrayObject *)ops[b], &lo_b, &hi_b);
+            if (lo_a < hi_b && lo_b < hi_a) {
+                PyErr_Format(PyExc_ValueError, "%s[%zd] and %s[%zd] share (or interleave) memory", names[a], index,
+                             names[b], index);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Collects lists[0..nops) (params first). Operand k is written if (written >> k) & 1; the
+ * operand `creatable` (or -1) may be None, meaning a buffer the kernel initialises. */
+static int optim_collect(optim_batch *b, PyObject *const *lists, const char *const *names, int nops,
+                         unsigned written, int creatable)
+{
+    b->n = 0;
+    b->nops = nops;
+    b->elements = 0;
+    b->refs = NULL;
+    b->heap = NULL;
+    if (check_sequence(lists[0], names[0], -1, 0) < 0)
+        return -1;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(lists[0]);
+    for (int k = 1; k < nops; k++) {
+        if (check_sequence(lists[k], names[k], n, k == creatable) < 0)
+            return -1;
+    }
+    /* Size the single allocation: references, items, then every operand's shape/strides. */
+    Py_ssize_t ndims = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PySequence_Fast_GET_ITEM(lists[0], i);
+        if (!PyArray_Check(p)) {
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be a NumPy ndarray, not %.200s", names[0], i,
+                         Py_TYPE(p)->tp_name);
+            return -1;
+        }
+        ndims += (Py_ssize_t)PyArray_NDIM((PyArrayObject *)p) * (1 + nops);
+    }
+    const size_t bytes = (size_t)n * nops * sizeof(PyObject *) + (size_t)n * sizeof(gc_optim_item) +
+                         (size_t)ndims * sizeof(ptrdiff_t);
+    char *heap = PyMem_Calloc(1, bytes > 0 ? bytes : 1);
+    if (heap == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->heap = heap;
+    b->items = (gc_optim_item *)heap;
+    b->refs = (PyObject **)(heap + (size_t)n * sizeof(gc_optim_item));
+    b->dims = (ptrdiff_t *)(heap + (size_t)n * sizeof(gc_optim_item) + (size_t)n * nops * sizeof(PyObject *));
+    b->n = n;
+    for (Py_ssize_t i = 0; i < n * nops; i++) {
+        const Py_ssize_t item = i / nops;
+        PyObject *obj = PySequence_Fast_GET_ITEM(lists[i % nops], item);
+        if (obj == Py_None && (int)(i % nops) == creatable)
+            continue;
+        Py_INCREF(obj);
+        b->refs[i] = obj;
+    }
+
+    ptrdiff_t *dims = b->dims;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject **ops = b->refs + i * nops;
+        PyArrayObject *param = (PyArrayObject *)ops[0];
+        gc_optim_item *it = &b->items[i];
+        char name[96];
+        const int ndim = PyArray_NDIM(param);
+        for (int k = 0; k < nops; k++) {
+            describe(name, sizeof name, names[k], i, 0);
+            if (ops[k] == NULL) {
+                it->fresh = 1;
+                continue;
+            }
+            if (!PyArray_Check(ops[k])) {
+                PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", name,
+                             k == creatable ? " or None" : "", Py_TYPE(ops[k])->tp_name);
+                goto fail;
+            }
+            PyArrayObject *a = (PyArrayObject *)ops[k];
+            gc_dtype dtype;
+            if (check_array(a, ((written >> k) & 1) ? NEED_WRITE : 0, NULL, name, &dtype) < 0)
+                goto fail;
+            if (k == 0) {
+                it->dtype = dtype;
+                continue;
+            }
+            if (dtype != it->dtype) {
+                PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s[%zd] has dtype %S", name,
+                             (PyObject *)PyArray_DESCR(a), names[0], i, (PyObject *)PyArray_DESCR(param));
+                goto fail;
+            }
+            if (!PyArray_SAMESHAPE(a, param)) {
+                PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", name, names[0], i);
+                goto fail;
+            }
+        }
+        if (check_disjoint(ops, nops, names, i) < 0)
+            goto fail;
+        it->ndim = ndim;
+        it->nops = nops;
+        it->shape = dims;
+        for (int d = 0; d < ndim; d++)
+            dims[d] = PyArray_DIMS(param)[d];
+        dims += ndim;
+        for (int k = 0; k < nops; k++) {
+            it->strides[k] = dims;
+            if (ops[k] != NULL) {
+                it->data[k] = PyArray_BYTES((PyArrayObject *)ops[k]);
+                for (int d = 0; d < ndim; d++)
+                    dims[d] = PyArray_STRIDES((PyArrayObject *)ops[k])[d];
+            }
+            dims += ndim;
+        }
+        b->elements += PyArray_SIZE(param);
+    }
+    return 0;
+fail:
+    optim_release(b);
+    return -1;
+}
+
+/* Creates the missing buffers of operand k (like the gradient, operand 1) and stores them in
+ * `list`. All are allocated before any is stored, so a failure leaves the list unchanged. */
+static int optim_create_buffers(optim_batch *b, int k, PyObject *list)
+{
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        PyObject **slot = &b->refs[i * b->nops + k];
+        if (*slot != NULL)
+            continue;
+        PyObject *buffer = PyArray_NewLikeArray((PyArrayObject *)b->refs[i * b->nops + 1], NPY_KEEPORDER, NULL, 0);
+        if (buffer == NULL)
+            return -1; /* optim_release frees the ones made so far */
+        *slot = buffer;
+        gc_optim_item *it = &b->items[i];
+        it->data[k] = PyArray_BYTES((PyArrayObject *)buffer);
+        ptrdiff_t *strides = (ptrdiff_t *)it->strides[k];
+        for (int d = 0; d < it->ndim; d++)
+            strides[d] = PyArray_STRIDES((PyArrayObject *)buffer)[d];
+    }
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        if (b->items[i].fresh) {
+            PyObject *buffer = b->refs[i * b->nops + k];
+            Py_INCREF(buffer);
+            PyList_SetItem(list, i, buffer); /* steals; cannot fail: list and index checked */
+        }
+    }
+    return 0;
+}
+
+static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling *out)
+{
+    out->has_scale = scale != Py_None;
+    out->scale = 1.0;
+    if (out->has_scale && parse_real(scale, "grad_scale", &out->scale) < 0)
+        return -1;
+    return parse_bool(write_back, &out->write_back);
+}
+
+/* sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov,
+ *          maximize, grad_scale, write_back) -> None
+ * With momentum != 0, None entries of momentum_buffers are replaced by new buffers. */
+static PyObject *py_sgd_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    gc_sgd_options o;
+    optim_batch b;
+    if (check_nargs("sgd_step", nargs, 11) < 0 || parse_real(args[3], "lr", &o.lr) < 0 ||
+        parse_real(args[4], "momentum", &o.momentum) < 0 || parse_real(args[5], "dampening", &o.dampening) < 0 ||
+        parse_real(args[6], "weight_decay", &o.weight_decay) < 0 || parse_bool(args[7], &o.nesterov) < 0 ||
+        parse_bool(args[8], &o.maximize) < 0 || parse_scaling(args[9], args[10], &o.scaling) < 0)
+        return NULL;
+    static const char *const names[] = {"params", "grads", "momentum_buffers"};
+    const int nops = o.momentum != 0.0 ? 3 : 2;
+    const unsigned written = 1u | (o.scaling.has_scale && o.scaling.write_back ? 2u : 0u) | 4u;
+    if (optim_collect(&b, args, names, nops, written, nops == 3 ? 2 : -1) < 0)
+        return NULL;
+    if (nops == 3 && optim_create_buffers(&b, 2, args[2]) < 0) {
+        optim_release(&b);
+        return NULL;
+    }
+    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        gc_sgd(b.items, (size_t)b.n, &o);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        gc_sgd(b.items, (size_t)b.n, &o);
+    }
+    optim_release(&b);
+    Py_RETURN_NONE;
+}
+
+/* adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1,
+ *           beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay, grad_scale,
+ *           write_back) -> None
+ * state_steps: 0-d float32 arrays, incremented (in float32, as torch's step tensor). */
+static PyObject *py_adam_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    gc_adam_options o;
+    optim_batch b;
+    if (check_nargs("adam_step", nargs, 16) < 0 || parse_bool(args[6], &o.amsgrad) < 0 ||
+        parse_real(args[7], "beta1", &o.beta1) < 0 || parse_real(args[8], "beta2", &o.beta2) < 0 ||
+        parse_real(args[9], "lr", &o.lr) < 0 || parse_real(args[10], "weight_decay", &o.weight_decay) < 0 ||
+        parse_real(args[11], "eps", &o.eps) < 0 || parse_bool(args[12], &o.maximize) < 0 ||
+        parse_bool(args[13], &o.decoupled_weight_decay) < 0 || parse_scaling(args[14], args[15], &o.scaling) < 0)
+        return NULL;
+    static const char *const names[] = {"params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+    const int nops = o.amsgrad ? 5 : 4;
+    const unsigned written = 1u | (o.scaling.has_scale && o.scaling.write_back ? 2u : 0u) | 4u | 8u | 16u;
+    PyObject *steps = args[5];
+    if (optim_collect(&b, args, names, nops, written, -1) < 0)
+        return NULL;
+    if (check_sequence(steps, "state_steps", b.n, 0) < 0)
+        goto fail;
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        PyObject *step = PySequence_Fast_GET_ITEM(steps, i);
+        if (!PyArray_Check(step) || PyArray_NDIM((PyArrayObject *)step) != 0 ||
+            PyArray_TYPE((PyArrayObject *)step) != NPY_FLOAT || PyArray_ISBYTESWAPPED((PyArrayObject *)step) ||
+            !PyArray_ISWRITEABLE((PyArrayObject *)step)) {
+            PyErr_Format(PyExc_TypeError, "state_steps[%zd] must be a writeable 0-d float32 ndarray", i);
+            goto fail;
+        }
+    }
+    /* Everything is valid: from here on nothing fails. */
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        PyArrayObject *step = (PyArrayObject *)PySequence_Fast_GET_ITEM(steps, i);
+        float value;
+        memcpy(&value, PyArray_DATA(step), sizeof value);
+        value = value + 1.0f;
+        memcpy(PyArray_DATA(step), &value, sizeof value);
+        b.items[i].step = (double)value;
+    }
+    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        gc_adam(b.items, (size_t)b.n, &o);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        gc_adam(b.items, (size_t)b.n, &o);
+    }
+    optim_release(&b);
+    Py_RETURN_NONE;
+fail:
+    optim_release(&b);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Module                                                                                    */
 
 static PyMethodDef module_methods[] = {
@@ -642,6 +957,12 @@ static PyMethodDef module_methods[] = {
      "clip_grads_with_norm(parameters, max_norm, total_norm, single)"},
     {"clip_grad_value", (PyCFunction)(void (*)(void))py_clip_grad_value, METH_FASTCALL,
      "clip_grad_value(parameters, clip_value)"},
+    {"sgd_step", (PyCFunction)(void (*)(void))py_sgd_step, METH_FASTCALL,
+     "sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, "
+     "grad_scale, write_back)"},
+    {"adam_step", (PyCFunction)(void (*)(void))py_adam_step, METH_FASTCALL,
+     "adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1, beta2, lr, "
+     "weight_decay, eps, maximize, decoupled_weight_decay, grad_scale, write_back)"},
     {NULL, NULL, 0, NULL},
 };
 
