@@ -2,8 +2,10 @@
 #include "gc_kernels.h"
 
 #include <math.h>
+#include <string.h>
 
-#include "gc_half.h"
+#include "gc_optim.h"
+
 
 /* ---------------------------------------------------------------------------------------- */
 /* Norm bookkeeping                                                                          */
@@ -70,258 +72,42 @@ double gc_norm_finish(const gc_norm *norm, double acc)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Accumulation loops                                                                        */
+/* Instruction-set dispatch                                                                  */
 
-/* Elements are spread over GC_LANES independent float64 accumulators, merged in a fixed tree
- * at the end. The independent chains let the compiler vectorise the contiguous loop without
- * -ffast-math, and the fixed order makes the result the same on every machine and ISA. */
-#define GC_LANES 8
+static gc_kernel_table kernels;
 
-/* Runs ACC(acc[j], v) for every element, v being the element (or its modulus squared, see
- * LOAD) as a double. */
-#define GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC)                                                  \
-    do {                                                                                       \
-        ptrdiff_t i_ = 0;                                                                      \
-        if ((inc) == 1) {                                                                      \
-            for (; i_ + GC_LANES <= (n); i_ += GC_LANES)                                       \
-                for (int j_ = 0; j_ < GC_LANES; j_++) {                                        \
-                    const double v = LOAD(x, i_ + j_);                                         \
-                    ACC((acc)[j_], v);                                                         \
-                }                                                                              \
-        } else {                                                                               \
-            for (; i_ + GC_LANES <= (n); i_ += GC_LANES)                                       \
-                for (int j_ = 0; j_ < GC_LANES; j_++) {                                        \
-                    const double v = LOAD(x, (i_ + j_) * (inc));                               \
-                    ACC((acc)[j_], v);                                                         \
-                }                                                                              \
-        }                                                                                      \
-        for (int j_ = 0; i_ < (n); i_++, j_++) {                                               \
-            const double v = LOAD(x, i_ * (inc));                                              \
-            ACC((acc)[j_], v);                                                                 \
-        }                                                                                      \
-    } while (0)
-
-#define ACC_SUM(a, v) ((a) += (v))
-#define ACC_SQUARE(a, v) ((a) += (v) * (v))
-#define ACC_ABS(a, v) ((a) += fabs(v))
-#define ACC_NONZERO(a, v) ((a) += (double)((v) != 0.0))
-#define ACC_POW(a, v) ((a) += pow(fabs(v), p))
-/* NaN is sticky: once a lane holds NaN no comparison replaces it. */
-#define ACC_MAX(a, v)                                                                          \
-    do {                                                                                       \
-        const double t_ = fabs(v);                                                             \
-        (a) = (t_ > (a) || t_ != t_) ? t_ : (a);                                               \
-    } while (0)
-#define ACC_MIN(a, v)                                                                          \
-    do {                                                                                       \
-        const double t_ = fabs(v);                                                             \
-        (a) = (t_ < (a) || t_ != t_) ? t_ : (a);                                               \
-    } while (0)
-
-static double merge_lanes(const gc_norm *norm, const double *acc)
+const char *gc_select_isa(const char *request)
 {
-    const double a = gc_norm_combine(norm, acc[0], acc[1]);
-    const double b = gc_norm_combine(norm, acc[2], acc[3]);
-    const double c = gc_norm_combine(norm, acc[4], acc[5]);
-    const double d = gc_norm_combine(norm, acc[6], acc[7]);
-    return gc_norm_combine(norm, gc_norm_combine(norm, a, b), gc_norm_combine(norm, c, d));
-}
-
-/* One accumulation function per element type. LOAD(x, k) reads element k as a double; for
- * complex types the "element" is |z| (or |z|^2 for the 2-norm, which needs no square root). */
-#define DEFINE_NORM_RUN(NAME, T, LOAD, LOAD_SQUARE)                                              \
-    GC_DISPATCH static double NAME(const T *restrict x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)     \
-    {                                                                                          \
-        const double p = norm->p;                                                              \
-        double acc[GC_LANES];                                                                  \
-        for (int j = 0; j < GC_LANES; j++)                                                     \
-            acc[j] = gc_norm_identity(norm);                                                   \
-        switch (norm->kind) {                                                                  \
-        case GC_NORM_TWO:                                                                      \
-            GC_LANE_LOOP(LOAD_SQUARE, x, inc, n, acc, ACC_SUM);                                \
-            break;                                                                             \
-        case GC_NORM_ONE:                                                                      \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_ABS);                                       \
-            break;                                                                             \
-        case GC_NORM_ZERO:                                                                     \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_NONZERO);                                   \
-            break;                                                                             \
-        case GC_NORM_INF:                                                                      \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_MAX);                                       \
-            break;                                                                             \
-        case GC_NORM_NEGINF:                                                                   \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_MIN);                                       \
-            break;                                                                             \
-        case GC_NORM_POW:                                                                      \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_POW);                                       \
-            break;                                                                             \
-        }                                                                                      \
-        (void)p;                                                                               \
-        return merge_lanes(norm, acc);                                                         \
+    int avx2 = 0;
+#if GC_HAVE_AVX2
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+    if (request != NULL && strcmp(request, "baseline") == 0)
+        avx2 = 0;
+#if GC_HAVE_AVX2
+    if (avx2) {
+        gc_fill_kernel_table_avx2(&kernels);
+        gc_fill_optim_table_avx2(&gc_optim_kernels);
+        return "avx2";
     }
-
-#define LOAD_REAL(x, k) ((double)(x)[k])
-#define LOAD_REAL_SQUARE(x, k) ((double)(x)[k] * (double)(x)[k])
-#define LOAD_HALF(x, k) ((double)gc_half_to_float((x)[k]))
-#define LOAD_HALF_SQUARE(x, k) (LOAD_HALF(x, k) * LOAD_HALF(x, k))
-/* Complex elements: x points at interleaved (re, im) pairs. */
-#define LOAD_CABS(x, k) hypot((double)(x)[2 * (k)], (double)(x)[2 * (k) + 1])
-#define LOAD_CABS_SQUARE(x, k)                                                                 \
-    ((double)(x)[2 * (k)] * (double)(x)[2 * (k)] + (double)(x)[2 * (k) + 1] * (double)(x)[2 * (k) + 1])
-
-DEFINE_NORM_RUN(norm_run_f16, gc_half, LOAD_HALF, LOAD_HALF_SQUARE)
-DEFINE_NORM_RUN(norm_run_f32, float, LOAD_REAL, LOAD_REAL_SQUARE)
-DEFINE_NORM_RUN(norm_run_f64, double, LOAD_REAL, LOAD_REAL_SQUARE)
-DEFINE_NORM_RUN(norm_run_c64, float, LOAD_CABS, LOAD_CABS_SQUARE)
-DEFINE_NORM_RUN(norm_run_c128, double, LOAD_CABS, LOAD_CABS_SQUARE)
+#endif
+    gc_fill_kernel_table_base(&kernels);
+    gc_fill_optim_table_base(&gc_optim_kernels);
+    return "baseline";
+}
 
 double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)
 {
-    switch (dtype) {
-    case GC_FLOAT16:
-        return norm_run_f16(x, inc, n, norm);
-    case GC_FLOAT32:
-        return norm_run_f32(x, inc, n, norm);
-    case GC_FLOAT64:
-        return norm_run_f64(x, inc, n, norm);
-    case GC_COMPLEX64:
-        return norm_run_c64(x, inc, n, norm);
-    case GC_COMPLEX128:
-        return norm_run_c128(x, inc, n, norm);
-    }
-    return NAN;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Elementwise in-place kernels                                                              */
-
-/* Applies OP to x[k] for every element, with a contiguous branch the compiler can vectorise. */
-#define GC_ELEMENTWISE(x, inc, n, OP)                                                            \
-    do {                                                                                       \
-        if ((inc) == 1) {                                                                      \
-            for (ptrdiff_t k_ = 0; k_ < (n); k_++)                                             \
-                OP((x), k_);                                                                   \
-        } else {                                                                               \
-            for (ptrdiff_t k_ = 0; k_ < (n); k_++)                                             \
-                OP((x), k_ * (inc));                                                           \
-        }                                                                                      \
-    } while (0)
-
-#define SCALE_REAL(x, k) ((x)[k] = (x)[k] * c)
-#define SCALE_HALF(x, k) ((x)[k] = gc_float_to_half(gc_half_to_float((x)[k]) * c))
-/* torch multiplies a complex tensor by a real scalar as complex(c, 0): keep the zero products,
- * they decide the result for inf/NaN components and signed zeros. */
-#define SCALE_COMPLEX(x, k)                                                                    \
-    do {                                                                                       \
-        const ptrdiff_t k2_ = 2 * (k);                                                         \
-        const __typeof__((x)[0]) re_ = (x)[k2_], im_ = (x)[k2_ + 1];                           \
-        (x)[k2_] = re_ * c - im_ * zero;                                                       \
-        (x)[k2_ + 1] = re_ * zero + im_ * c;                                                   \
-    } while (0)
-
-GC_DISPATCH
-static void scale_f16(gc_half *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
-{
-    GC_ELEMENTWISE(x, inc, n, SCALE_HALF);
-}
-
-GC_DISPATCH
-static void scale_f32(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
-{
-    GC_ELEMENTWISE(x, inc, n, SCALE_REAL);
-}
-
-GC_DISPATCH
-static void scale_f64(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
-{
-    GC_ELEMENTWISE(x, inc, n, SCALE_REAL);
-}
-
-GC_DISPATCH
-static void scale_c64(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
-{
-    const float zero = 0.0f;
-    GC_ELEMENTWISE(x, inc, n, SCALE_COMPLEX);
-}
-
-GC_DISPATCH
-static void scale_c128(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
-{
-    const double zero = 0.0;
-    GC_ELEMENTWISE(x, inc, n, SCALE_COMPLEX);
+    return kernels.norm_run(dtype, x, inc, n, norm);
 }
 
 void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double coef)
 {
-    switch (dtype) {
-    case GC_FLOAT16:
-        scale_f16(x, inc, n, (float)coef);
-        break;
-    case GC_FLOAT32:
-        scale_f32(x, inc, n, (float)coef);
-        break;
-    case GC_FLOAT64:
-        scale_f64(x, inc, n, coef);
-        break;
-    case GC_COMPLEX64:
-        scale_c64(x, inc, n, (float)coef);
-        break;
-    case GC_COMPLEX128:
-        scale_c128(x, inc, n, coef);
-        break;
-    }
-}
-
-/* torch's clamp: NaN stays, otherwise min(max(v, lo), hi) in std::max/std::min's argument order
- * (which fixes the sign of a zero result). */
-#define CLAMP_REAL(x, k)                                                                       \
-    do {                                                                                       \
-        const __typeof__((x)[0]) v_ = (x)[k];                                                  \
-        const __typeof__((x)[0]) t_ = (v_ < lo) ? lo : v_;                                     \
-        (x)[k] = (v_ != v_) ? v_ : ((hi < t_) ? hi : t_);                                      \
-    } while (0)
-#define CLAMP_HALF(x, k)                                                                       \
-    do {                                                                                       \
-        const gc_half h_ = (x)[k];                                                             \
-        const float v_ = gc_half_to_float(h_);                                                 \
-        (x)[k] = (v_ < lo_f) ? lo : ((hi_f < v_) ? hi : h_);                                   \
-    } while (0)
-
-GC_DISPATCH
-static void clamp_f16(gc_half *restrict x, ptrdiff_t inc, ptrdiff_t n, gc_half lo, gc_half hi)
-{
-    /* Comparisons with NaN are false, so NaN falls through unchanged. */
-    const float lo_f = gc_half_to_float(lo), hi_f = gc_half_to_float(hi);
-    GC_ELEMENTWISE(x, inc, n, CLAMP_HALF);
-}
-
-GC_DISPATCH
-static void clamp_f32(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float lo, float hi)
-{
-    GC_ELEMENTWISE(x, inc, n, CLAMP_REAL);
-}
-
-GC_DISPATCH
-static void clamp_f64(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi)
-{
-    GC_ELEMENTWISE(x, inc, n, CLAMP_REAL);
+    kernels.scale_run(dtype, x, inc, n, coef);
 }
 
 void gc_clamp_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi)
 {
-    /* torch converts a Python scalar to float16 through float32; do the same. */
-    switch (dtype) {
-    case GC_FLOAT16:
-        clamp_f16(x, inc, n, gc_float_to_half((float)lo), gc_float_to_half((float)hi));
-        break;
-    case GC_FLOAT32:
-        clamp_f32(x, inc, n, (float)lo, (float)hi);
-        break;
-    case GC_FLOAT64:
-        clamp_f64(x, inc, n, lo, hi);
-        break;
-    case GC_COMPLEX64:
-    case GC_COMPLEX128:
-        break; /* rejected by the callers */
-    }
+    kernels.clamp_run(dtype, x, inc, n, lo, hi);
 }

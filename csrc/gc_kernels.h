@@ -10,13 +10,14 @@
 
 #include <stddef.h>
 
-/* Hot kernels are compiled twice, for baseline x86-64 and for AVX2+FMA, and the dynamic loader
- * picks one per machine. Both give identical results: the build disables FMA contraction
- * (-ffp-contract=off), so only explicit fma() calls fuse, and those are exact everywhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(GC_NO_DISPATCH)
-#define GC_DISPATCH __attribute__((target_clones("arch=haswell", "default")))
+/* The loops are compiled twice on x86-64 with GCC or Clang: for the baseline ISA and for
+ * AVX2+FMA+F16C (gc_isa_*.c); gc_select_isa picks one at start-up from the CPU's features.
+ * Both give identical results: the build disables FMA contraction (-ffp-contract=off), so only
+ * explicit fma() calls fuse, and those are exact on every path. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(GC_NO_AVX2)
+#define GC_HAVE_AVX2 1
 #else
-#define GC_DISPATCH
+#define GC_HAVE_AVX2 0
 #endif
 
 typedef enum {
@@ -78,5 +79,18 @@ void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double co
 /* x = min(max(x, lo), hi) in place, NaN kept; real dtypes only. The bounds are rounded to the
  * array's dtype first, as torch rounds a Python scalar. */
 void gc_clamp_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi);
+
+typedef struct {
+    double (*norm_run)(gc_dtype, const void *, ptrdiff_t, ptrdiff_t, const gc_norm *);
+    void (*scale_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double);
+    void (*clamp_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double, double);
+} gc_kernel_table;
+
+void gc_fill_kernel_table_base(gc_kernel_table *table);
+void gc_fill_kernel_table_avx2(gc_kernel_table *table);
+
+/* Chooses the loops for this CPU; `request` "baseline" forces the portable ones. Call once,
+ * before any kernel runs. Returns the name of the choice. */
+const char *gc_select_isa(const char *request);
 
 #endif /* GC_KERNELS_H */

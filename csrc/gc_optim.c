@@ -1,144 +1,14 @@
 #include "gc_optim.h"
 
-#include <math.h>
-
-#include "gc_half.h"
 #include "gc_layout.h"
 
-#define T float
-#define C float
-#define LOAD(x) (x)
-#define STORE(x) (x)
-#define ROUND(x) (x)
-#define ALPHA(x) ((float)(x))
-#define FMA fmaf
-#define SQRT sqrtf
-#define SUFFIX _f32
-#include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
-
-#define T double
-#define C double
-#define LOAD(x) (x)
-#define STORE(x) (x)
-#define ROUND(x) (x)
-#define ALPHA(x) ((double)(x))
-#define FMA fma
-#define SQRT sqrt
-#define SUFFIX _f64
-#include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
-
-/* float16 storage, float32 arithmetic; torch's half kernel rounds add's alpha to half (via
- * float, as c10 converts a double scalar). */
-static inline float round_half(float x)
-{
-    return gc_half_to_float(gc_float_to_half(x));
-}
-#define T gc_half
-#define C float
-#define LOAD(x) gc_half_to_float(x)
-#define STORE(x) gc_float_to_half(x)
-#define ROUND(x) round_half(x)
-#define ALPHA(x) round_half((float)(x))
-#define FMA fmaf
-#define SQRT sqrtf
-#define SUFFIX _f16
-#include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
-
-typedef struct {
-    const gc_optim_item *item;
-    const void *options;
-} run_ctx;
-
-static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
-{
-    const run_ctx *ctx = ctx_;
-    const gc_optim_item *it = ctx->item;
-    const gc_sgd_options *o = ctx->options;
-    const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
-    const int momentum = o->momentum != 0.0;
-    const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, ib = momentum ? strides[2] / size : 1;
-    char *buf = momentum ? ptrs[2] : NULL;
-    const int contiguous = ip == 1 && ig == 1 && ib == 1;
-    switch (it->dtype) {
-    case GC_FLOAT32:
-        if (contiguous)
-            sgd_run_contiguous_f32(n, (float *)ptrs[0], (float *)ptrs[1], (float *)buf, it->fresh, o);
-        else
-            sgd_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)buf, ib, it->fresh, o);
-        break;
-    case GC_FLOAT64:
-        if (contiguous)
-            sgd_run_contiguous_f64(n, (double *)ptrs[0], (double *)ptrs[1], (double *)buf, it->fresh, o);
-        else
-            sgd_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)buf, ib, it->fresh, o);
-        break;
-    case GC_FLOAT16:
-        sgd_run_f16(n, (gc_half *)ptrs[0], ip, (gc_half *)ptrs[1], ig, (gc_half *)buf, ib, it->fresh, o);
-        break;
-    default:
-        break; /* complex parameters are rejected by the caller */
-    }
-}
-
-static void adam_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
-{
-    const run_ctx *ctx = ctx_;
-    const gc_optim_item *it = ctx->item;
-    const gc_adam_options *o = ctx->options;
-    const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
-    const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, im = strides[2] / size,
-                    iv = strides[3] / size, ix = o->amsgrad ? strides[4] / size : 1;
-    char *vmax = o->amsgrad ? ptrs[4] : NULL;
-    switch (it->dtype) {
-    case GC_FLOAT32:
-        adam_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)ptrs[2], im, (float *)ptrs[3], iv,
-                     (float *)vmax, ix, it->step, o);
-        break;
-    case GC_FLOAT64:
-        adam_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)ptrs[2], im, (double *)ptrs[3],
-                     iv, (double *)vmax, ix, it->step, o);
-        break;
-    case GC_FLOAT16:
-        adam_run_f16(n, (gc_half *)ptrs[0], ip, (gc_half *)ptrs[1], ig, (gc_half *)ptrs[2], im,
-                     (gc_half *)ptrs[3], iv, (gc_half *)vmax, ix, it->step, o);
-        break;
-    default:
-        break;
-    }
-}
+gc_optim_table gc_optim_kernels;
 
 static void for_each_item(const gc_optim_item *items, size_t n, const void *options, gc_run_fn walk)
 {
     gc_layout layout;
     for (size_t i = 0; i < n; i++) {
-        run_ctx ctx = {&items[i], options};
+        gc_optim_run_ctx ctx = {&items[i], options};
         gc_layout_init(&layout, items[i].ndim, items[i].shape, items[i].nops, items[i].data, items[i].strides);
         gc_layout_walk(&layout, 0, layout.size, walk, &ctx);
     }
@@ -146,10 +16,10 @@ static void for_each_item(const gc_optim_item *items, size_t n, const void *opti
 
 void gc_sgd(const gc_optim_item *items, size_t n, const gc_sgd_options *options)
 {
-    for_each_item(items, n, options, sgd_walk);
+    for_each_item(items, n, options, gc_optim_kernels.sgd_walk);
 }
 
 void gc_adam(const gc_optim_item *items, size_t n, const gc_adam_options *options)
 {
-    for_each_item(items, n, options, adam_walk);
+    for_each_item(items, n, options, gc_optim_kernels.adam_walk);
 }

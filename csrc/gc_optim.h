@@ -54,4 +54,20 @@ void gc_sgd(const gc_optim_item *items, size_t n, const gc_sgd_options *options)
 /* Operands: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (only with amsgrad). */
 void gc_adam(const gc_optim_item *items, size_t n, const gc_adam_options *options);
 
+/* What a run callback receives (see gc_layout_walk). */
+typedef struct {
+    const gc_optim_item *item;
+    const void *options;
+} gc_optim_run_ctx;
+
+typedef struct {
+    void (*sgd_walk)(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n);
+    void (*adam_walk)(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n);
+} gc_optim_table;
+
+/* The loops in use, set by gc_select_isa (gc_kernels.h). */
+extern gc_optim_table gc_optim_kernels;
+void gc_fill_optim_table_base(gc_optim_table *table);
+void gc_fill_optim_table_avx2(gc_optim_table *table);
+
 #endif /* GC_OPTIM_H */

@@ -41,7 +41,6 @@ static KERNEL(sgd_scalars_) KERNEL(sgd_scalars)(const gc_sgd_options *o)
             (g) = -(g);                                                                        \
     } while (0)
 
-GC_DISPATCH
 static void KERNEL(sgd_run)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                            T *restrict buf, ptrdiff_t ib, int fresh, const gc_sgd_options *o)
 {
@@ -62,7 +61,6 @@ static void KERNEL(sgd_run)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *res
     }
 }
 
-GC_DISPATCH
 static void KERNEL(sgd_run_contiguous)(ptrdiff_t n, T *restrict param, T *restrict grad, T *restrict buf,
                                       int fresh, const gc_sgd_options *o)
 {
@@ -109,7 +107,6 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_adam_options *o, doub
     return s;
 }
 
-GC_DISPATCH
 static void KERNEL(adam_run)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                             T *restrict m_, ptrdiff_t im, T *restrict v_, ptrdiff_t iv, T *restrict vmax_,
                             ptrdiff_t ix, double step, const gc_adam_options *o)

@@ -13,6 +13,7 @@
 #include <numpy/arrayscalars.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gc_clip.h"
@@ -975,6 +976,10 @@ static int module_exec(PyObject *module)
     if (st->str_grad == NULL)
         return -1;
     if (PyModule_AddIntConstant(module, "BLOCK", (long)GC_BLOCK) < 0)
+        return -1;
+    /* The loops are chosen once per process from the CPU; GRADCLIP_ISA=baseline forces the
+     * portable ones (the test suite checks that both give identical results). */
+    if (PyModule_AddStringConstant(module, "ISA", gc_select_isa(getenv("GRADCLIP_ISA"))) < 0)
         return -1;
     return 0;
 }

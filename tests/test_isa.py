@@ -1,0 +1,75 @@
+"""The AVX2+FMA loops and the portable loops must give bit-identical results.
+
+The instruction set is chosen once per process, so each is run in a subprocess
+(GRADCLIP_ISA=baseline forces the portable loops) and the results' bytes are compared.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gradclip
+
+SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np
+    import gradclip
+    from gradclip import _C
+
+    digest = hashlib.sha256()
+    rng = np.random.default_rng(0)
+    for dtype in (np.float16, np.float32, np.float64, np.complex64, np.complex128):
+        base = rng.standard_normal((301, 257)) * 10
+        if np.dtype(dtype).kind == "c":
+            base = base + 1j * rng.standard_normal(base.shape)
+        for view in (lambda a: a, lambda a: a[::-1, 1::3], lambda a: a.T):
+            for p in (2.0, 1.0, 0.0, float("inf"), -float("inf"), 3.0, -1.0):
+                digest.update(np.float64(gradclip.get_total_norm(view(base.astype(dtype)), p)).tobytes())
+            g = base.astype(dtype)
+            digest.update(np.float64(gradclip.clip_grad_norm_(view(g), 3.0)).tobytes())
+            digest.update(g.tobytes())
+            if np.dtype(dtype).kind == "f":
+                g = base.astype(dtype)
+                gradclip.clip_grad_value_(view(g), 7.5)
+                digest.update(g.tobytes())
+    for dtype in (np.float16, np.float32, np.float64):
+        params = [rng.standard_normal((65, 33)).astype(dtype), rng.standard_normal(130).astype(dtype)[::2]]
+        bufs = [None, None]
+        m = [np.zeros_like(p) for p in params]; v = [np.zeros_like(p) for p in params]
+        mx = [np.zeros_like(p) for p in params]; steps = [np.zeros((), np.float32) for p in params]
+        adam_params = [p.copy() for p in params]
+        for step in range(4):
+            grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+            _C.sgd_step(params, [g.copy() for g in grads], bufs, 0.1, 0.9, 0.1, 1e-2, False, True, 0.7, True)
+            _C.adam_step(adam_params, grads, m, v, mx, steps, True, 0.9, 0.999, 1e-3, 1e-2, 1e-8, False, True, None, True)
+        for a in params + bufs + adam_params + m + v + mx:
+            digest.update(np.ascontiguousarray(a).tobytes())
+    print(_C.ISA, digest.hexdigest())
+    """
+)
+
+
+def run(isa):
+    env = dict(os.environ)
+    env.pop("GRADCLIP_ISA", None)
+    if isa:
+        env["GRADCLIP_ISA"] = isa
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_baseline_and_native_loops_agree_bit_for_bit():
+    native_isa, native = run(None)
+    baseline_isa, baseline = run("baseline")
+    assert baseline_isa == "baseline"
+    if native_isa == "baseline":
+        pytest.skip("this CPU has no AVX2+FMA+F16C: only the portable loops exist here")
+    assert native == baseline
+
+
+def test_isa_is_reported():
+    assert gradclip._C.ISA in ("avx2", "baseline")
