@@ -14,8 +14,8 @@ CSRC = "csrc"
 # Portable flags: the wheel must run on any x86-64, so no -march=native. Wider SIMD is chosen
 # at run time inside the kernels. -ffp-contract=off keeps a*b+c two roundings on every ISA path,
 # so results never depend on which CPU ran them. Never -ffast-math: it breaks NaN/inf handling.
-extra_compile_args = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra"]
-extra_link_args = []
+extra_compile_args = ["-O3", "-std=c11", "-pthread", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra"]
+extra_link_args = ["-pthread"]
 if os.environ.get("GRADCLIP_SANITIZE"):
     flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
     extra_compile_args += flags

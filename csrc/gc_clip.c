@@ -1,6 +1,21 @@
 #include "gc_clip.h"
 
+#include <stdlib.h>
+
 #include "gc_layout.h"
+
+static ptrdiff_t array_size(const gc_array *a)
+{
+    ptrdiff_t size = 1;
+    for (int d = 0; d < a->ndim; d++)
+        size *= a->shape[d];
+    return size;
+}
+
+static ptrdiff_t size_of_array(void *ctx, size_t i)
+{
+    return array_size(&((const gc_array *)ctx)[i]);
+}
 
 static void layout_of(gc_layout *layout, const gc_array *a)
 {
@@ -9,37 +24,117 @@ static void layout_of(gc_layout *layout, const gc_array *a)
     gc_layout_init(layout, a->ndim, a->shape, 1, &data, &strides);
 }
 
+/* Elementwise work on one block of one array: visit its runs with `run`. */
+static void walk_block(const gc_array *a, ptrdiff_t start, ptrdiff_t stop, gc_run_fn run, void *ctx)
+{
+    gc_layout layout;
+    layout_of(&layout, a);
+    gc_layout_walk(&layout, start, stop, run, ctx);
+}
+
+/* Byte ranges of the arrays; whether they are pairwise disjoint (so blocks of different arrays
+ * may be written concurrently). */
+static int arrays_disjoint(const gc_array *arrays, size_t n)
+{
+    if (n < 2)
+        return 1;
+    const char **bounds = malloc(2 * n * sizeof *bounds);
+    if (bounds == NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const gc_array *a = &arrays[i];
+        const char *lo = a->data, *hi = a->data;
+        for (int d = 0; d < a->ndim; d++) {
+            const ptrdiff_t span = (a->shape[d] - 1) * a->strides[d];
+            if (a->shape[d] == 0) {
+                hi = lo = a->data;
+                break;
+            }
+            if (span < 0)
+                lo += span;
+            else
+                hi += span;
+        }
+        bounds[i] = lo;
+        bounds[n + i] = (hi == lo && array_size(a) == 0) ? lo : hi + gc_item_size(a->dtype);
+    }
+    const int disjoint = gc_ranges_disjoint(bounds, bounds + n, n) == 1;
+    free(bounds);
+    return disjoint;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Norms                                                                                     */
+
 typedef struct {
     gc_dtype dtype;
     const gc_norm *norm;
     double acc;
-} norm_ctx;
+} norm_run_ctx;
 
-static void norm_block_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
+static void norm_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    norm_ctx *c = ctx;
+    norm_run_ctx *c = ctx;
     const ptrdiff_t inc = strides[0] / (ptrdiff_t)gc_item_size(c->dtype);
     c->acc = gc_norm_combine(c->norm, c->acc, gc_norm_run(c->dtype, ptrs[0], inc, n, c->norm));
 }
 
-static double array_norm(const gc_array *a, const gc_norm *norm)
+static double block_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t start, ptrdiff_t stop)
 {
-    gc_layout layout;
-    double acc = gc_norm_identity(norm);
-    layout_of(&layout, a);
-    for (ptrdiff_t start = 0; start < layout.size; start += GC_BLOCK) {
-        const ptrdiff_t stop = (layout.size - start < GC_BLOCK) ? layout.size : start + GC_BLOCK;
-        norm_ctx block = {a->dtype, norm, gc_norm_identity(norm)};
-        gc_layout_walk(&layout, start, stop, norm_block_run, &block);
-        acc = gc_norm_combine(norm, acc, block.acc);
-    }
-    return gc_norm_finish(norm, acc);
+    norm_run_ctx ctx = {a->dtype, norm, gc_norm_identity(norm)};
+    walk_block(a, start, stop, norm_run, &ctx);
+    return ctx.acc;
+}
+
+typedef struct {
+    const gc_array *arrays;
+    const gc_norm *norm;
+    double *acc;      /* sequential: running accumulation per array */
+    double *partials; /* parallel: one accumulation per block */
+} total_ctx;
+
+static ptrdiff_t total_size_of(void *ctx, size_t i)
+{
+    return size_of_array((void *)((total_ctx *)ctx)->arrays, i);
+}
+
+static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
+{
+    total_ctx *ctx = ctx_;
+    const double block = block_norm(&ctx->arrays[i], ctx->norm, start, stop);
+    if (ctx->partials != NULL)
+        ctx->partials[k] = block;
+    else
+        ctx->acc[i] = gc_norm_combine(ctx->norm, ctx->acc[i], block);
 }
 
 double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms)
 {
+    ptrdiff_t elements = 0;
+    size_t nblocks = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ptrdiff_t size = array_size(&arrays[i]);
+        elements += size;
+        nblocks += (size_t)((size + GC_BLOCK - 1) / GC_BLOCK);
+        norms[i] = gc_norm_identity(norm);
+    }
+    total_ctx ctx = {arrays, norm, norms, NULL};
+    /* Threads write one partial per block; the partials are combined below, in block order,
+     * exactly as the sequential path combines them as it goes. */
+    if (elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
+        ctx.partials = malloc(nblocks * sizeof *ctx.partials);
+    gc_for_each_block(n, total_size_of, ctx.partials != NULL, accumulate_block, &ctx);
+    if (ctx.partials != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const ptrdiff_t size = array_size(&arrays[i]);
+            for (ptrdiff_t start = 0; start < size; start += GC_BLOCK)
+                norms[i] = gc_norm_combine(norm, norms[i], ctx.partials[k++]);
+        }
+        free(ctx.partials);
+    }
     for (size_t i = 0; i < n; i++)
-        norms[i] = array_norm(&arrays[i], norm);
+        norms[i] = gc_norm_finish(norm, norms[i]);
     return gc_norm_finish(norm, gc_norm_run(GC_FLOAT64, norms, 1, (ptrdiff_t)n, norm));
 }
 
@@ -54,39 +149,63 @@ double gc_clip_coef(double total, double max_norm, int single)
     return (1.0 < coef) ? 1.0 : coef;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Elementwise                                                                               */
+
 typedef struct {
-    gc_dtype dtype;
+    const gc_array *arrays;
+    gc_run_fn run;
     double a, b;
 } elementwise_ctx;
 
+typedef struct {
+    gc_dtype dtype;
+    double a, b;
+} run_args;
+
 static void scale_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const elementwise_ctx *c = ctx;
-    gc_scale_run(c->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(c->dtype), n, c->a);
+    const run_args *r = ctx;
+    gc_scale_run(r->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(r->dtype), n, r->a);
 }
 
 static void clamp_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const elementwise_ctx *c = ctx;
-    gc_clamp_run(c->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(c->dtype), n, c->a, c->b);
+    const run_args *r = ctx;
+    gc_clamp_run(r->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(r->dtype), n, r->a, r->b);
 }
 
-static void for_each_array(const gc_array *arrays, size_t n, gc_run_fn fn, double a, double b)
+static ptrdiff_t elementwise_size_of(void *ctx, size_t i)
 {
-    gc_layout layout;
-    for (size_t i = 0; i < n; i++) {
-        elementwise_ctx ctx = {arrays[i].dtype, a, b};
-        layout_of(&layout, &arrays[i]);
-        gc_layout_walk(&layout, 0, layout.size, fn, &ctx);
-    }
+    return array_size(&((elementwise_ctx *)ctx)->arrays[i]);
+}
+
+static void elementwise_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
+{
+    (void)k;
+    const elementwise_ctx *ctx = ctx_;
+    run_args args = {ctx->arrays[i].dtype, ctx->a, ctx->b};
+    walk_block(&ctx->arrays[i], start, stop, ctx->run, &args);
+}
+
+static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, double a, double b)
+{
+    elementwise_ctx ctx = {arrays, run, a, b};
+    ptrdiff_t elements = 0;
+    for (size_t i = 0; i < n; i++)
+        elements += array_size(&arrays[i]);
+    /* Arrays that share memory must be processed in list order (torch scales a gradient
+     * listed twice twice), so they stay on one thread. */
+    const int parallel = elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1 && arrays_disjoint(arrays, n);
+    gc_for_each_block(n, elementwise_size_of, parallel, elementwise_block, &ctx);
 }
 
 void gc_scale(const gc_array *arrays, size_t n, double coef)
 {
-    for_each_array(arrays, n, scale_run, coef, 0.0);
+    for_each_element(arrays, n, scale_run, coef, 0.0);
 }
 
 void gc_clamp(const gc_array *arrays, size_t n, double lo, double hi)
 {
-    for_each_array(arrays, n, clamp_run, lo, hi);
+    for_each_element(arrays, n, clamp_run, lo, hi);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "gc_kernels.h"
+#include "gc_parallel.h"
 
 typedef struct {
     char *data;
@@ -19,20 +20,20 @@ typedef struct {
     const ptrdiff_t *strides; /* bytes */
 } gc_array;
 
-/* Elements per block of a reduction. Every array is reduced block by block and the block
- * results are combined in block order, so the result does not depend on how blocks are
- * scheduled. */
-#define GC_BLOCK ((ptrdiff_t)1 << 16)
 
 /* torch's total norm: the p-norm of the arrays' p-norms, computed in float64. Each array's norm
- * is stored in norms[i] (scratch of n doubles, owned by the caller). */
+ * is stored in norms[i] (scratch of n doubles, owned by the caller). Every array is reduced
+ * block by block (GC_BLOCK elements) and the block results are combined in block order, so the
+ * result does not depend on the number of threads. */
 double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms);
 
 /* torch's clip coefficient, min(max_norm * (1 / (total + 1e-6)), 1), evaluated step by step in
  * float32 when `single` is set and in float64 otherwise; NaN propagates. */
 double gc_clip_coef(double total, double max_norm, int single);
 
-/* Multiplies every array by coef (see gc_scale_run for the rounding). */
+/* Multiplies every array by coef (see gc_scale_run for the rounding). Large inputs run on
+ * several threads when no two arrays share memory (an array listed twice is scaled twice, in
+ * list order, as torch does). */
 void gc_scale(const gc_array *arrays, size_t n, double coef);
 
 /* Clamps every (real) array to [lo, hi], NaN kept. */

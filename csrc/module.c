@@ -18,6 +18,7 @@
 
 #include "gc_clip.h"
 #include "gc_optim.h"
+#include "gc_parallel.h"
 
 /* Below this many elements releasing and re-acquiring the GIL costs more than it frees. */
 #define GIL_RELEASE_ELEMENTS ((ptrdiff_t)1 << 15)
@@ -944,6 +945,32 @@ fail:
     return NULL;
 }
 
+/* set_num_threads(n) -> None;  get_num_threads() -> int */
+static PyObject *py_set_num_threads(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "the number of threads must be an int, not %.200s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1 || n > GC_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "the number of threads must be between 1 and %d, got %ld", GC_MAX_THREADS, n);
+        return NULL;
+    }
+    gc_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(gc_get_num_threads());
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Module                                                                                    */
 
@@ -964,6 +991,8 @@ static PyMethodDef module_methods[] = {
     {"adam_step", (PyCFunction)(void (*)(void))py_adam_step, METH_FASTCALL,
      "adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1, beta2, lr, "
      "weight_decay, eps, maximize, decoupled_weight_decay, grad_scale, write_back)"},
+    {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -981,6 +1010,7 @@ static int module_exec(PyObject *module)
      * portable ones (the test suite checks that both give identical results). */
     if (PyModule_AddStringConstant(module, "ISA", gc_select_isa(getenv("GRADCLIP_ISA"))) < 0)
         return -1;
+    gc_init_num_threads(getenv("GRADCLIP_NUM_THREADS"));
     return 0;
 }
 

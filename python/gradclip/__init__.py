@@ -19,6 +19,7 @@ from ._clip import (
     vector_to_parameters,
 )
 from ._parameter import Parameter
+from ._threads import get_num_threads, set_num_threads
 from . import nn
 
 __version__ = "0.1.0"
@@ -28,7 +29,9 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",
+    "get_num_threads",
     "get_total_norm",
     "parameters_to_vector",
+    "set_num_threads",
     "vector_to_parameters",
 ]

@@ -1,0 +1,43 @@
+/* A minimal parallel-for over blocks of work, on POSIX threads. Plain C.
+ *
+ * Work is always cut into the same blocks (GC_BLOCK elements of one array); threads only
+ * decide who computes which block, never how a block is computed or how block results are
+ * combined, so every result is bit-identical whatever the thread count.
+ */
+#ifndef GC_PARALLEL_H
+#define GC_PARALLEL_H
+
+#include <stddef.h>
+
+/* Threads used for large inputs: GRADCLIP_NUM_THREADS at start-up if set, else the number of
+ * online CPUs (at most GC_MAX_THREADS). */
+#define GC_MAX_THREADS 64
+int gc_get_num_threads(void);
+void gc_set_num_threads(int n);
+void gc_init_num_threads(const char *env_value);
+
+/* Runs fn(ctx, begin, end) over [0, ntasks) cut into at most gc_get_num_threads() contiguous
+ * ranges of at least `grain` tasks each; the calling thread takes the first range. If threads
+ * cannot be started the calling thread does all the work. */
+typedef void (*gc_range_fn)(void *ctx, size_t begin, size_t end);
+void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
+
+/* Whether the byte ranges [lo[i], hi[i]) are pairwise disjoint (sorts a copy; O(n log n)).
+ * Returns -1 if it could not allocate. */
+int gc_ranges_disjoint(const char *const *lo, const char *const *hi, size_t n);
+
+/* Inputs smaller than this (in elements, all arrays together) run on the calling thread:
+ * starting threads would cost more than it saves. */
+#define GC_PARALLEL_MIN ((ptrdiff_t)1 << 20)
+
+/* Visits every block of every item: item i has size_of(ctx, i) elements, cut into blocks of
+ * GC_BLOCK; visit(ctx, i, start, stop, k) gets the block's element range and its index k in
+ * the global block order (item by item). With `parallel` set and enough work, blocks run on
+ * several threads (visit must then be safe to call concurrently on different blocks).
+ * Returns the number of blocks. */
+#define GC_BLOCK ((ptrdiff_t)1 << 16)
+typedef ptrdiff_t (*gc_size_fn)(void *ctx, size_t item);
+typedef void (*gc_block_fn)(void *ctx, size_t item, ptrdiff_t start, ptrdiff_t stop, size_t k);
+size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn visit, void *ctx);
+
+#endif /* GC_PARALLEL_H */
