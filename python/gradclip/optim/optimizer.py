@@ -539,7 +539,8 @@ def _is_array_like(value: object) -> bool:
 def _cast(param_value: np.ndarray, value: object, key: object = None) -> object:
     """Deep-copy ``value`` for ``param``: arrays copied, floating state in the param's dtype."""
     if _is_array_like(value):
-        array = np.array(value, copy=True)
+        # asarray first: torch's __array__ rejects NumPy 2's copy keyword (with a warning).
+        array = np.array(np.asarray(value), copy=True)
         # torch keeps the step counter's own dtype (it is not a per-element quantity).
         if key != "step":
             array = array.astype(param_value.dtype, copy=False)
