@@ -1,0 +1,308 @@
+"""Benchmark gradclip against torch 2.x on CPU, plain NumPy and the memory-bandwidth roofline.
+
+    python benchmarks/run.py                      # full run (a few minutes)
+    python benchmarks/run.py --quick              # CI smoke run: tiny sizes, < 30 s
+    python benchmarks/run.py --only W1,W3 --ops get_total_norm,clip_grad_norm_
+    python benchmarks/run.py --out benchmarks/results/latest.json
+
+Prints the machine, the library versions, the measured bandwidth and a Markdown table of
+median times with ratios (baseline time / gradclip time) and the issue's targets; writes every
+number to the JSON file. See benchmarks/README.md for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+_T0 = time.perf_counter()  # before importing torch, which takes seconds
+
+import torch  # noqa: E402
+
+import cases  # noqa: E402
+import harness  # noqa: E402
+
+TORCH_COLUMNS = ["torch foreach=None", "torch foreach=False", "torch foreach=True", "torch fused"]
+COLUMNS = ["gradclip unfused", *TORCH_COLUMNS, "numpy"]
+CLIP_OPS = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_")
+ROOFLINE_MAX = 1.15
+
+
+def fmt_time(s: float | None) -> str:
+    if s is None or s != s:
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("GB", "MB", "kB"):
+        scale = {"GB": 1e9, "MB": 1e6, "kB": 1e3}[unit]
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text or 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Running one case
+
+
+def run_case(case: cases.Case, probe: harness.BandwidthProbe | None, budget: float, min_rounds: int,
+             max_rounds: int) -> dict:
+    impls = dict(case.impls)
+    if probe is not None and case.traffic is not None:
+        if case.traffic.read:
+            impls["roofline read"] = lambda: probe.read(case.traffic.read)
+        if case.traffic.rw:
+            impls["roofline rw"] = lambda: probe.rw(case.traffic.rw)
+    timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds)
+    med = {name: t.median for name, t in timings.items()}
+    roofline = None
+    if probe is not None and case.traffic is not None:
+        roofline = med.pop("roofline read", 0.0) + med.pop("roofline rw", 0.0)
+    gc_time = med.get("gradclip")
+    ratios = {name: t / gc_time for name, t in med.items() if gc_time and name != "gradclip"}
+    torch_best = min((med[c] for c in TORCH_COLUMNS if c in med), default=None)
+    result = {
+        "workload": case.workload,
+        "op": case.op,
+        "dtype": case.dtype,
+        "n_arrays": case.n_arrays,
+        "n_elements": case.n_elements,
+        "nbytes": case.nbytes,
+        "rounds": len(next(iter(timings.values())).samples),
+        "median_s": med,
+        "min_s": {name: t.best for name, t in timings.items()},
+        "spread_iqr_over_median": {name: t.spread for name, t in timings.items()},
+        "unavailable": case.unavailable,
+        "ratios_baseline_over_gradclip": ratios,
+        "torch_best_over_gradclip": (torch_best / gc_time) if (gc_time and torch_best) else None,
+        "numpy_over_gradclip": ratios.get("numpy"),
+        "traffic": None if case.traffic is None else vars(case.traffic),
+        "roofline_s": roofline,
+        "roofline_ratio": (gc_time / roofline) if (gc_time and roofline) else None,
+        "notes": case.notes,
+    }
+    result["targets"] = evaluate_targets(result)
+    return result
+
+
+def evaluate_targets(r: dict) -> list[dict]:
+    """The issue's targets that apply to this row, each with its measured value."""
+    w, op = r["workload"], r["op"]
+    checks: list[tuple[str, float | None, float, bool]] = []  # (name, value, bound, higher_is_better)
+    if w in ("W1", "W2") and op in ("get_total_norm", "clip_grad_norm_"):
+        checks += [("roofline", r["roofline_ratio"], ROOFLINE_MAX, False), ("vs torch", r["torch_best_over_gradclip"], 1.3, True)]
+    if w == "W3" and op in CLIP_OPS:
+        checks += [("vs torch", r["torch_best_over_gradclip"], 30.0, True), ("vs NumPy", r["numpy_over_gradclip"], 5.0, True)]
+    if w == "W4" and op in CLIP_OPS:
+        checks += [("vs NumPy", r["numpy_over_gradclip"], 3.0, True), ("vs torch", r["torch_best_over_gradclip"], 20.0, True)]
+    if w == "W2" and op.startswith("SGD step"):
+        checks.append(("roofline", r["roofline_ratio"], ROOFLINE_MAX, False))
+    if "fused" in op:
+        checks.append(("vs unfused", r["ratios_baseline_over_gradclip"].get("gradclip unfused"), 1.4, True))
+    out = []
+    for name, value, bound, higher in checks:
+        ok = None if value is None else (value >= bound if higher else value <= bound)
+        out.append({"target": name, "value": value, "bound": bound, "higher_is_better": higher, "pass": ok})
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Reporting
+
+
+def header_lines(info: dict, probes: dict, overhead: float, quick: bool, loads: list) -> list[str]:
+    mem = info["memory_bytes"]
+    caches = ", ".join(f"{k} {v}" for k, v in info["caches"].items())
+    lines = [
+        f"- machine: {info['cpu']}, {info['cores']} cores ({', '.join(info['cpu_flags'])}), "
+        f"{mem / 2**30:.0f} GiB RAM, caches {caches}; {info['platform']}",
+        f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch']} "
+        f"({info['torch_threads']} threads), gradclip {info['gradclip']} (commit {info['gradclip_commit']}, "
+        f"kernels {info['gradclip_isa'] or '?'}, {info['gradclip_threads'] or 1} thread(s))",
+        f"- streaming bandwidth, 1 thread, {fmt_bytes(probes['buffer_bytes'])} buffer: "
+        f"read {probes['read_Bps'] / 1e9:.1f} GB/s (np.add.reduce), "
+        f"read+write in place {probes['rw_Bps'] / 1e9:.1f} GB/s (np.multiply out=), "
+        f"copy {probes['copy_Bps'] / 1e9:.1f} GB/s (np.copyto, read+write bytes)",
+    ]
+    if "torch_read_Bps" in probes:
+        lines.append(
+            "- for context, torch.sum read bandwidth: "
+            + ", ".join(f"{k} thread{'s' if k != '1' else ''} {v / 1e9:.1f} GB/s" for k, v in probes["torch_read_Bps"].items())
+        )
+    if info["env"]:
+        lines.append("- environment: " + " ".join(f"{k}={v}" for k, v in info["env"].items()))
+    lines.append(
+        f"- timer overhead per sample {fmt_time(overhead)}; load average before/after "
+        + " / ".join("—" if la is None else f"{la[0]:.2f}" for la in loads)
+        + (" (shared machine: other processes were running)" if any(la and la[0] > 0.5 for la in loads) else "")
+    )
+    if quick:
+        lines.append("- **--quick**: tiny sizes and few rounds, a smoke test; the numbers mean nothing")
+    return lines
+
+
+def table_lines(results: list[dict]) -> list[str]:
+    used = [c for c in COLUMNS if any(c in r["median_s"] or c in r["unavailable"] for r in results)]
+    head = ["workload", "operation", "dtype", "gradclip", *used, "roofline (gc/roof)", "targets"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in results:
+        med = r["median_s"]
+        gc_cell = fmt_time(med.get("gradclip")) if "gradclip" in med else r["unavailable"].get("gradclip", "—")
+        cells = [r["workload"], r["op"], r["dtype"], gc_cell]
+        for c in used:
+            if c in med:
+                ratio = r["ratios_baseline_over_gradclip"].get(c)
+                cells.append(fmt_time(med[c]) + (f" ({ratio:.2f}×)" if ratio else ""))
+            else:
+                cells.append("n/a" if c in r["unavailable"] else "—")
+        if r["roofline_s"]:
+            cells.append(fmt_time(r["roofline_s"]) + (f" ({r['roofline_ratio']:.2f})" if r["roofline_ratio"] else ""))
+        else:
+            cells.append("—")
+        tg = []
+        for t in r["targets"]:
+            cmp = "≥" if t["higher_is_better"] else "≤"
+            if t["pass"] is None:
+                tg.append(f"{t['target']} {cmp}{t['bound']:g}: n/a")
+            else:
+                tg.append(f"{t['target']} {t['value']:.2f} {cmp}{t['bound']:g} {'pass' if t['pass'] else '**MISS**'}")
+        cells.append("; ".join(tg) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+# Memory
+
+
+def memory_report(quick: bool, workloads: set[str]) -> list[dict]:
+    """Peak extra memory of clip_grad_norm_ (gradclip, NumPy loop, torch) per workload."""
+    rows = []
+    for w in ("W1", "W2", "W3"):
+        if w not in workloads:
+            continue
+        case = cases.clip_case(w, "clip_grad_norm_", "float32", quick)
+        for name in ("gradclip", "numpy", "torch foreach=None"):
+            fn = case.impls[name]
+            case.setup()
+            fn()  # first call outside the measurement (lazy imports, caches)
+            case.setup()
+            traced = harness.peak_traced_bytes(fn)
+            case.setup()
+            rss = harness.peak_rss_delta(fn)
+            rows.append({
+                "workload": w, "impl": name, "n_arrays": case.n_arrays, "gradient_bytes": case.nbytes,
+                "tracemalloc_peak_bytes": traced if not name.startswith("torch") else None,
+                "rss_peak_delta_bytes": rss,
+            })
+        del case
+        gc.collect(1)
+    return rows
+
+
+def memory_lines(rows: list[dict]) -> list[str]:
+    lines = [
+        "| workload | arrays | gradients | implementation | tracemalloc peak | per array | peak RSS growth |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in rows:
+        tm = m["tracemalloc_peak_bytes"]
+        lines.append(
+            f"| {m['workload']} | {m['n_arrays']} | {fmt_bytes(m['gradient_bytes'])} | {m['impl']} | "
+            f"{'— (not traced)' if tm is None else fmt_bytes(tm)} | "
+            f"{'—' if tm is None else fmt_bytes(tm / m['n_arrays'])} | "
+            f"{'—' if m['rss_peak_delta_bytes'] is None else fmt_bytes(m['rss_peak_delta_bytes'])} |"
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (CI smoke test)")
+    ap.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
+    ap.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads")
+    ap.add_argument("--ops", default=None, help="comma-separated substrings of operation names")
+    ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the CPUs to be idle (shared machines)")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch.set_num_threads value (default: os.cpu_count())")
+    args = ap.parse_args(argv)
+
+    workloads = {w.strip().upper() for w in args.only.split(",") if w.strip()}
+    ops = None if args.ops is None else {o.strip() for o in args.ops.split(",") if o.strip()}
+    quick = args.quick
+    budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
+    min_rounds, max_rounds = (1, 20) if quick else (7, 400)
+
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    if args.wait_quiet > 0:
+        busy = harness.wait_for_quiet(args.wait_quiet)
+        print(f"  (CPUs {'?' if busy is None else f'{busy:.0%}'} busy when starting)", file=sys.stderr, flush=True)
+    loads = [harness.load_average()]
+    info = harness.machine_info()
+    l3 = parse_size(info["caches"].get("L3", "0"))
+
+    probe_bytes = (16 << 20) if quick else (512 << 20)
+    probe = harness.BandwidthProbe(probe_bytes)
+    probes = {"buffer_bytes": probe_bytes, **probe.measure(reps=3 if quick else 7)}
+    if not quick:
+        probes["torch_read_Bps"] = {str(k): harness.torch_read_bandwidth(probe_bytes, k, 5) for k in sorted({1, os.cpu_count() or 1})}
+    overhead = harness.timer_overhead()
+    print(f"  (setup and bandwidth probes: {time.perf_counter() - _T0:.1f} s since start)", file=sys.stderr, flush=True)
+
+    print(f"# gradclip benchmarks{' (--quick)' if quick else ''}\n", flush=True)
+    results = []
+    t_start = time.perf_counter()
+    for factory in cases.all_cases(quick, workloads, ops):
+        t_case = time.perf_counter()
+        case = factory()
+        # The roofline is DRAM bandwidth: it only bounds workloads far larger than the caches.
+        streaming = not quick and l3 > 0 and case.nbytes >= 2 * l3
+        r = run_case(case, probe if streaming else None, budget, min_rounds, max_rounds)
+        results.append(r)
+        print(f"  {r['workload']} {r['op']} {r['dtype']}: gradclip {fmt_time(r['median_s'].get('gradclip'))}"
+              f" ({r['rounds']} rounds, {time.perf_counter() - t_case:.1f} s)", file=sys.stderr, flush=True)
+        del case
+        gc.collect(1)  # a full collection walks torch's large heap: 0.4 s a time
+    elapsed = time.perf_counter() - t_start
+    memory = [] if args.no_memory else memory_report(quick, workloads)
+    loads.append(harness.load_average())
+
+    out = header_lines(info, probes, overhead, quick, loads) + [""] + table_lines(results)
+    if memory:
+        out += ["", "Peak extra memory of clip_grad_norm_ (float32):", ""] + memory_lines(memory)
+    notes = sorted({n for r in results for n in r["notes"]} | {v for r in results for v in r["unavailable"].values()})
+    if notes:
+        out += ["", "Notes:"] + [f"- {n}" for n in notes]
+    print("\n".join(out))
+    print(f"\n({len(results)} cases timed in {elapsed:.0f} s; {time.perf_counter() - _T0:.0f} s in all)")
+
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"quick": quick, "machine": info, "probes": probes, "timer_overhead_s": overhead,
+                       "load_average": loads, "cases": results, "memory": memory}, f, indent=1, default=str)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
