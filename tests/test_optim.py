@@ -261,6 +261,48 @@ def test_hyperparameters_other_than_defaults(name, mode):
     run(Twin(name, np.float64, kwargs, mode=mode), rtol=1e-12, atol=zero_atol(np.float64))
 
 
+# -- large arrays: vector loops, remainders, threads ------------------------------------------------
+
+
+@pytest.mark.skipif(not TORCH_HAS_FMA, reason="torch's CPU kernels use FMA only on AVX2/AVX512")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True, maximize=True)),
+        ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
+        ("AdamW", dict(lr=0.01, amsgrad=True)),
+    ],
+)
+def test_large_arrays_match_torch_bitwise(name, kwargs, dtype):
+    # The tiny arrays above barely reach the kernels' SIMD loops; here an odd-sized
+    # contiguous array (vector loop + remainder), a strided view and, together, more than
+    # gradclip's threading threshold (2**20 elements), as several fixed blocks.
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((1003, 1031)).astype(dtype)
+    arrays = [rng.standard_normal(650_003).astype(dtype), base[::2, 1:]]
+    tensors = [
+        torch.from_numpy(arrays[0].copy()),
+        torch.from_numpy(base.copy())[::2, 1:],
+    ]
+    assert sum(a.size for a in arrays) > 2**20
+    opt = getattr(optim, name)(arrays, **kwargs)
+    topt = getattr(torch.optim, name)(tensors, **kwargs)
+    for _ in range(3):
+        grads = [rng.standard_normal(a.shape).astype(dtype) for a in arrays]
+        for t, g in zip(tensors, grads):
+            t.grad = torch.from_numpy(g)
+        topt.step()
+        opt.step(grads=grads)
+        for a, t in zip(arrays, tensors):
+            for key, value in topt.state[t].items():
+                check(opt.state[a][key], value, 0, 0, True, key)
+            if name == "SGD":
+                check(a, t, 0, 0, True, "param")
+            else:  # Adam: torch's sqrt is inexact (see zero_atol)
+                check(a, t, RTOL[dtype], zero_atol(dtype), False, "param")
+
+
 # -- float16 --------------------------------------------------------------------------------------
 
 
@@ -280,7 +322,7 @@ def test_float16_matches_torch_bitwise(name, kwargs):
     # arrays whose size is a multiple of 64 only ever take the vectorised path, which
     # gradclip follows.
     rng = np.random.default_rng(3)
-    arrays = [rng.standard_normal(shape).astype(np.float16) for shape in [(64,), (8, 16)]]
+    arrays = [rng.standard_normal(shape).astype(np.float16) for shape in [(64,), (8, 16), (4096,)]]
     tensors = [torch.from_numpy(a.copy()) for a in arrays]
     opt = getattr(optim, name)(arrays, **kwargs)
     topt = getattr(torch.optim, name)(tensors, **kwargs)
