@@ -53,6 +53,8 @@ def run(
         Write ``out/demo.png`` if matplotlib is installed.
     stdout, stderr : text streams
         Where the summary, and the progress lines, go (default: the process's).
+    text_name : str
+        How the summary names the text.
 
     Returns
     -------

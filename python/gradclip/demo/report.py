@@ -152,10 +152,11 @@ def plot(config: Config, runs: list[RunResult], path: Path) -> Path:
         ax_loss.plot(steps, r.losses, color=colors[r.clip], lw=0.8, label=name)
         ax_norm.plot(steps, r.grad_norms, color=colors[r.clip], lw=0.8, label=name)
     first = runs[0]
-    ax_loss.axhline(math.log(first.vocab_size), color="gray", ls="--", lw=0.8,
-                    label=f"uniform guess, ln {first.vocab_size}")
+    uniform = math.log(first.vocab_size)
+    ax_loss.axhline(uniform, color="gray", ls="--", lw=0.8,
+                    label=f"uniform guess: ln {first.vocab_size} = {uniform:.2f}")
     ax_loss.axhline(first.unigram_loss, color="gray", ls=":", lw=0.8,
-                    label="character frequencies")
+                    label=f"character frequencies: {first.unigram_loss:.2f}")
     ax_norm.axhline(config.max_norm, color="tab:blue", ls="--", lw=0.8, label="max_norm")
     ax_loss.set(yscale="log", ylabel="training loss (nats/char)")
     ax_norm.set(yscale="log", ylabel=f"gradient norm (p={config.norm_type:g})", xlabel="step")
