@@ -141,7 +141,13 @@ def _restorer(targets: list[np.ndarray], sources: list[np.ndarray]) -> Callable[
 
 
 def np_total_norm(grads: list[np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.linalg.norm(g)) ** 2 for g in grads))
+    return math.sqrt(sum(float(np.linalg.norm(_no_half(g))) ** 2 for g in grads))
+
+
+def _no_half(g: np.ndarray) -> np.ndarray:
+    # np.linalg.norm of float16 squares and sums in float16 and overflows to inf (for W1 at
+    # once); anyone who noticed would upcast first, as here.
+    return g.astype(np.float32) if g.dtype == np.float16 else g
 
 
 def np_clip_grad_norm_(grads: list[np.ndarray], max_norm: float) -> float:

@@ -108,71 +108,87 @@ class BandwidthProbe:
     rw     : np.multiply(x, 1.0, out=x), reading and writing every byte in place, which is the
              access pattern of in-place scaling and of an optimizer's state updates. Its bytes
              count reads plus writes.
+    read_mt, rw_mt : the same with torch (x.sum(), x.mul_(1.0)) on torch's thread count, since
+             on some machines one core cannot saturate the memory system.
     copy   : np.copyto between two buffers (reported only; not used by the model).
 
-    The same kernels are re-run inside every case's rounds on the case's own byte counts, so
-    a case's roofline is measured under the same background load as the case itself.
+    The same kernels are re-run inside every streaming case's rounds on the case's own byte
+    counts, so a case's roofline is measured under the same background load as the case.
     """
 
     def __init__(self, nbytes: int) -> None:
+        import torch
+
         self.nbytes = nbytes
         self.buf = np.ones(nbytes // 8, dtype=np.float64)
-        self.dst = None
+        self.tbuf = torch.from_numpy(self.buf)
+        self.threads = torch.get_num_threads()
 
     def _chunks(self, nbytes: int):
         n = max(1, nbytes // 8)
         while n > 0:
             k = min(n, self.buf.size)
-            yield self.buf[:k]
+            yield k
             n -= k
 
     def read(self, nbytes: int) -> None:
-        for chunk in self._chunks(nbytes):
-            np.add.reduce(chunk)
+        for k in self._chunks(nbytes):
+            np.add.reduce(self.buf[:k])
 
     def rw(self, nbytes: int) -> None:
         """Moves `nbytes` counting reads and writes, i.e. nbytes / 2 updated in place."""
-        for chunk in self._chunks(nbytes // 2):
-            np.multiply(chunk, 1.0, out=chunk)
+        for k in self._chunks(nbytes // 2):
+            np.multiply(self.buf[:k], 1.0, out=self.buf[:k])
+
+    def read_mt(self, nbytes: int) -> None:
+        for k in self._chunks(nbytes):
+            self.tbuf[:k].sum()
+
+    def rw_mt(self, nbytes: int) -> None:
+        for k in self._chunks(nbytes // 2):
+            self.tbuf[:k].mul_(1.0)
+
+    def kernels(self, read_bytes: int, rw_bytes: int) -> dict[str, Callable[[], None]]:
+        """The probes to interleave with a case that reads `read_bytes` and updates
+        `rw_bytes` (reads plus writes) in place."""
+        out: dict[str, Callable[[], None]] = {}
+        if read_bytes:
+            out["roofline read"] = lambda: self.read(read_bytes)
+            if self.threads > 1:
+                out["roofline read mt"] = lambda: self.read_mt(read_bytes)
+        if rw_bytes:
+            out["roofline rw"] = lambda: self.rw(rw_bytes)
+            if self.threads > 1:
+                out["roofline rw mt"] = lambda: self.rw_mt(rw_bytes)
+        return out
+
+    @staticmethod
+    def roofline(medians: dict[str, float]) -> float:
+        """Roofline seconds from the probes' medians: the faster of the single- and the
+        multi-threaded probe for each kind of traffic (both are achievable bandwidths)."""
+        total = 0.0
+        for kind in ("read", "rw"):
+            times = [medians[k] for k in (f"roofline {kind}", f"roofline {kind} mt") if k in medians]
+            if times:
+                total += min(times)
+        return total
 
     def measure(self, reps: int) -> dict[str, float]:
         """Bytes per second of each kernel over the whole buffer (median of `reps`)."""
-        if self.dst is None:
-            self.dst = np.empty_like(self.buf)
         n = self.nbytes
-        t = time_interleaved(
-            {
-                "read": lambda: self.read(n),
-                "rw": lambda: self.rw(2 * n),
-                "copy": lambda: np.copyto(self.dst, self.buf),
-            },
-            None,
-            budget=0.0,
-            min_rounds=reps,
-            max_rounds=reps,
-        )
-        self.dst = None  # give the memory back; only the header needs the copy figure
-        return {
-            "read_Bps": n / t["read"].median,
-            "rw_Bps": 2 * n / t["rw"].median,
+        dst = np.empty_like(self.buf)
+        impls = {**self.kernels(n, 2 * n), "copy": lambda: np.copyto(dst, self.buf)}
+        t = time_interleaved(impls, None, budget=0.0, min_rounds=reps, max_rounds=reps)
+        out = {
+            "read_Bps": n / t["roofline read"].median,
+            "rw_Bps": 2 * n / t["roofline rw"].median,
             "copy_Bps": 2 * n / t["copy"].median,
+            "threads_mt": self.threads,
         }
-
-
-def torch_read_bandwidth(nbytes: int, threads: int, reps: int) -> float:
-    """torch.sum's read bandwidth with `threads` threads: what a multi-threaded reduction gets
-    on this machine (reported for context; the roofline model uses the single-thread probe,
-    as gradclip's kernels are single-threaded)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = torch.ones(nbytes // 8, dtype=torch.float64)
-        t = time_interleaved({"sum": lambda: x.sum()}, None, 0.0, reps, reps)
-        return nbytes / t["sum"].median
-    finally:
-        torch.set_num_threads(before)
+        if "roofline read mt" in t:
+            out["read_mt_Bps"] = n / t["roofline read mt"].median
+            out["rw_mt_Bps"] = 2 * n / t["roofline rw mt"].median
+        return out
 
 
 # ------------------------------------------------------------------------------------------

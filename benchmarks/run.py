@@ -62,15 +62,13 @@ def run_case(case: cases.Case, probe: harness.BandwidthProbe | None, budget: flo
              max_rounds: int) -> dict:
     impls = dict(case.impls)
     if probe is not None and case.traffic is not None:
-        if case.traffic.read:
-            impls["roofline read"] = lambda: probe.read(case.traffic.read)
-        if case.traffic.rw:
-            impls["roofline rw"] = lambda: probe.rw(case.traffic.rw)
+        impls.update(probe.kernels(case.traffic.read, case.traffic.rw))
     timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds)
     med = {name: t.median for name, t in timings.items()}
     roofline = None
-    if probe is not None and case.traffic is not None:
-        roofline = med.pop("roofline read", 0.0) + med.pop("roofline rw", 0.0)
+    probes = {name: med.pop(name) for name in list(med) if name.startswith("roofline")}
+    if probes:
+        roofline = harness.BandwidthProbe.roofline(probes)
     gc_time = med.get("gradclip")
     ratios = {name: t / gc_time for name, t in med.items() if gc_time and name != "gradclip"}
     torch_best = min((med[c] for c in TORCH_COLUMNS if c in med), default=None)
@@ -91,6 +89,7 @@ def run_case(case: cases.Case, probe: harness.BandwidthProbe | None, budget: flo
         "numpy_over_gradclip": ratios.get("numpy"),
         "traffic": None if case.traffic is None else vars(case.traffic),
         "roofline_s": roofline,
+        "roofline_probes_s": probes,
         "roofline_ratio": (gc_time / roofline) if (gc_time and roofline) else None,
         "notes": case.notes,
     }
@@ -132,15 +131,16 @@ def header_lines(info: dict, probes: dict, overhead: float, quick: bool, loads: 
         f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch']} "
         f"({info['torch_threads']} threads), gradclip {info['gradclip']} (commit {info['gradclip_commit']}, "
         f"kernels {info['gradclip_isa'] or '?'}, {info['gradclip_threads'] or 1} thread(s))",
-        f"- streaming bandwidth, 1 thread, {fmt_bytes(probes['buffer_bytes'])} buffer: "
+        f"- streaming bandwidth, {fmt_bytes(probes['buffer_bytes'])} buffer, 1 thread (NumPy): "
         f"read {probes['read_Bps'] / 1e9:.1f} GB/s (np.add.reduce), "
         f"read+write in place {probes['rw_Bps'] / 1e9:.1f} GB/s (np.multiply out=), "
         f"copy {probes['copy_Bps'] / 1e9:.1f} GB/s (np.copyto, read+write bytes)",
     ]
-    if "torch_read_Bps" in probes:
+    if "read_mt_Bps" in probes:
         lines.append(
-            "- for context, torch.sum read bandwidth: "
-            + ", ".join(f"{k} thread{'s' if k != '1' else ''} {v / 1e9:.1f} GB/s" for k, v in probes["torch_read_Bps"].items())
+            f"- streaming bandwidth, {probes['threads_mt']} threads (torch): read {probes['read_mt_Bps'] / 1e9:.1f} GB/s "
+            f"(sum), read+write in place {probes['rw_mt_Bps'] / 1e9:.1f} GB/s (mul_); each row's roofline uses the "
+            "faster of the two, re-measured inside that row's rounds"
         )
     if info["env"]:
         lines.append("- environment: " + " ".join(f"{k}={v}" for k, v in info["env"].items()))
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ops = None if args.ops is None else {o.strip() for o in args.ops.split(",") if o.strip()}
     quick = args.quick
     budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
-    min_rounds, max_rounds = (1, 20) if quick else (7, 400)
+    min_rounds, max_rounds = (1, 20) if quick else (5, 400)
 
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     if args.wait_quiet > 0:
@@ -263,8 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     probe_bytes = (16 << 20) if quick else (512 << 20)
     probe = harness.BandwidthProbe(probe_bytes)
     probes = {"buffer_bytes": probe_bytes, **probe.measure(reps=3 if quick else 7)}
-    if not quick:
-        probes["torch_read_Bps"] = {str(k): harness.torch_read_bandwidth(probe_bytes, k, 5) for k in sorted({1, os.cpu_count() or 1})}
     overhead = harness.timer_overhead()
     print(f"  (setup and bandwidth probes: {time.perf_counter() - _T0:.1f} s since start)", file=sys.stderr, flush=True)
 
