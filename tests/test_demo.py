@@ -103,6 +103,20 @@ def test_norm_type_inf_measures_max_abs(monkeypatch, capsys):
     assert clipped.grad_norms[0] == pytest.approx(expected, rel=1e-6)
 
 
+def test_a_non_finite_run_stops_and_says_so(monkeypatch, capsys):
+    # lr=1e38 puts weights near float32's limit after one step: the logits overflow.
+    runs = run_cli(["demo", "--steps", "5", "--hidden", "16", "--lr", "1e38", "--no-plot"],
+                   monkeypatch)
+    for r in runs:
+        assert r.nonfinite_step is not None and r.diverged and not r.learned
+        assert len(r.losses) == r.nonfinite_step + 1 < 5
+        assert not math.isfinite(r.losses[-1]) or not math.isfinite(r.grad_norms[-1])
+    captured = capsys.readouterr()
+    assert "not finite at step" in captured.err
+    assert "DIVERGED (non-finite at step" in captured.out
+    assert "Sample from" not in captured.out  # nothing sensible to sample from
+
+
 def test_plot_is_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "figs"

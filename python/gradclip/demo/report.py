@@ -83,6 +83,12 @@ def _num(x: float, decimals: int = 3) -> str:
     return f"{x:.{decimals}f}" if abs(x) < 1e4 else f"{x:.3g}"
 
 
+def _finite(stat, values: np.ndarray) -> float:
+    """`stat` of the finite `values`: a run stopped by a NaN still has a history."""
+    values = values[np.isfinite(values)]
+    return float(stat(values)) if len(values) else math.nan
+
+
 def outcome(result: RunResult) -> str:
     """One word (and a reason) for how a run ended."""
     if result.nonfinite_step is not None:
@@ -105,8 +111,8 @@ def summary(config: Config, runs: list[RunResult], sample: str | None) -> str:
             f"{int(r.clipped.sum())}/{len(r.clipped)} ({100 * r.clipped.mean():.0f}%)"
             if r.clip else "-" for r in runs
         ]),
-        ("median grad norm", [_num(float(np.median(r.grad_norms)), 2) for r in runs]),
-        ("max grad norm", [_num(float(np.max(r.grad_norms)), 2) for r in runs]),
+        ("median grad norm", [_num(_finite(np.median, r.grad_norms), 2) for r in runs]),
+        ("max grad norm", [_num(_finite(np.max, r.grad_norms), 2) for r in runs]),
         ("wall time", [f"{r.wall_time:.1f} s" for r in runs]),
         ("outcome", [outcome(r) for r in runs]),
     ]
@@ -121,9 +127,10 @@ def summary(config: Config, runs: list[RunResult], sample: str | None) -> str:
     ]
     lines += ["  ".join([name.ljust(w0)] + [c.rjust(w) for c, w in zip(cells, ws)])
               for name, cells in rows]
+    window = max(1, len(first.losses) // 20)
     notes = (
-        f"Loss per character, in nats; final and best are means over "
-        f"{max(1, len(first.losses) // 20)} steps. For reference, guessing uniformly "
+        f"Loss per character, in nats; final and best are means over {window} "
+        f"step{'s' if window > 1 else ''}. For reference, guessing uniformly "
         f"costs ln({first.vocab_size}) = {math.log(first.vocab_size):.3f}, guessing from "
         f"the character frequencies alone {first.unigram_loss:.3f}."
     )

@@ -98,7 +98,9 @@ class RunResult:
 
     @property
     def best_loss(self) -> float:
-        return float(np.min(self.smoothed())) if len(self.losses) else math.nan
+        smoothed = self.smoothed()
+        smoothed = smoothed[np.isfinite(smoothed)]  # a run stopped by a NaN ends in one
+        return float(np.min(smoothed)) if len(smoothed) else math.nan
 
     @property
     def diverged(self) -> bool:
