@@ -9,7 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Corpus", "load_text", "BUNDLED_TEXT", "TRAIN_CHARS", "HELDOUT_CHARS"]
+__all__ = [
+    "Corpus", "load_text", "streams", "windows", "BUNDLED_TEXT", "TRAIN_CHARS", "HELDOUT_CHARS"
+]
 
 #: The package's own text: the first ~400,000 characters of "tiny shakespeare".
 BUNDLED_TEXT = "tinyshakespeare.txt"

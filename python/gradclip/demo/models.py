@@ -21,7 +21,7 @@ import numpy as np
 
 from .._parameter import Parameter
 
-__all__ = ["CharRNN", "CharLSTM", "MODELS", "Cache", "uniform_loss"]
+__all__ = ["CharModel", "CharRNN", "CharLSTM", "MODELS", "Cache", "uniform_loss"]
 
 
 @dataclass
@@ -47,7 +47,7 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class _CharModel:
+class CharModel:
     """Embedding, output layer and loss shared by the recurrent cells.
 
     Subclasses define the cell: ``_gates`` (how many ``H``-wide blocks the input and
@@ -219,7 +219,7 @@ class _CharModel:
         raise NotImplementedError
 
 
-class CharRNN(_CharModel):
+class CharRNN(CharModel):
     """Vanilla (Elman) RNN: ``h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)``.
 
     Kept for comparison. Its gradients explode *and* vanish; with the loss summed over
@@ -254,7 +254,7 @@ class CharRNN(_CharModel):
         return dz, (dh_next,)
 
 
-class CharLSTM(_CharModel):
+class CharLSTM(CharModel):
     """LSTM without peepholes, gates ordered input, forget, output, candidate.
 
     ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``. The additive cell path keeps
@@ -315,7 +315,7 @@ class CharLSTM(_CharModel):
         return dz, (dh_next, dc_next)
 
 
-MODELS: dict[str, type[_CharModel]] = {"rnn": CharRNN, "lstm": CharLSTM}
+MODELS: dict[str, type[CharModel]] = {"rnn": CharRNN, "lstm": CharLSTM}
 
 
 def uniform_loss(vocab_size: int) -> float:

@@ -18,7 +18,7 @@ from .. import optim
 from ..nn.utils import clip_grad_norm_, get_total_norm
 from ._threads import single_threaded_blas
 from .data import Corpus, windows
-from .models import MODELS, _CharModel, uniform_loss
+from .models import MODELS, CharModel, uniform_loss
 
 __all__ = ["Config", "RunResult", "train", "evaluate", "DEFAULT_LR"]
 
@@ -72,7 +72,7 @@ class RunResult:
     clip: bool
     vocab_size: int
     unigram_loss: float
-    model: _CharModel
+    model: CharModel
     losses: np.ndarray
     grad_norms: np.ndarray
     clipped: np.ndarray
@@ -196,7 +196,7 @@ def train(
     return result
 
 
-def evaluate(model: _CharModel, codes: np.ndarray, batch: int, seq_len: int = 125) -> float:
+def evaluate(model: CharModel, codes: np.ndarray, batch: int, seq_len: int = 125) -> float:
     """Mean loss per character on `codes`, in nats, carrying the state across windows.
 
     Long windows, since nothing is backpropagated: fewer Python-level iterations.
