@@ -210,7 +210,10 @@ def assert_unchanged(opt, grads, before):
         for a, b in zip(given, before[2]):
             if a is not None:
                 np.testing.assert_array_equal(a, b)
-    assert state["param_groups"] == before[3]["param_groups"]
+    for group, saved in zip(state["param_groups"], before[3]["param_groups"]):
+        assert list(group) == list(saved)
+        for key, value in saved.items():  # values may be arrays (a bad lr under test)
+            assert np.array_equal(np.asarray(group[key], dtype=object), np.asarray(value, dtype=object)), key
     assert list(state["state"]) == list(before[3]["state"])
     for index, entry in before[3]["state"].items():
         assert list(state["state"][index]) == list(entry)
@@ -322,3 +325,145 @@ def test_missing_amsgrad_state_after_switching_amsgrad_on():
     with pytest.raises(KeyError, match="max_exp_avg_sq"):
         opt.step(grads=grads)
     assert_unchanged(opt, grads, before)
+
+
+# -- hyper-parameters that are not numbers ------------------------------------------------------------
+
+NOT_NUMBERS = ["abc", None, 1 + 0j, np.array([0.1, 0.2]), True, 10**400]
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS, ids=["str", "None", "complex", "array", "bool", "huge_int"])
+@pytest.mark.parametrize(
+    "name,key", [("SGD", "lr"), ("SGD", "momentum"), ("SGD", "dampening"), ("Adam", "eps"), ("AdamW", "weight_decay")]
+)
+def test_constructor_names_a_hyperparameter_that_is_not_a_number(name, key, value):
+    # torch fails on a comparison ("'<' not supported between ...") without naming it.
+    with pytest.raises(TypeError, match=rf"^{key} "):
+        getattr(optim, name)([np.zeros(2)], **{key: value})
+
+
+@pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999), 0.9, ("a", 0.99), (0.9, None)])
+def test_betas_must_be_a_pair_of_numbers(betas):
+    with pytest.raises(TypeError, match="betas"):
+        optim.Adam([np.zeros(2)], betas=betas)
+
+
+def test_real_numbers_of_other_types_are_accepted():
+    p = np.ones(2)
+    optim.SGD([p], lr=np.float32(0.5), momentum=np.array(0.5), weight_decay=0).step(grads=[np.ones(2)])
+    optim.Adam([p], lr=1, betas=(np.float64(0.9), 0.999)).step(grads=[np.ones(2)])
+
+
+@pytest.mark.parametrize(
+    "name,key,value",
+    [
+        ("SGD", "lr", "abc"),
+        ("SGD", "momentum", None),
+        ("SGD", "maximize", np.array([True, False])),
+        ("Adam", "lr", np.array([0.1, 0.2])),
+        ("Adam", "betas", (0.9,)),
+        ("Adam", "eps", "tiny"),
+        ("AdamW", "amsgrad", np.array([True, True])),
+    ],
+)
+def test_hyperparameter_set_on_a_later_group_is_checked_before_any_update(name, key, value):
+    # Scheduler-style edits of param_groups are not validated when made (as in torch); they
+    # must still be refused before the earlier groups are stepped.
+    opt, arrays = warmed_up(name)
+    opt.param_groups[1][key] = value
+    grads = good_grads(arrays)
+    before = snapshot(opt, grads)
+    with pytest.raises(TypeError, match=rf"param_groups\[1\]\['{key}'\]"):
+        opt.step(grads=grads)
+    assert_unchanged(opt, grads, before)
+
+
+# -- layouts the kernels cannot update -----------------------------------------------------------------
+
+
+def misaligned(n):
+    return np.frombuffer(bytearray(8 * n + 1), dtype=np.float64, offset=1, count=n)
+
+
+def zero_stride(n):
+    return np.lib.stride_tricks.as_strided(np.zeros(1), shape=(n,), strides=(0,), writeable=True)
+
+
+def odd_stride(n):
+    # NumPy already calls this unaligned (float64's alignment is its size); the kernels'
+    # stride check only matters where alignment is smaller than the item size.
+    return np.lib.stride_tricks.as_strided(np.zeros(n + 1), shape=(n,), strides=(4,), writeable=True)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [(misaligned, "not aligned"), (zero_stride, "share memory"), (odd_stride, "not aligned|multiple of its item size")],
+    ids=["misaligned", "broadcast", "odd_stride"],
+)
+def test_parameter_layouts_the_kernels_refuse(make, match):
+    with pytest.raises(ValueError, match=match):
+        optim.SGD([make(3)], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "make,match",
+    [(misaligned, "not aligned"), (zero_stride, "share memory"), (odd_stride, "not aligned|multiple of its item size")],
+    ids=["misaligned", "broadcast", "odd_stride"],
+)
+def test_gradient_layouts_are_refused_before_any_update(name, make, match):
+    opt, arrays = warmed_up(name)
+    grads = good_grads(arrays)
+    grads[2] = make(4)
+    grads[2][...] = 0.5
+    before = snapshot(opt, grads)
+    with pytest.raises(ValueError, match=match):
+        opt.clip_and_step(0.1, grads=grads)
+    assert_unchanged(opt, grads, before)
+    if make is zero_stride:
+        # A broadcast gradient is fine to read; it is only refused when clipping writes it.
+        opt.clip_and_step(0.1, grads=grads, write_back=False)
+    else:
+        with pytest.raises(ValueError, match=match):
+            opt.step(grads=grads)
+        assert_unchanged(opt, grads, before)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_gradient_sharing_memory_with_its_parameter(name):
+    opt, arrays = warmed_up(name)
+    grads = good_grads(arrays)
+    grads[2] = arrays[2]  # e.g. a careless p.grad = p.data
+    before = snapshot(opt, grads)
+    with pytest.raises(ValueError, match="the parameter and the gradient of parameter 2 .* share memory"):
+        opt.step(grads=grads)
+    assert_unchanged(opt, grads, before)
+
+
+@pytest.mark.parametrize("name,key", [("SGD", "momentum_buffer"), ("Adam", "exp_avg_sq")])
+def test_loaded_state_sharing_memory_with_the_parameter(name, key):
+    opt, arrays = warmed_up(name)
+    grads = [np.ones(3), np.ones((2, 2)), np.ones(4)]
+    opt.step(grads=grads)  # the last parameter gets its state
+    sd = opt.state_dict()
+    opt.load_state_dict(sd)
+    opt.state[arrays[2]][key] = arrays[2]  # state aliasing its parameter
+    before = snapshot(opt, grads)
+    with pytest.raises(ValueError, match=f"the parameter and the {key} of parameter 2"):
+        opt.step(grads=grads)
+    assert_unchanged(opt, grads, before)
+
+
+def test_loaded_float64_step_counter_becomes_float32():
+    # torch saves a float64 step under torch.set_default_dtype(torch.float64).
+    values = [np.zeros(2)]
+    opt = optim.Adam(values)
+    opt.step(grads=[np.ones(2)])
+    sd = copy.deepcopy(opt.state_dict())
+    sd["state"][0]["step"] = np.array(1.0)
+    fresh = [np.zeros(2)]
+    other = optim.Adam(fresh)
+    other.load_state_dict(sd)
+    assert other.state[fresh[0]]["step"].dtype == np.float32
+    other.step(grads=[np.ones(2)])
+    assert other.state[fresh[0]]["step"] == 2

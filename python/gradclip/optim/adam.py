@@ -7,14 +7,48 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _functional
-from .optimizer import Optimizer, ParamsT, _Batch
-from .sgd import _check_state_array, _reject_unsupported
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _Batch,
+    _check_disjoint,
+    _check_flag,
+    _check_real,
+    _check_state_array,
+)
+from .sgd import _reject_unsupported
 
 __all__ = ["Adam"]
 
 # torch's step counter is a float32 0-d tensor on CPU (float64 only under
 # torch.set_default_dtype(torch.float64), which has no NumPy equivalent).
-_STEP_DTYPE = np.float32
+_STEP_DTYPE = np.dtype(np.float32)
+
+
+def _as_step(value: object) -> object:
+    """A loaded step counter as the kernels need it: a writable 0-d float32 array.
+
+    torch keeps a loaded tensor's dtype (float64 under a float64 default dtype) and turns
+    plain numbers into tensors. The counts are integers below 2**24, exact in float32, and the
+    bias corrections use ``float(step)``, so the conversion changes no result.
+    """
+    if isinstance(value, np.ndarray) and value.dtype == _STEP_DTYPE and value.shape == ():
+        return value
+    try:
+        return np.array(float(np.asarray(value)), dtype=_STEP_DTYPE)
+    except (TypeError, ValueError):
+        return value  # left for _check_state to report at the next step
+
+
+def _check_betas(betas: object, what: str) -> None:
+    try:
+        n = len(betas)
+    except TypeError:
+        n = None
+    if n != 2:
+        raise TypeError(f"{what} must be a pair of floats, not {betas!r}")
+    _check_real(betas[0], f"{what}[0]")
+    _check_real(betas[1], f"{what}[1]")
 
 
 class Adam(Optimizer):
@@ -81,14 +115,20 @@ class Adam(Optimizer):
         fused: Optional[bool] = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
+        # torch's checks, in torch's order; a non-number fails on a comparison in torch, with a
+        # message that does not say which argument, so it is named here first.
+        _check_real(lr, "lr")
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
+        _check_real(eps, "eps")
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
+        _check_betas(betas, "betas")
         if not 0.0 <= betas[0] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
         if not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        _check_real(weight_decay, "weight_decay")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
@@ -127,21 +167,38 @@ class Adam(Optimizer):
                 p_state = self.state.get(p, {})
                 # Old or foreign state may hold the step as a number; the kernel increments
                 # it in place.
-                if len(p_state) != 0 and not isinstance(p_state["step"], np.ndarray):
-                    p_state["step"] = np.array(float(p_state["step"]), dtype=_STEP_DTYPE)
+                if len(p_state) != 0 and "step" in p_state:
+                    p_state["step"] = _as_step(p_state["step"])
 
-    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        for key in ("lr", "eps", "weight_decay"):
+            _check_real(group[key], f"{where}[{key!r}]")
+        _check_betas(group["betas"], f"{where}['betas']")
+        for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
+            _check_flag(group[key], f"{where}[{key!r}]")
+
+    def _check_state(
+        self, group: dict[str, Any], param: object, value: np.ndarray, grad: np.ndarray, where: str
+    ) -> None:
         state = self.state.get(param, {})
         if len(state) == 0:
             return
         keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+        operands = [("parameter", value), ("gradient", grad)]
         for key in keys:
             if key not in state:
                 raise KeyError(f"{key} missing from the state of {where}")
             _check_state_array(state[key], value, f"{key} of {where}")
+            operands.append((key, state[key]))
+        _check_disjoint(operands, where)
         step = state.get("step")
-        if not (isinstance(step, np.ndarray) and step.shape == () and step.flags.writeable):
-            raise TypeError(f"step of {where} must be a writable 0-d ndarray")
+        if not (
+            isinstance(step, np.ndarray)
+            and step.shape == ()
+            and step.dtype == _STEP_DTYPE
+            and step.flags.writeable
+        ):
+            raise TypeError(f"step of {where} must be a writable 0-d float32 ndarray")
 
     def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
         group = batch.group

@@ -46,6 +46,72 @@ def _describe(index: int, group_index: int) -> str:
     return f"parameter {index} (in param_groups[{group_index}])"
 
 
+def _is_real(value: object) -> bool:
+    # What the C layer accepts as a real number: not bool or complex; a float, int, NumPy
+    # real scalar, 0-d real array, or anything else with __float__.
+    if isinstance(value, float):
+        return True
+    if isinstance(value, (bool, np.bool_, complex, np.complexfloating)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "fiu"
+    return hasattr(type(value), "__float__")
+
+
+def _check_real(value: object, what: str) -> None:
+    """Raise TypeError unless ``value`` is a real number (torch would fail on a comparison)."""
+    if not _is_real(value):
+        raise TypeError(f"{what} must be a real number, not {_typename(value)}")
+    try:
+        float(value)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise TypeError(f"{what} cannot be converted to a float: {exc}") from None
+
+
+def _check_flag(value: object, what: str) -> None:
+    try:
+        bool(value)
+    except Exception as exc:
+        raise TypeError(f"{what} must be a bool, not {_typename(value)}") from exc
+
+
+def _may_self_overlap(array: np.ndarray) -> bool:
+    # The C kernels' sufficient condition for distinct elements: with the dimensions sorted by
+    # |stride|, each stride clears the span of the smaller ones (a broadcast view does not).
+    if array.size == 0:
+        return False
+    extent = array.itemsize
+    for stride, n in sorted((abs(s), n) for n, s in zip(array.shape, array.strides) if n > 1):
+        if stride < extent:
+            return True
+        extent += stride * (n - 1)
+    return False
+
+
+def _check_layout(array: np.ndarray, what: str, written: bool) -> None:
+    """Refuse, before any update, the layouts the C kernels refuse."""
+    if not array.flags.aligned:
+        raise ValueError(f"{what} is not aligned in memory; pass an aligned copy")
+    for n, stride in zip(array.shape, array.strides):
+        if n > 1 and stride % array.itemsize:
+            raise ValueError(
+                f"{what} has a stride ({stride} bytes) that is not a multiple of its item size"
+            )
+    if written and _may_self_overlap(array):
+        raise ValueError(
+            f"{what} has elements that share memory (a broadcast or as_strided view); it "
+            "cannot be updated in place"
+        )
+
+
+def _check_disjoint(operands: list[tuple[str, np.ndarray]], where: str) -> None:
+    """The arrays one parameter's update reads and writes must not overlap (C restrict)."""
+    for i, (name_a, a) in enumerate(operands):
+        for name_b, b in operands[i + 1 :]:
+            if a.size and b.size and np.may_share_memory(a, b):
+                raise ValueError(f"the {name_a} and the {name_b} of {where} share memory")
+
+
 class _ParamState(MutableMapping):
     """``Optimizer.state``: a mapping from parameter to its state dict.
 
@@ -260,23 +326,23 @@ class Optimizer:
         self.param_groups.append(param_group)
 
     @staticmethod
-    def _check_param(param: object) -> None:
+    def _check_param(param: object, where: str = "one of the params") -> None:
         if not _is_param(param):
             raise TypeError(
                 "optimizer can only optimize gradclip.Parameter objects or NumPy arrays, "
-                "but one of the params is " + _typename(param)
+                f"but {where} is " + _typename(param)
             )
         value = _value(param)
         if value.dtype not in _FLOAT_DTYPES:
             raise TypeError(
                 "optimizer can only optimize float16, float32 or float64 arrays in native "
-                f"byte order, but one of the params has dtype {value.dtype}"
+                f"byte order, but {where} has dtype {value.dtype}"
             )
         if not value.flags.writeable:
             raise ValueError(
-                "optimizer parameters are updated in place, but one of the params is a "
-                "read-only array"
+                f"optimizer parameters are updated in place, but {where} is a read-only array"
             )
+        _check_layout(value, where, written=True)
 
     # -- gradients ---------------------------------------------------------------------------
 
@@ -322,6 +388,7 @@ class Optimizer:
         batches = []
         index = 0
         for group_index, group in enumerate(self.param_groups):
+            self._check_group(group, f"param_groups[{group_index}]")
             batch = _Batch(group, [], [], [])
             for p in group["params"]:
                 where = _describe(index, group_index)
@@ -337,18 +404,23 @@ class Optimizer:
                 index += 1
                 if grad is None:
                     continue
-                self._check_param(p)
+                self._check_param(p, where)
                 value = _value(p)
                 _check_grad(grad, value, where, writable_grads)
-                self._check_state(group, p, value, where)
+                self._check_state(group, p, value, grad, where)
                 batch.keys.append(p)
                 batch.values.append(value)
                 batch.grads.append(grad)
             batches.append(batch)
         return batches
 
-    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
-        """Raise if the saved state of ``param`` cannot be used with ``value``."""
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        """Raise if a group's hyper-parameters (possibly changed since construction) are unusable."""
+
+    def _check_state(
+        self, group: dict[str, Any], param: object, value: np.ndarray, grad: np.ndarray, where: str
+    ) -> None:
+        """Raise if the saved state of ``param`` cannot be used with ``value`` and ``grad``."""
 
     def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
         """Apply one step to a validated batch (subclasses: init state, call the kernel)."""
@@ -570,3 +642,19 @@ def _check_grad(grad: object, value: np.ndarray, where: str, writable: bool) -> 
             f"the gradient of {where} is read-only, but write_back=True stores the clipped "
             "gradient into it"
         )
+    _check_layout(grad, f"the gradient of {where}", written=writable)
+    _check_disjoint([("parameter", value), ("gradient", grad)], where)
+
+
+def _check_state_array(array: object, value: np.ndarray, what: str) -> None:
+    """Raise unless a state array can be updated in place alongside ``value``."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{what} must be an ndarray, not {_typename(array)}")
+    if array.shape != value.shape or array.dtype != value.dtype:
+        raise ValueError(
+            f"{what} has shape {array.shape} and dtype {array.dtype}, but the parameter has "
+            f"shape {value.shape} and dtype {value.dtype}"
+        )
+    if not array.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    _check_layout(array, what, written=True)

@@ -7,7 +7,15 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _functional
-from .optimizer import Optimizer, ParamsT, _Batch
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _Batch,
+    _check_disjoint,
+    _check_flag,
+    _check_real,
+    _check_state_array,
+)
 
 __all__ = ["SGD"]
 
@@ -104,12 +112,18 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: Optional[bool] = None,
     ) -> None:
+        # torch's checks, in torch's order; a non-number fails on a comparison in torch, with a
+        # message that does not say which argument, so it is named here first.
+        _check_real(lr, "lr")
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
+        _check_real(momentum, "momentum")
         if momentum < 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}")
+        _check_real(weight_decay, "weight_decay")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_real(dampening, "dampening")
 
         defaults = {
             "lr": lr,
@@ -136,12 +150,23 @@ class SGD(Optimizer):
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
 
-    def _check_state(self, group: dict[str, Any], param: object, value: np.ndarray, where: str) -> None:
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        for key in ("lr", "momentum", "dampening", "weight_decay"):
+            _check_real(group[key], f"{where}[{key!r}]")
+        for key in ("nesterov", "maximize"):
+            _check_flag(group[key], f"{where}[{key!r}]")
+
+    def _check_state(
+        self, group: dict[str, Any], param: object, value: np.ndarray, grad: np.ndarray, where: str
+    ) -> None:
         if group["momentum"] == 0:
             return
         buf = self.state.get(param, {}).get("momentum_buffer")
         if buf is not None:
             _check_state_array(buf, value, f"momentum_buffer of {where}")
+            _check_disjoint(
+                [("parameter", value), ("gradient", grad), ("momentum_buffer", buf)], where
+            )
 
     def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
         group = batch.group
@@ -166,15 +191,3 @@ class SGD(Optimizer):
             for p, buf in zip(batch.keys, buffers):
                 self.state[p]["momentum_buffer"] = buf
 
-
-def _check_state_array(array: object, value: np.ndarray, what: str) -> None:
-    """Raise unless a state array can be updated in place alongside ``value``."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{what} must be an ndarray, not {type(array).__name__}")
-    if array.shape != value.shape or array.dtype != value.dtype:
-        raise ValueError(
-            f"{what} has shape {array.shape} and dtype {array.dtype}, but the parameter has "
-            f"shape {value.shape} and dtype {value.dtype}"
-        )
-    if not array.flags.writeable:
-        raise ValueError(f"{what} is read-only")
