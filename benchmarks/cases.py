@@ -101,7 +101,6 @@ class Case:
     traffic: Traffic | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    extra_probes: bool = False  # whether run.py should add roofline probes to the rounds
 
     @property
     def nbytes(self) -> int:
