@@ -1,0 +1,291 @@
+"""No leaks on any path through the C entry points (issue 6).
+
+For every entry point, on success and on each kind of error:
+
+* the reference count of every input object (containers, arrays, .grad holders, scalars) is
+  the same after many calls as before;
+* Python's allocated blocks and tracemalloc's traced bytes (PyMem/PyObject allocations,
+  which the glue uses for its scratch) do not grow;
+* the resident set size, read from /proc/self/statm, stays flat (catches plain malloc).
+
+``GRADCLIP_STRESS=1`` (CI) makes it 100,000 calls per case; the default is a few thousand.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import gradclip
+from gradclip import _C
+
+STRESS = os.environ.get("GRADCLIP_STRESS") == "1"
+CALLS = 100_000 if STRESS else 3_000
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class WithGrad:
+    def __init__(self, grad):
+        self.grad = grad
+
+
+class RaisingGrad:
+    @property
+    def grad(self):
+        raise LookupError("no grad")
+
+
+def f32(*shape, fill=1.0):
+    return np.full(shape, fill, np.float32)
+
+
+def many_dims():
+    # 3 arrays x 64 dims: more shape/stride slots than the glue's inline buffer.
+    return [np.ones((1,) * 62 + (2, 3)) for _ in range(3)]
+
+
+def twenty(last=None):
+    # More arrays than the glue's inline buffers: the heap path.
+    arrays = [f32(3, 2) for _ in range(19)]
+    arrays.append(np.ones(4) if last is None else last)
+    return arrays
+
+
+def _read_only():
+    a = np.ones(3)
+    a.flags.writeable = False
+    return a
+
+
+def _sgd_args(momentum=0.9, bad=None):
+    params, grads = [np.ones(5), f32(2, 3)], [np.full(5, 0.5), f32(2, 3, fill=0.25)]
+    if bad is not None:
+        grads[1] = bad
+    # None buffers are created by the call and stored in the list.
+    return [params, grads, [None, None], 1e-9, momentum, 0.0, 0.0, False, False, None, True]
+
+
+def _adam_args(amsgrad=False, bad_step=False):
+    params = [np.ones(5), f32(2, 3)]
+    grads = [np.full(5, 0.5), f32(2, 3, fill=0.25)]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    vmax = [np.zeros_like(p) for p in params]
+    steps = [np.array(0.0, np.float32), np.array(0.0, np.float64 if bad_step else np.float32)]
+    return [params, grads, m, v, vmax, steps, amsgrad, 0.9, 0.999, 1e-9, 0.0, 1e-8, False, False, 0.5, False]
+
+
+# name -> (function, factory of the argument list, expected exception or None)
+CASES = {
+    "total_norm-ok": (_C.total_norm, lambda: [[f32(3), np.ones((2, 2))], 2.0, False], None),
+    "total_norm-ok-heap": (_C.total_norm, lambda: [twenty() + many_dims(), 3.0, True], None),
+    "total_norm-ok-single-array": (_C.total_norm, lambda: [np.ones((4, 4))[::2], np.float32(1.0), 0], None),
+    "total_norm-bad-dtype-heap": (_C.total_norm, lambda: [twenty(np.arange(3)), 2.0, False], TypeError),
+    "total_norm-nonfinite": (_C.total_norm, lambda: [[f32(2), np.array([np.inf])], 2.0, True], RuntimeError),
+    "total_norm-bad-norm-type": (_C.total_norm, lambda: [[f32(2)], "two", False], TypeError),
+    "total_norm-nan-norm-type": (_C.total_norm, lambda: [[f32(2)], np.nan, False], ValueError),
+    "total_norm-empty-inf": (_C.total_norm, lambda: [[f32(2), f32(0)], np.inf, False], RuntimeError),
+    "total_norm-not-array": (_C.total_norm, lambda: [[f32(2), WithGrad(f32(2))], 2.0, False], TypeError),
+    "total_norm-arity": (_C.total_norm, lambda: [[f32(2)], 2.0], TypeError),
+    "total_norm-bool-raises": (_C.total_norm, lambda: [[f32(2)], 2.0, np.ones(2)], ValueError),
+    "coef-ok": (_C.total_norm_and_coef, lambda: [[WithGrad(f32(3)), WithGrad(None)], 1.0, 2.0, False], None),
+    "coef-grad-raises": (_C.total_norm_and_coef, lambda: [[f32(3), RaisingGrad()], 1.0, 2.0, False], LookupError),
+    "coef-negative-max": (_C.total_norm_and_coef, lambda: [[f32(3)], -1.0, 2.0, False], ValueError),
+    "clip_grad_norm-ok": (_C.clip_grad_norm, lambda: [[f32(3), WithGrad(np.ones(2))], np.inf, 2.0, False], None),
+    "clip_grad_norm-ok-heap": (_C.clip_grad_norm, lambda: [twenty() + many_dims(), np.inf, 1.0, False], None),
+    "clip_grad_norm-read-only-heap": (_C.clip_grad_norm, lambda: [twenty(_read_only()), 1.0, 2.0, False], ValueError),
+    "clip_grad_norm-bad-grad": (_C.clip_grad_norm, lambda: [[f32(3), WithGrad("g")], 1.0, 2.0, False], TypeError),
+    "clip_grad_norm-nonfinite": (_C.clip_grad_norm, lambda: [[f32(3), np.array([np.nan])], 1.0, 2.0, True], RuntimeError),
+    "clip_grads_with_norm-ok": (_C.clip_grads_with_norm, lambda: [(f32(3), np.ones(2)), 1.0, 0.5, True], None),
+    "clip_grads_with_norm-overlap": (
+        _C.clip_grads_with_norm,
+        lambda: [[f32(3), np.lib.stride_tricks.as_strided(np.ones(1), (3,), (0,), writeable=True)], 1.0, 0.5, False],
+        ValueError,
+    ),
+    "clip_grads_with_norm-bad-total": (_C.clip_grads_with_norm, lambda: [[f32(3)], 1.0, "t", False], TypeError),
+    "clip_grad_value-ok": (_C.clip_grad_value, lambda: [[f32(3), WithGrad(np.ones(2))], 10.0], None),
+    "clip_grad_value-complex": (_C.clip_grad_value, lambda: [[f32(3), np.ones(2, complex)], 1.0], TypeError),
+    "clip_grad_value-container": (_C.clip_grad_value, lambda: [iter([f32(3)]), 1.0], TypeError),
+    "clip_grad_value-big-int": (_C.clip_grad_value, lambda: [[f32(3)], 10**400], OverflowError),
+}
+if hasattr(_C, "sgd_step"):
+    CASES.update({
+        "sgd_step-ok-creates-buffers": (_C.sgd_step, lambda: _sgd_args(), None),
+        "sgd_step-ok-no-momentum": (_C.sgd_step, lambda: _sgd_args(momentum=0.0), None),
+        "sgd_step-bad-grad": (_C.sgd_step, lambda: _sgd_args(bad=np.ones((2, 3))), TypeError),
+        "sgd_step-aliased": (
+            _C.sgd_step,
+            lambda: (lambda a: [[a], [a], [None], 0.1, 0.9, 0.0, 0.0, False, False, None, True])(np.ones(3)),
+            ValueError,
+        ),
+    })
+if hasattr(_C, "adam_step"):
+    CASES.update({
+        "adam_step-ok": (_C.adam_step, lambda: _adam_args(), None),
+        "adam_step-ok-amsgrad": (_C.adam_step, lambda: _adam_args(amsgrad=True), None),
+        "adam_step-bad-step": (_C.adam_step, lambda: _adam_args(bad_step=True), TypeError),
+    })
+
+
+def _objects_in(args):
+    """Every object the call could take a reference to (and leak)."""
+    out = []
+
+    def add(obj):
+        if isinstance(obj, (bool, int, float, str, type(None))) and not isinstance(obj, np.generic):
+            return  # immortal-ish or cached: their counts move for unrelated reasons
+        out.append(obj)
+        if isinstance(obj, (list, tuple)):
+            for x in obj:
+                add(x)
+        elif isinstance(obj, WithGrad):
+            add(obj.grad)
+
+    for a in args:
+        add(a)
+    return out
+
+
+def _run(fn, args, expected, n):
+    for _ in range(n):
+        try:
+            result = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            if expected is None or not isinstance(exc, expected):
+                raise
+            del exc
+        else:
+            assert expected is None, f"expected {expected.__name__}"
+            del result
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refcounts_unchanged(case):
+    fn, factory, expected = CASES[case]
+    args = factory()
+    _run(fn, args, expected, 10)  # warm up (lazy imports, caches, created buffers)
+    if fn in (getattr(_C, "sgd_step", None),):
+        args[2][:] = [None] * len(args[2])  # the creation path on every counted call, too
+    objects = _objects_in(args)
+    gc.collect()
+    before = [sys.getrefcount(o) for o in objects]
+    n = min(CALLS, 20_000)
+    for _ in range(n):
+        if fn is getattr(_C, "sgd_step", None) and expected is None:
+            args[2][:] = [None] * len(args[2])
+        _run(fn, args, expected, 1)
+    gc.collect()
+    after = [sys.getrefcount(o) for o in objects]
+    changed = [(type(o).__name__, b, a) for o, b, a in zip(objects, before, after) if a != b]
+    assert not changed, f"reference counts changed over {n} calls: {changed}"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_memory_flat(case):
+    """Blocks, traced bytes and RSS do not grow with the number of calls."""
+    fn, factory, expected = CASES[case]
+    args = factory()
+    sgd_fresh = fn is getattr(_C, "sgd_step", None) and expected is None
+
+    def loop(n):
+        for _ in range(n):
+            if sgd_fresh:
+                args[2][:] = [None] * len(args[2])
+            _run(fn, args, expected, 1)
+
+    loop(max(CALLS // 10, 200))
+    gc.collect()
+    blocks0, rss0 = sys.getallocatedblocks(), rss_bytes()
+    loop(CALLS)
+    gc.collect()
+    blocks1, rss1 = sys.getallocatedblocks(), rss_bytes()
+    # One leaked object per call would be CALLS blocks.
+    assert blocks1 - blocks0 < max(100, CALLS // 100), (blocks0, blocks1)
+    # 4 MiB: 100,000 calls leaking 48 bytes each (or 3,000 leaking 1.4 kB) would exceed it.
+    assert rss1 - rss0 < 4 << 20, f"RSS grew by {(rss1 - rss0) >> 10} KiB over {CALLS} calls"
+
+    tracemalloc.start()
+    try:
+        loop(50)
+        gc.collect()
+        traced0 = tracemalloc.get_traced_memory()[0]
+        n = min(CALLS, 2_000)
+        loop(n)
+        gc.collect()
+        traced1 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # A leaked PyMem scratch buffer (>= 16 bytes) per call would show as >= 32 kB.
+    assert traced1 - traced0 < 16 * 1024, f"traced memory grew by {traced1 - traced0} bytes over {n} calls"
+
+
+def test_the_leak_detectors_detect_a_leak():
+    """The thresholds above are not vacuous: a deliberate leak of one small object per call
+    (the kind a missing Py_DECREF makes) trips both the block and refcount checks."""
+    keep = []
+    a = f32(3)
+
+    def leaky(x):
+        keep.append([x])
+        return _C.total_norm([x], 2.0, False)
+
+    before_ref = sys.getrefcount(a)
+    blocks0 = sys.getallocatedblocks()
+    for _ in range(CALLS):
+        leaky(a)
+    assert sys.getrefcount(a) - before_ref == CALLS
+    assert sys.getallocatedblocks() - blocks0 >= max(100, CALLS // 100)
+    keep.clear()
+
+
+def test_parallel_path_memory_flat():
+    """The multi-threaded path (>= 2**20 elements, threads > 1) mallocs per-block partials."""
+    if not hasattr(_C, "set_num_threads"):
+        pytest.skip("no threaded kernels in this build")
+    previous = _C.get_num_threads()
+    big = [np.ones(1 << 20, np.float32), np.ones(1 << 19)]
+    try:
+        _C.set_num_threads(2)
+        for _ in range(20):
+            _C.total_norm(big, 2.0, False)
+            _C.clip_grad_norm(big, np.inf, 2.0, False)
+        gc.collect()
+        rss0 = rss_bytes()
+        for _ in range(2_000 if STRESS else 200):
+            _C.total_norm(big, 2.0, False)
+            _C.clip_grad_norm(big, np.inf, 2.0, False)
+            _C.clip_grad_value(big, 10.0)
+        gc.collect()
+        assert rss_bytes() - rss0 < 4 << 20
+    finally:
+        _C.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_optimizer_step_memory_flat(name):
+    """Through the Python layer: state is created once, steps allocate nothing that stays."""
+    optim = pytest.importorskip("gradclip.optim")
+    params = [gradclip.Parameter(np.ones(64)), gradclip.Parameter(np.ones((4, 4), np.float32))]
+    for p in params:
+        p.grad = np.full(p.shape, 1e-3, p.dtype)
+    opt = optim.SGD(params, lr=1e-6, momentum=0.9) if name == "SGD" else optim.Adam(params, lr=1e-6)
+    n = CALLS // 10
+    for _ in range(100):
+        opt.step()
+    gc.collect()
+    blocks0, rss0 = sys.getallocatedblocks(), rss_bytes()
+    for _ in range(n):
+        opt.step()
+    gc.collect()
+    assert sys.getallocatedblocks() - blocks0 < max(100, n // 100)
+    assert rss_bytes() - rss0 < 4 << 20
