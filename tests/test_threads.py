@@ -215,10 +215,21 @@ def test_gil_is_released_during_a_long_kernel():
         for _ in range(3):
             results.append(gradclip.get_total_norm([x]))
 
-    spent, progressed = _progress_during(calls)
+    # One kernel thread, so that on a 2-core machine the spinner has a core of its own; and
+    # the best of three tries, since other processes may take that core for a while. A held
+    # GIL would leave at most one 1 ms switch interval of progress per call (< 5 %) every time.
+    previous = _C.get_num_threads() if hasattr(_C, "get_num_threads") else None
+    if previous is not None:
+        _C.set_num_threads(1)
+    try:
+        tries = [_progress_during(calls) for _ in range(3)]
+    finally:
+        if previous is not None:
+            _C.set_num_threads(previous)
     assert all(float(r) == np.float32(expected) for r in results)
+    spent, progressed = max(tries, key=lambda t: t[1] / t[0])
     assert spent > 0.02, "the kernel ran too briefly to tell (machine too fast?)"
-    assert progressed > 0.5 * spent, f"the other thread ran {progressed:.3f} s of {spent:.3f} s"
+    assert progressed > 0.25 * spent, f"the other thread ran {progressed:.3f} s of {spent:.3f} s"
 
 
 def test_the_gil_probe_detects_a_held_gil():
@@ -228,7 +239,7 @@ def test_the_gil_probe_detects_a_held_gil():
 
     spent, progressed = _progress_during(lambda: x.sum())
     assert spent > 0.02
-    assert progressed < 0.5 * spent, f"the other thread ran {progressed:.3f} s of {spent:.3f} s"
+    assert progressed < 0.25 * spent, f"the other thread ran {progressed:.3f} s of {spent:.3f} s"
 
 
 def test_two_threads_clipping_the_same_arrays(kernel_threads):
