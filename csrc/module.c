@@ -55,8 +55,13 @@ static int parse_real(PyObject *obj, const char *name, double *out)
         return -1;
     }
     const double value = PyFloat_AsDouble(obj);
-    if (value == -1.0 && PyErr_Occurred())
+    if (value == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "%s is too large to convert to a float", name);
+        }
         return -1;
+    }
     *out = value;
     return 0;
 }
@@ -307,7 +312,8 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const c
     const int ndim = PyArray_NDIM(a);
     const npy_intp *shape = PyArray_DIMS(a), *strides = PyArray_STRIDES(a);
     const npy_intp itemsize = PyArray_ITEMSIZE(a);
-    for (int d = 0; d < ndim; d++) {
+    /* An empty array's strides are never used. */
+    for (int d = 0; d < ndim && PyArray_SIZE(a) > 0; d++) {
         if (shape[d] > 1 && strides[d] % itemsize != 0) {
             PyErr_Format(PyExc_ValueError, "%s has a stride (%zd bytes) that is not a multiple of its item size",
                          name, (Py_ssize_t)strides[d]);
