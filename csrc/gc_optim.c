@@ -10,7 +10,6 @@ gc_optim_table gc_optim_kernels;
 
 typedef struct {
     const gc_optim_item *items;
-    const void *options;
     gc_run_fn walk;
 } step_ctx;
 
@@ -28,10 +27,9 @@ static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, si
     (void)k;
     const step_ctx *ctx = ctx_;
     const gc_optim_item *it = &ctx->items[i];
-    gc_optim_run_ctx run = {it, ctx->options};
     gc_layout layout;
     gc_layout_init(&layout, it->ndim, it->shape, it->nops, it->data, it->strides);
-    gc_layout_walk(&layout, start, stop, ctx->walk, &run);
+    gc_layout_walk(&layout, start, stop, ctx->walk, (void *)it);
 }
 
 /* Whether no operand of any item shares memory with an operand of another item (within an
@@ -68,9 +66,9 @@ static int items_disjoint(const gc_optim_item *items, size_t n)
     return disjoint;
 }
 
-static void step_all(const gc_optim_item *items, size_t n, const void *options, gc_run_fn walk)
+static void step_all(const gc_optim_item *items, size_t n, gc_run_fn walk)
 {
-    step_ctx ctx = {items, options, walk};
+    step_ctx ctx = {items, walk};
     ptrdiff_t elements = 0;
     for (size_t i = 0; i < n; i++)
         elements += item_size(&ctx, i);
@@ -78,12 +76,12 @@ static void step_all(const gc_optim_item *items, size_t n, const void *options, 
     gc_for_each_block(n, item_size, parallel, step_block, &ctx);
 }
 
-void gc_sgd(const gc_optim_item *items, size_t n, const gc_sgd_options *options)
+void gc_sgd(const gc_optim_item *items, size_t n)
 {
-    step_all(items, n, options, gc_optim_kernels.sgd_walk);
+    step_all(items, n, gc_optim_kernels.sgd_walk);
 }
 
-void gc_adam(const gc_optim_item *items, size_t n, const gc_adam_options *options)
+void gc_adam(const gc_optim_item *items, size_t n)
 {
-    step_all(items, n, options, gc_optim_kernels.adam_walk);
+    step_all(items, n, gc_optim_kernels.adam_walk);
 }

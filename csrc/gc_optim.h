@@ -24,8 +24,9 @@ typedef struct {
     const ptrdiff_t *shape;
     char *data[GC_OPTIM_MAXOPS];
     const ptrdiff_t *strides[GC_OPTIM_MAXOPS]; /* bytes */
-    int fresh;   /* SGD: the momentum buffer is new; initialise it from the gradient */
-    double step; /* Adam: this parameter's step count, already incremented */
+    int fresh;           /* SGD: the momentum buffer is new; initialise it from the gradient */
+    double step;         /* Adam: this parameter's step count, already incremented */
+    const void *options; /* its group's gc_sgd_options or gc_adam_options */
 } gc_optim_item;
 
 /* Shared by both optimizers: an optional clip coefficient applied to the gradient first,
@@ -36,29 +37,25 @@ typedef struct {
     int write_back;
 } gc_grad_scaling;
 
+/* A group's hyper-parameters. `scaling` comes first in both: it is shared by the whole call. */
 typedef struct {
+    gc_grad_scaling scaling;
     double lr, momentum, dampening, weight_decay;
     int nesterov, maximize;
-    gc_grad_scaling scaling;
 } gc_sgd_options;
 
 typedef struct {
+    gc_grad_scaling scaling;
     double lr, beta1, beta2, eps, weight_decay;
     int amsgrad, maximize, decoupled_weight_decay;
-    gc_grad_scaling scaling;
 } gc_adam_options;
 
-/* Operands: param, grad, momentum buffer (only when momentum != 0). */
-void gc_sgd(const gc_optim_item *items, size_t n, const gc_sgd_options *options);
+/* Operands: param, grad, momentum buffer (only when momentum != 0); options: gc_sgd_options. */
+void gc_sgd(const gc_optim_item *items, size_t n);
 
-/* Operands: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (only with amsgrad). */
-void gc_adam(const gc_optim_item *items, size_t n, const gc_adam_options *options);
-
-/* What a run callback receives (see gc_layout_walk). */
-typedef struct {
-    const gc_optim_item *item;
-    const void *options;
-} gc_optim_run_ctx;
+/* Operands: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (only with amsgrad); options:
+ * gc_adam_options. */
+void gc_adam(const gc_optim_item *items, size_t n);
 
 typedef struct {
     void (*sgd_walk)(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n);

@@ -73,9 +73,8 @@ static inline float round_half(float x)
 
 static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const gc_optim_run_ctx *ctx = ctx_;
-    const gc_optim_item *it = ctx->item;
-    const gc_sgd_options *o = ctx->options;
+    const gc_optim_item *it = ctx_;
+    const gc_sgd_options *o = it->options;
     const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
     const int momentum = o->momentum != 0.0;
     const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, ib = momentum ? strides[2] / size : 1;
@@ -104,9 +103,8 @@ static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, pt
 
 static void adam_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const gc_optim_run_ctx *ctx = ctx_;
-    const gc_optim_item *it = ctx->item;
-    const gc_adam_options *o = ctx->options;
+    const gc_optim_item *it = ctx_;
+    const gc_adam_options *o = it->options;
     const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
     const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, im = strides[2] / size,
                     iv = strides[3] / size, ix = o->amsgrad ? strides[4] / size : 1;

@@ -640,22 +640,31 @@ static PyObject *py_clip_grad_value(PyObject *module, PyObject *const *args, Py_
 /* ---------------------------------------------------------------------------------------- */
 /* Optimizer steps                                                                           */
 
-/* The operands of one optimizer call: for each parameter, `nops` arrays (parameter, gradient,
- * state...) of one shape and dtype. Strong references are held to every operand. */
+/* The operands of one optimizer call, over all parameter groups: for each parameter, up to
+ * GC_OPTIM_MAXOPS arrays (parameter, gradient, state...) of one shape and dtype, and a pointer
+ * to its group's options. Strong references are held to every operand. */
 typedef struct {
     Py_ssize_t n;
-    int nops;
     ptrdiff_t elements;
-    PyObject **refs;        /* n * nops, NULL for a buffer still to be created */
+    PyObject **refs; /* n * GC_OPTIM_MAXOPS, NULL where absent or still to be created */
     gc_optim_item *items;
     ptrdiff_t *dims;
     void *heap;
 } optim_batch;
 
+/* What one group contributes: its lists (params first) and how each operand is used. */
+typedef struct {
+    PyObject *lists[GC_OPTIM_MAXOPS];
+    int nops;
+    unsigned written;   /* operand k is written if (written >> k) & 1 */
+    int creatable;      /* operand that may be None (a buffer the kernel initialises), or -1 */
+    const void *options;
+} optim_group;
+
 static void optim_release(optim_batch *b)
 {
     if (b->refs != NULL) {
-        for (Py_ssize_t i = 0; i < b->n * b->nops; i++)
+        for (Py_ssize_t i = 0; i < b->n * GC_OPTIM_MAXOPS; i++)
             Py_XDECREF(b->refs[i]);
     }
     PyMem_Free(b->heap);
@@ -694,7 +703,7 @@ static void byte_extent(PyArrayObject *a, char **lo, char **hi)
 
 /* Operands of one parameter must not overlap: the kernels read and write them through
  * restrict pointers, and torch would treat them as distinct tensors anyway. */
-static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py_ssize_t index)
+static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py_ssize_t group, Py_ssize_t index)
 {
     for (int a = 0; a < nops; a++) {
         for (int b = a + 1; b < nops; b++) {
@@ -705,8 +714,8 @@ static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py
             byte_extent((PyArrayObject *)ops[a], &lo_a, &hi_a);
             byte_extent((PyArrayObject *)ops[b], &lo_b, &hi_b);
             if (lo_a < hi_b && lo_b < hi_a) {
-                PyErr_Format(PyExc_ValueError, "%s[%zd] and %s[%zd] share (or interleave) memory", names[a], index,
-                             names[b], index);
+                PyErr_Format(PyExc_ValueError, "groups[%zd]: %s[%zd] and %s[%zd] share (or interleave) memory",
+                             group, names[a], index, names[b], index);
                 return -1;
             }
         }
@@ -714,35 +723,40 @@ static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py
     return 0;
 }
 
-/* Collects lists[0..nops) (params first). Operand k is written if (written >> k) & 1; the
- * operand `creatable` (or -1) may be None, meaning a buffer the kernel initialises. */
-static int optim_collect(optim_batch *b, PyObject *const *lists, const char *const *names, int nops,
-                         unsigned written, int creatable)
+/* Validates every group's operands and fills b: nothing is modified. `names` name the
+ * operands in messages ("groups[g]: grads[i] ..."). */
+static int optim_collect(optim_batch *b, const optim_group *groups, Py_ssize_t ngroups, const char *const *names)
 {
     b->n = 0;
-    b->nops = nops;
     b->elements = 0;
     b->refs = NULL;
     b->heap = NULL;
-    if (check_sequence(lists[0], names[0], -1, 0) < 0)
-        return -1;
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(lists[0]);
-    for (int k = 1; k < nops; k++) {
-        if (check_sequence(lists[k], names[k], n, k == creatable) < 0)
+    char what[64];
+    Py_ssize_t n = 0, ndims = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        const optim_group *grp = &groups[g];
+        PyOS_snprintf(what, sizeof what, "groups[%zd]: %s", g, names[0]);
+        if (check_sequence(grp->lists[0], what, -1, 0) < 0)
             return -1;
-    }
-    /* Size the single allocation: references, items, then every operand's shape/strides. */
-    Py_ssize_t ndims = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *p = PySequence_Fast_GET_ITEM(lists[0], i);
-        if (!PyArray_Check(p)) {
-            PyErr_Format(PyExc_TypeError, "%s[%zd] must be a NumPy ndarray, not %.200s", names[0], i,
-                         Py_TYPE(p)->tp_name);
-            return -1;
+        const Py_ssize_t count = PySequence_Fast_GET_SIZE(grp->lists[0]);
+        for (int k = 1; k < grp->nops; k++) {
+            PyOS_snprintf(what, sizeof what, "groups[%zd]: %s", g, names[k]);
+            if (check_sequence(grp->lists[k], what, count, k == grp->creatable) < 0)
+                return -1;
         }
-        ndims += (Py_ssize_t)PyArray_NDIM((PyArrayObject *)p) * (1 + nops);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *p = PySequence_Fast_GET_ITEM(grp->lists[0], i);
+            if (!PyArray_Check(p)) {
+                PyErr_Format(PyExc_TypeError, "groups[%zd]: %s[%zd] must be a NumPy ndarray, not %.200s", g, names[0],
+                             i, Py_TYPE(p)->tp_name);
+                return -1;
+            }
+            ndims += (Py_ssize_t)PyArray_NDIM((PyArrayObject *)p) * (1 + grp->nops);
+        }
+        n += count;
     }
-    const size_t bytes = (size_t)n * nops * sizeof(PyObject *) + (size_t)n * sizeof(gc_optim_item) +
+    /* One allocation: items, references, then every operand's shape and strides. */
+    const size_t bytes = (size_t)n * sizeof(gc_optim_item) + (size_t)n * GC_OPTIM_MAXOPS * sizeof(PyObject *) +
                          (size_t)ndims * sizeof(ptrdiff_t);
     char *heap = PyMem_Calloc(1, bytes > 0 ? bytes : 1);
     if (heap == NULL) {
@@ -752,71 +766,85 @@ static int optim_collect(optim_batch *b, PyObject *const *lists, const char *con
     b->heap = heap;
     b->items = (gc_optim_item *)heap;
     b->refs = (PyObject **)(heap + (size_t)n * sizeof(gc_optim_item));
-    b->dims = (ptrdiff_t *)(heap + (size_t)n * sizeof(gc_optim_item) + (size_t)n * nops * sizeof(PyObject *));
+    b->dims = (ptrdiff_t *)(heap + (size_t)n * sizeof(gc_optim_item) + (size_t)n * GC_OPTIM_MAXOPS * sizeof(PyObject *));
     b->n = n;
-    for (Py_ssize_t i = 0; i < n * nops; i++) {
-        const Py_ssize_t item = i / nops;
-        PyObject *obj = PySequence_Fast_GET_ITEM(lists[i % nops], item);
-        if (obj == Py_None && (int)(i % nops) == creatable)
-            continue;
-        Py_INCREF(obj);
-        b->refs[i] = obj;
+    /* Hold every operand before validating: validation itself runs no Python code, but the
+     * references keep the arrays alive while the GIL is released later. */
+    Py_ssize_t item = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        const optim_group *grp = &groups[g];
+        const Py_ssize_t count = PySequence_Fast_GET_SIZE(grp->lists[0]);
+        for (Py_ssize_t i = 0; i < count; i++, item++) {
+            for (int k = 0; k < grp->nops; k++) {
+                PyObject *obj = PySequence_Fast_GET_ITEM(grp->lists[k], i);
+                if (obj == Py_None && k == grp->creatable)
+                    continue;
+                Py_INCREF(obj);
+                b->refs[item * GC_OPTIM_MAXOPS + k] = obj;
+            }
+        }
     }
 
     ptrdiff_t *dims = b->dims;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject **ops = b->refs + i * nops;
-        PyArrayObject *param = (PyArrayObject *)ops[0];
-        gc_optim_item *it = &b->items[i];
-        char name[96];
-        const int ndim = PyArray_NDIM(param);
-        for (int k = 0; k < nops; k++) {
-            describe(name, sizeof name, names[k], i, 0);
-            if (ops[k] == NULL) {
-                it->fresh = 1;
-                continue;
+    item = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        const optim_group *grp = &groups[g];
+        const Py_ssize_t count = PySequence_Fast_GET_SIZE(grp->lists[0]);
+        for (Py_ssize_t i = 0; i < count; i++, item++) {
+            PyObject **ops = b->refs + item * GC_OPTIM_MAXOPS;
+            PyArrayObject *param = (PyArrayObject *)ops[0];
+            gc_optim_item *it = &b->items[item];
+            const int ndim = PyArray_NDIM(param);
+            char name[128];
+            it->options = grp->options;
+            for (int k = 0; k < grp->nops; k++) {
+                PyOS_snprintf(name, sizeof name, "groups[%zd]: %s[%zd]", g, names[k], i);
+                if (ops[k] == NULL) {
+                    it->fresh = 1;
+                    continue;
+                }
+                if (!PyArray_Check(ops[k])) {
+                    PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", name,
+                                 k == grp->creatable ? " or None" : "", Py_TYPE(ops[k])->tp_name);
+                    goto fail;
+                }
+                PyArrayObject *a = (PyArrayObject *)ops[k];
+                gc_dtype dtype;
+                if (check_array(a, ((grp->written >> k) & 1) ? NEED_WRITE : 0, NULL, name, &dtype) < 0)
+                    goto fail;
+                if (k == 0) {
+                    it->dtype = dtype;
+                    continue;
+                }
+                if (dtype != it->dtype) {
+                    PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s[%zd] has dtype %S", name,
+                                 (PyObject *)PyArray_DESCR(a), names[0], i, (PyObject *)PyArray_DESCR(param));
+                    goto fail;
+                }
+                if (!PyArray_SAMESHAPE(a, param)) {
+                    PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", name, names[0], i);
+                    goto fail;
+                }
             }
-            if (!PyArray_Check(ops[k])) {
-                PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", name,
-                             k == creatable ? " or None" : "", Py_TYPE(ops[k])->tp_name);
+            if (check_disjoint(ops, grp->nops, names, g, i) < 0)
                 goto fail;
-            }
-            PyArrayObject *a = (PyArrayObject *)ops[k];
-            gc_dtype dtype;
-            if (check_array(a, ((written >> k) & 1) ? NEED_WRITE : 0, NULL, name, &dtype) < 0)
-                goto fail;
-            if (k == 0) {
-                it->dtype = dtype;
-                continue;
-            }
-            if (dtype != it->dtype) {
-                PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s[%zd] has dtype %S", name,
-                             (PyObject *)PyArray_DESCR(a), names[0], i, (PyObject *)PyArray_DESCR(param));
-                goto fail;
-            }
-            if (!PyArray_SAMESHAPE(a, param)) {
-                PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", name, names[0], i);
-                goto fail;
-            }
-        }
-        if (check_disjoint(ops, nops, names, i) < 0)
-            goto fail;
-        it->ndim = ndim;
-        it->nops = nops;
-        it->shape = dims;
-        for (int d = 0; d < ndim; d++)
-            dims[d] = PyArray_DIMS(param)[d];
-        dims += ndim;
-        for (int k = 0; k < nops; k++) {
-            it->strides[k] = dims;
-            if (ops[k] != NULL) {
-                it->data[k] = PyArray_BYTES((PyArrayObject *)ops[k]);
-                for (int d = 0; d < ndim; d++)
-                    dims[d] = PyArray_STRIDES((PyArrayObject *)ops[k])[d];
-            }
+            it->ndim = ndim;
+            it->nops = grp->nops;
+            it->shape = dims;
+            for (int d = 0; d < ndim; d++)
+                dims[d] = PyArray_DIMS(param)[d];
             dims += ndim;
+            for (int k = 0; k < grp->nops; k++) {
+                it->strides[k] = dims;
+                if (ops[k] != NULL) {
+                    it->data[k] = PyArray_BYTES((PyArrayObject *)ops[k]);
+                    for (int d = 0; d < ndim; d++)
+                        dims[d] = PyArray_STRIDES((PyArrayObject *)ops[k])[d];
+                }
+                dims += ndim;
+            }
+            b->elements += PyArray_SIZE(param);
         }
-        b->elements += PyArray_SIZE(param);
     }
     return 0;
 fail:
@@ -824,29 +852,35 @@ fail:
     return -1;
 }
 
-/* Creates the missing buffers of operand k (like the gradient, operand 1) and stores them in
- * `list`. All are allocated before any is stored, so a failure leaves the list unchanged. */
-static int optim_create_buffers(optim_batch *b, int k, PyObject *list)
+/* Creates the missing buffers (operand k, laid out like the gradient) and stores them in
+ * each group's list. All are allocated before any is stored, so a failure leaves every list
+ * unchanged. */
+static int optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ssize_t ngroups, int k)
 {
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        PyObject **slot = &b->refs[i * b->nops + k];
-        if (*slot != NULL)
+        PyObject **slot = &b->refs[i * GC_OPTIM_MAXOPS + k];
+        gc_optim_item *it = &b->items[i];
+        if (!it->fresh || *slot != NULL)
             continue;
-        PyObject *buffer = PyArray_NewLikeArray((PyArrayObject *)b->refs[i * b->nops + 1], NPY_KEEPORDER, NULL, 0);
+        PyObject *buffer = PyArray_NewLikeArray((PyArrayObject *)b->refs[i * GC_OPTIM_MAXOPS + 1], NPY_KEEPORDER,
+                                                NULL, 0);
         if (buffer == NULL)
             return -1; /* optim_release frees the ones made so far */
         *slot = buffer;
-        gc_optim_item *it = &b->items[i];
         it->data[k] = PyArray_BYTES((PyArrayObject *)buffer);
         ptrdiff_t *strides = (ptrdiff_t *)it->strides[k];
         for (int d = 0; d < it->ndim; d++)
             strides[d] = PyArray_STRIDES((PyArrayObject *)buffer)[d];
     }
-    for (Py_ssize_t i = 0; i < b->n; i++) {
-        if (b->items[i].fresh) {
-            PyObject *buffer = b->refs[i * b->nops + k];
-            Py_INCREF(buffer);
-            PyList_SetItem(list, i, buffer); /* steals; cannot fail: list and index checked */
+    Py_ssize_t item = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        const Py_ssize_t count = PySequence_Fast_GET_SIZE(groups[g].lists[0]);
+        for (Py_ssize_t i = 0; i < count; i++, item++) {
+            if (b->items[item].fresh && groups[g].creatable == k) {
+                PyObject *buffer = b->refs[item * GC_OPTIM_MAXOPS + k];
+                Py_INCREF(buffer);
+                PyList_SetItem(groups[g].lists[k], i, buffer); /* steals; list and index checked */
+            }
         }
     }
     return 0;
@@ -861,94 +895,165 @@ static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling 
     return parse_bool(write_back, &out->write_back);
 }
 
-/* sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov,
- *          maximize, grad_scale, write_back) -> None
- * With momentum != 0, None entries of momentum_buffers are replaced by new buffers. */
+/* Unpacks a group tuple of exactly `size` items; borrowed references into it. */
+static PyObject *const *group_items(PyObject *groups, Py_ssize_t g, Py_ssize_t size, const char *layout)
+{
+    PyObject *group = PySequence_Fast_GET_ITEM(groups, g);
+    if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != size) {
+        PyErr_Format(PyExc_TypeError, "groups[%zd] must be a tuple %s", g, layout);
+        return NULL;
+    }
+    return &PyTuple_GET_ITEM(group, 0);
+}
+
+/* Runs one optimizer step for every group, or fails having changed nothing. */
+typedef int (*parse_group_fn)(PyObject *groups, Py_ssize_t g, optim_group *out, void *options);
+
+static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *write_back, size_t options_size,
+                            parse_group_fn parse_group, const char *const *names, int creatable_op,
+                            int steps_list, void (*run)(const gc_optim_item *, size_t))
+{
+    optim_group *groups = NULL;
+    char *options = NULL;
+    optim_batch b = {0};
+    gc_grad_scaling scaling;
+    PyObject *result = NULL;
+    if (check_sequence(args_groups, "groups", -1, 0) < 0 || parse_scaling(scale, write_back, &scaling) < 0)
+        return NULL;
+    const Py_ssize_t ngroups = PySequence_Fast_GET_SIZE(args_groups);
+    groups = PyMem_Calloc(ngroups > 0 ? (size_t)ngroups : 1, sizeof *groups);
+    options = PyMem_Calloc(ngroups > 0 ? (size_t)ngroups : 1, options_size);
+    if (groups == NULL || options == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        void *opt = options + (size_t)g * options_size;
+        if (parse_group(args_groups, g, &groups[g], opt) < 0)
+            goto done;
+        /* Every options struct starts with the gradient scaling shared by the call. */
+        memcpy(opt, &scaling, sizeof scaling);
+        groups[g].options = opt;
+        groups[g].written |= scaling.has_scale && scaling.write_back ? 2u : 0u;
+    }
+    if (optim_collect(&b, groups, ngroups, names) < 0)
+        goto done;
+    if (steps_list >= 0) {
+        /* Adam's 0-d float32 step counters, one per parameter, checked before any is bumped. */
+        Py_ssize_t item = 0;
+        for (Py_ssize_t g = 0; g < ngroups; g++) {
+            PyObject *steps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(args_groups, g), steps_list);
+            const Py_ssize_t count = PySequence_Fast_GET_SIZE(groups[g].lists[0]);
+            char what[64];
+            PyOS_snprintf(what, sizeof what, "groups[%zd]: state_steps", g);
+            if (check_sequence(steps, what, count, 0) < 0)
+                goto done;
+            for (Py_ssize_t i = 0; i < count; i++, item++) {
+                PyObject *step = PySequence_Fast_GET_ITEM(steps, i);
+                if (!PyArray_Check(step) || PyArray_NDIM((PyArrayObject *)step) != 0 ||
+                    PyArray_TYPE((PyArrayObject *)step) != NPY_FLOAT ||
+                    PyArray_ISBYTESWAPPED((PyArrayObject *)step) || !PyArray_ISWRITEABLE((PyArrayObject *)step)) {
+                    PyErr_Format(PyExc_TypeError, "groups[%zd]: state_steps[%zd] must be a writeable 0-d float32 ndarray",
+                                 g, i);
+                    goto done;
+                }
+            }
+        }
+    }
+    if (creatable_op >= 0 && optim_create_buffers(&b, groups, ngroups, creatable_op) < 0)
+        goto done;
+    /* Everything is valid and allocated: from here on nothing fails. */
+    if (steps_list >= 0) {
+        Py_ssize_t item = 0;
+        for (Py_ssize_t g = 0; g < ngroups; g++) {
+            PyObject *steps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(args_groups, g), steps_list);
+            for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(steps); i++, item++) {
+                PyArrayObject *step = (PyArrayObject *)PySequence_Fast_GET_ITEM(steps, i);
+                float value;
+                memcpy(&value, PyArray_DATA(step), sizeof value);
+                value = value + 1.0f; /* torch's step tensor is float32 */
+                memcpy(PyArray_DATA(step), &value, sizeof value);
+                b.items[item].step = (double)value;
+            }
+        }
+    }
+    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        run(b.items, (size_t)b.n);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        run(b.items, (size_t)b.n);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    optim_release(&b);
+    PyMem_Free(groups);
+    PyMem_Free(options);
+    return result;
+}
+
+#define SGD_GROUP "(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize)"
+
+static int parse_sgd_group(PyObject *groups, Py_ssize_t g, optim_group *out, void *options)
+{
+    gc_sgd_options *o = options;
+    PyObject *const *a = group_items(groups, g, 9, SGD_GROUP);
+    if (a == NULL || parse_real(a[3], "lr", &o->lr) < 0 || parse_real(a[4], "momentum", &o->momentum) < 0 ||
+        parse_real(a[5], "dampening", &o->dampening) < 0 || parse_real(a[6], "weight_decay", &o->weight_decay) < 0 ||
+        parse_bool(a[7], &o->nesterov) < 0 || parse_bool(a[8], &o->maximize) < 0)
+        return -1;
+    const int momentum = o->momentum != 0.0;
+    out->nops = momentum ? 3 : 2;
+    out->creatable = momentum ? 2 : -1;
+    out->written = 1u | 4u;
+    for (int k = 0; k < out->nops; k++)
+        out->lists[k] = a[k];
+    return 0;
+}
+
+#define ADAM_GROUP                                                                                                 \
+    "(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1, beta2, lr, "            \
+    "weight_decay, eps, maximize, decoupled_weight_decay)"
+
+static int parse_adam_group(PyObject *groups, Py_ssize_t g, optim_group *out, void *options)
+{
+    gc_adam_options *o = options;
+    PyObject *const *a = group_items(groups, g, 14, ADAM_GROUP);
+    if (a == NULL || parse_bool(a[6], &o->amsgrad) < 0 || parse_real(a[7], "beta1", &o->beta1) < 0 ||
+        parse_real(a[8], "beta2", &o->beta2) < 0 || parse_real(a[9], "lr", &o->lr) < 0 ||
+        parse_real(a[10], "weight_decay", &o->weight_decay) < 0 || parse_real(a[11], "eps", &o->eps) < 0 ||
+        parse_bool(a[12], &o->maximize) < 0 || parse_bool(a[13], &o->decoupled_weight_decay) < 0)
+        return -1;
+    out->nops = o->amsgrad ? 5 : 4;
+    out->creatable = -1;
+    out->written = 1u | 4u | 8u | 16u;
+    for (int k = 0; k < out->nops; k++)
+        out->lists[k] = a[k];
+    return 0;
+}
+
+/* sgd_step(groups, grad_scale, write_back) -> None
+ * groups: tuples SGD_GROUP. With momentum != 0, None entries of momentum_buffers are replaced by
+ * new buffers, initialised from the gradient. */
 static PyObject *py_sgd_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    gc_sgd_options o;
-    optim_batch b;
-    if (check_nargs("sgd_step", nargs, 11) < 0 || parse_real(args[3], "lr", &o.lr) < 0 ||
-        parse_real(args[4], "momentum", &o.momentum) < 0 || parse_real(args[5], "dampening", &o.dampening) < 0 ||
-        parse_real(args[6], "weight_decay", &o.weight_decay) < 0 || parse_bool(args[7], &o.nesterov) < 0 ||
-        parse_bool(args[8], &o.maximize) < 0 || parse_scaling(args[9], args[10], &o.scaling) < 0)
-        return NULL;
     static const char *const names[] = {"params", "grads", "momentum_buffers"};
-    const int nops = o.momentum != 0.0 ? 3 : 2;
-    const unsigned written = 1u | (o.scaling.has_scale && o.scaling.write_back ? 2u : 0u) | 4u;
-    if (optim_collect(&b, args, names, nops, written, nops == 3 ? 2 : -1) < 0)
+    if (check_nargs("sgd_step", nargs, 3) < 0)
         return NULL;
-    if (nops == 3 && optim_create_buffers(&b, 2, args[2]) < 0) {
-        optim_release(&b);
-        return NULL;
-    }
-    if (b.elements >= GIL_RELEASE_ELEMENTS) {
-        Py_BEGIN_ALLOW_THREADS
-        gc_sgd(b.items, (size_t)b.n, &o);
-        Py_END_ALLOW_THREADS
-    }
-    else {
-        gc_sgd(b.items, (size_t)b.n, &o);
-    }
-    optim_release(&b);
-    Py_RETURN_NONE;
+    return optim_step(args[0], args[1], args[2], sizeof(gc_sgd_options), parse_sgd_group, names, 2, -1, gc_sgd);
 }
 
-/* adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1,
- *           beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay, grad_scale,
- *           write_back) -> None
- * state_steps: 0-d float32 arrays, incremented (in float32, as torch's step tensor). */
+/* adam_step(groups, grad_scale, write_back) -> None
+ * groups: tuples ADAM_GROUP; state_steps are 0-d float32 arrays, incremented (in float32). */
 static PyObject *py_adam_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    gc_adam_options o;
-    optim_batch b;
-    if (check_nargs("adam_step", nargs, 16) < 0 || parse_bool(args[6], &o.amsgrad) < 0 ||
-        parse_real(args[7], "beta1", &o.beta1) < 0 || parse_real(args[8], "beta2", &o.beta2) < 0 ||
-        parse_real(args[9], "lr", &o.lr) < 0 || parse_real(args[10], "weight_decay", &o.weight_decay) < 0 ||
-        parse_real(args[11], "eps", &o.eps) < 0 || parse_bool(args[12], &o.maximize) < 0 ||
-        parse_bool(args[13], &o.decoupled_weight_decay) < 0 || parse_scaling(args[14], args[15], &o.scaling) < 0)
-        return NULL;
     static const char *const names[] = {"params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
-    const int nops = o.amsgrad ? 5 : 4;
-    const unsigned written = 1u | (o.scaling.has_scale && o.scaling.write_back ? 2u : 0u) | 4u | 8u | 16u;
-    PyObject *steps = args[5];
-    if (optim_collect(&b, args, names, nops, written, -1) < 0)
+    if (check_nargs("adam_step", nargs, 3) < 0)
         return NULL;
-    if (check_sequence(steps, "state_steps", b.n, 0) < 0)
-        goto fail;
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        PyObject *step = PySequence_Fast_GET_ITEM(steps, i);
-        if (!PyArray_Check(step) || PyArray_NDIM((PyArrayObject *)step) != 0 ||
-            PyArray_TYPE((PyArrayObject *)step) != NPY_FLOAT || PyArray_ISBYTESWAPPED((PyArrayObject *)step) ||
-            !PyArray_ISWRITEABLE((PyArrayObject *)step)) {
-            PyErr_Format(PyExc_TypeError, "state_steps[%zd] must be a writeable 0-d float32 ndarray", i);
-            goto fail;
-        }
-    }
-    /* Everything is valid: from here on nothing fails. */
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        PyArrayObject *step = (PyArrayObject *)PySequence_Fast_GET_ITEM(steps, i);
-        float value;
-        memcpy(&value, PyArray_DATA(step), sizeof value);
-        value = value + 1.0f;
-        memcpy(PyArray_DATA(step), &value, sizeof value);
-        b.items[i].step = (double)value;
-    }
-    if (b.elements >= GIL_RELEASE_ELEMENTS) {
-        Py_BEGIN_ALLOW_THREADS
-        gc_adam(b.items, (size_t)b.n, &o);
-        Py_END_ALLOW_THREADS
-    }
-    else {
-        gc_adam(b.items, (size_t)b.n, &o);
-    }
-    optim_release(&b);
-    Py_RETURN_NONE;
-fail:
-    optim_release(&b);
-    return NULL;
+    return optim_step(args[0], args[1], args[2], sizeof(gc_adam_options), parse_adam_group, names, -1, 5, gc_adam);
 }
 
 /* set_num_threads(n) -> None;  get_num_threads() -> int */
@@ -992,11 +1097,9 @@ static PyMethodDef module_methods[] = {
     {"clip_grad_value", (PyCFunction)(void (*)(void))py_clip_grad_value, METH_FASTCALL,
      "clip_grad_value(parameters, clip_value)"},
     {"sgd_step", (PyCFunction)(void (*)(void))py_sgd_step, METH_FASTCALL,
-     "sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, "
-     "grad_scale, write_back)"},
+     "sgd_step(groups, grad_scale, write_back); groups: [" SGD_GROUP ", ...]"},
     {"adam_step", (PyCFunction)(void (*)(void))py_adam_step, METH_FASTCALL,
-     "adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, beta1, beta2, lr, "
-     "weight_decay, eps, maximize, decoupled_weight_decay, grad_scale, write_back)"},
+     "adam_step(groups, grad_scale, write_back); groups: [" ADAM_GROUP ", ...]"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {NULL, NULL, 0, NULL},

@@ -71,8 +71,8 @@ def _sgd_args(momentum=0.9, bad=None):
     params, grads = [np.ones(5), f32(2, 3)], [np.full(5, 0.5), f32(2, 3, fill=0.25)]
     if bad is not None:
         grads[1] = bad
-    # None buffers are created by the call and stored in the list.
-    return [params, grads, [None, None], 1e-9, momentum, 0.0, 0.0, False, False, None, True]
+    # None buffers are created by the call and stored in the list (args[0][0][2]).
+    return [[(params, grads, [None, None], 1e-9, momentum, 0.0, 0.0, False, False)], None, True]
 
 
 def _adam_args(amsgrad=False, bad_step=False):
@@ -82,7 +82,7 @@ def _adam_args(amsgrad=False, bad_step=False):
     v = [np.zeros_like(p) for p in params]
     vmax = [np.zeros_like(p) for p in params]
     steps = [np.array(0.0, np.float32), np.array(0.0, np.float64 if bad_step else np.float32)]
-    return [params, grads, m, v, vmax, steps, amsgrad, 0.9, 0.999, 1e-9, 0.0, 1e-8, False, False, 0.5, False]
+    return [[(params, grads, m, v, vmax, steps, amsgrad, 0.9, 0.999, 1e-9, 0.0, 1e-8, False, False)], 0.5, False]
 
 
 # name -> (function, factory of the argument list, expected exception or None)
@@ -125,7 +125,7 @@ if hasattr(_C, "sgd_step"):
         "sgd_step-bad-grad": (_C.sgd_step, lambda: _sgd_args(bad=np.ones((2, 3))), TypeError),
         "sgd_step-aliased": (
             _C.sgd_step,
-            lambda: (lambda a: [[a], [a], [None], 0.1, 0.9, 0.0, 0.0, False, False, None, True])(np.ones(3)),
+            lambda: (lambda a: [[([a], [a], [None], 0.1, 0.9, 0.0, 0.0, False, False)], None, True])(np.ones(3)),
             ValueError,
         ),
     })
@@ -175,14 +175,14 @@ def test_refcounts_unchanged(case):
     args = factory()
     _run(fn, args, expected, 10)  # warm up (lazy imports, caches, created buffers)
     if fn in (getattr(_C, "sgd_step", None),):
-        args[2][:] = [None] * len(args[2])  # the creation path on every counted call, too
+        args[0][0][2][:] = [None] * len(args[0][0][2])  # the creation path on every counted call, too
     objects = _objects_in(args)
     gc.collect()
     before = [sys.getrefcount(o) for o in objects]
     n = min(CALLS, 20_000)
     for _ in range(n):
         if fn is getattr(_C, "sgd_step", None) and expected is None:
-            args[2][:] = [None] * len(args[2])
+            args[0][0][2][:] = [None] * len(args[0][0][2])
         _run(fn, args, expected, 1)
     gc.collect()
     after = [sys.getrefcount(o) for o in objects]
@@ -200,7 +200,7 @@ def test_memory_flat(case):
     def loop(n):
         for _ in range(n):
             if sgd_fresh:
-                args[2][:] = [None] * len(args[2])
+                args[0][0][2][:] = [None] * len(args[0][0][2])
             _run(fn, args, expected, 1)
 
     loop(max(CALLS // 10, 200))

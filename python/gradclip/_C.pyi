@@ -15,38 +15,12 @@ def clip_grad_norm(
 ) -> np.floating: ...
 def clip_grads_with_norm(parameters: object, max_norm: float, total_norm: float, single: bool, /) -> None: ...
 def clip_grad_value(parameters: object, clip_value: float, /) -> None: ...
-def sgd_step(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    momentum_buffers: list[np.ndarray | None],
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    grad_scale: float | None,
-    write_back: bool,
-    /,
-) -> None: ...
-def adam_step(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    exp_avgs: Sequence[np.ndarray],
-    exp_avg_sqs: Sequence[np.ndarray],
-    max_exp_avg_sqs: Sequence[np.ndarray],
-    state_steps: Sequence[np.ndarray],
-    amsgrad: bool,
-    beta1: float,
-    beta2: float,
-    lr: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-    decoupled_weight_decay: bool,
-    grad_scale: float | None,
-    write_back: bool,
-    /,
-) -> None: ...
+# One C call per optimizer step, over all parameter groups (see gradclip.optim._functional):
+# sgd group: (params, grads, momentum_buffers, lr, momentum, dampening, weight_decay,
+#             nesterov, maximize)
+# adam group: (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad,
+#              beta1, beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay)
+def sgd_step(groups: Sequence[tuple], grad_scale: float | None, write_back: bool, /) -> None: ...
+def adam_step(groups: Sequence[tuple], grad_scale: float | None, write_back: bool, /) -> None: ...
 def set_num_threads(n: int, /) -> None: ...
 def get_num_threads() -> int: ...

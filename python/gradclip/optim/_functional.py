@@ -1,9 +1,10 @@
 """The arithmetic of one optimizer step: torch's single-tensor SGD and Adam rules, in C.
 
 This module is the kernel boundary. Everything an optimizer computes per element happens in
-one C call per parameter group (``gradclip._C.sgd_step`` / ``adam_step``, which validate every
-array again and release the GIL on large inputs); the classes in :mod:`gradclip.optim` only
-decide which arrays take part (groups, state, gradients).
+one C call per step, for all parameter groups together (``gradclip._C.sgd_step`` /
+``adam_step``, which validate every array of every group before changing any, and release the
+GIL on large inputs); the classes in :mod:`gradclip.optim` only decide which arrays take part
+(groups, state, gradients).
 
 How torch rounds, and how the kernels reproduce it
 --------------------------------------------------
@@ -28,52 +29,73 @@ the C library's is.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from .. import _C
 
-__all__ = ["adam", "sgd"]
+__all__ = ["AdamGroup", "SGDGroup", "adam", "sgd"]
 
 
-def sgd(
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    momentum_buffers: list[Optional[np.ndarray]],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    grad_scale: Optional[float] = None,
-    write_back: bool = True,
-) -> None:
-    """Apply one SGD step in place, as ``torch.optim._single_tensor_sgd``.
+class SGDGroup(NamedTuple):
+    """One parameter group's share of an SGD step.
+
+    ``params``/``grads``: lists of ndarrays, pairwise of one shape and dtype (any layout).
+    ``momentum_buffers``: one entry per parameter when ``momentum != 0`` (ignored otherwise);
+    an array is updated in place, ``None`` means "first step": the buffer is created as a copy
+    of the modified gradient (undampened, as torch does) and stored into this list so the
+    caller can save it in the optimizer state.
+    """
+
+    params: list
+    grads: list
+    momentum_buffers: list
+    lr: float
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    maximize: bool
+
+
+class AdamGroup(NamedTuple):
+    """One parameter group's share of an Adam/AdamW step.
+
+    ``exp_avgs``/``exp_avg_sqs`` (and ``max_exp_avg_sqs`` with amsgrad, else ignored): state
+    arrays, zeros before the first step, updated in place. ``state_steps``: 0-d float32 arrays
+    (torch's float32 ``step`` tensor), incremented in place before use.
+    ``decoupled_weight_decay=True`` is AdamW.
+    """
+
+    params: list
+    grads: list
+    exp_avgs: list
+    exp_avg_sqs: list
+    max_exp_avg_sqs: list
+    state_steps: list
+    amsgrad: bool
+    beta1: float
+    beta2: float
+    lr: float
+    weight_decay: float
+    eps: float
+    maximize: bool
+    decoupled_weight_decay: bool
+
+
+def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_back: bool = True) -> None:
+    """Apply one SGD step to every group in place, as ``torch.optim._single_tensor_sgd``.
 
     Parameters
     ----------
-    params : list of numpy.ndarray
-        The parameters, updated in place. Any memory layout; all must be writable.
-    grads : list of numpy.ndarray
-        ``grads[i]`` has the shape and dtype of ``params[i]``. Read only, unless
-        ``grad_scale`` is given with ``write_back``.
-    momentum_buffers : list of numpy.ndarray or None
-        One entry per parameter when ``momentum != 0`` (ignored otherwise). An array is
-        updated in place; ``None`` means "first step": the buffer is created as a copy of the
-        modified gradient (undampened, as torch does) and stored into this list so the caller
-        can save it in the optimizer state.
-    lr, momentum, dampening, weight_decay : float
-        The group's hyper-parameters.
-    nesterov, maximize : bool
-        As in torch.
+    groups : list of SGDGroup
+        The arrays and hyper-parameters of each parameter group.
     grad_scale : float, optional
-        A clipping coefficient: the step uses ``grads[i] * grad_scale`` rounded to the
-        gradient's dtype, exactly what ``clip_grad_norm_`` leaves in the gradient.
+        A clipping coefficient: the step uses ``grad * grad_scale`` rounded to the gradient's
+        dtype, exactly what ``clip_grad_norm_`` leaves in the gradient.
     write_back : bool, default True
-        With ``grad_scale``, also store the clipped gradient into ``grads[i]``.
+        With ``grad_scale``, also store the clipped gradients into the gradient arrays.
 
     Notes
     -----
@@ -87,57 +109,20 @@ def sgd(
         g = fma(b, momentum, g) if nesterov else b         momentum != 0
         p = fma(g, -lr, p)
     """
-    _C.sgd_step(
-        params, grads, momentum_buffers, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, grad_scale, write_back,
-    )
+    _C.sgd_step(groups, grad_scale, write_back)
 
 
-def adam(
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    exp_avgs: list[np.ndarray],
-    exp_avg_sqs: list[np.ndarray],
-    max_exp_avg_sqs: list[np.ndarray],
-    state_steps: list[np.ndarray],
-    *,
-    amsgrad: bool,
-    beta1: float,
-    beta2: float,
-    lr: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-    decoupled_weight_decay: bool,
-    grad_scale: Optional[float] = None,
-    write_back: bool = True,
-) -> None:
-    """Apply one Adam/AdamW step in place, as ``torch.optim._single_tensor_adam``.
+def adam(groups: list[AdamGroup], *, grad_scale: Optional[float] = None, write_back: bool = True) -> None:
+    """Apply one Adam/AdamW step to every group in place, as ``torch.optim._single_tensor_adam``.
 
     Parameters
     ----------
-    params : list of numpy.ndarray
-        The parameters, updated in place. Any memory layout; all must be writable.
-    grads : list of numpy.ndarray
-        ``grads[i]`` has the shape and dtype of ``params[i]``. Read only, unless
-        ``grad_scale`` is given with ``write_back``.
-    exp_avgs, exp_avg_sqs : list of numpy.ndarray
-        First and second moment estimates, one per parameter (zeros before the first step),
-        updated in place.
-    max_exp_avg_sqs : list of numpy.ndarray
-        With ``amsgrad``, the running maxima of ``exp_avg_sqs`` (zeros initially), updated in
-        place; ignored (may be empty) otherwise.
-    state_steps : list of numpy.ndarray
-        The step counters, 0-d float32 arrays (torch's float32 ``step`` tensor); each is
-        incremented in place (in float32) before it is used.
-    amsgrad, maximize, decoupled_weight_decay : bool
-        As in torch (``decoupled_weight_decay=True`` is AdamW).
-    beta1, beta2, lr, weight_decay, eps : float
-        The group's hyper-parameters.
+    groups : list of AdamGroup
+        The arrays, state and hyper-parameters of each parameter group.
     grad_scale : float, optional
         A clipping coefficient; see :func:`sgd`.
     write_back : bool, default True
-        With ``grad_scale``, store the clipped gradients into ``grads``.
+        With ``grad_scale``, store the clipped gradients into the gradient arrays.
 
     Notes
     -----
@@ -155,8 +140,4 @@ def adam(
         d = sqrt(vmax if amsgrad else v) / bc2_sqrt + eps
         p = p + (-step_size * m) / d
     """
-    _C.adam_step(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], state_steps,
-        amsgrad, beta1, beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay,
-        grad_scale, write_back,
-    )
+    _C.adam_step(groups, grad_scale, write_back)

@@ -200,41 +200,39 @@ class Adam(Optimizer):
         ):
             raise TypeError(f"step of {where} must be a writable 0-d float32 ndarray")
 
-    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
-        group = batch.group
-        amsgrad = group["amsgrad"]
-        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = [], [], [], []
-        for p, value in zip(batch.keys, batch.values):
-            state = self.state[p]
-            if len(state) == 0:
-                # Lazy initialisation, as torch: zeros laid out like the parameter.
-                state["step"] = np.array(0.0, dtype=_STEP_DTYPE)
-                state["exp_avg"] = np.zeros_like(value)
-                state["exp_avg_sq"] = np.zeros_like(value)
-                if amsgrad:
-                    state["max_exp_avg_sq"] = np.zeros_like(value)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            if amsgrad:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-            state_steps.append(state["step"])
-
-        beta1, beta2 = group["betas"]
-        _functional.adam(
-            batch.values,
-            batch.grads,
-            exp_avgs,
-            exp_avg_sqs,
-            max_exp_avg_sqs,
-            state_steps,
-            amsgrad=amsgrad,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            grad_scale=grad_scale,
-            write_back=write_back,
-        )
+    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+        groups, created = [], []
+        for batch in batches:
+            group = batch.group
+            amsgrad = group["amsgrad"]
+            for p, value in zip(batch.keys, batch.values):
+                state = self.state[p]
+                if len(state) == 0:
+                    # Lazy initialisation, as torch: zeros laid out like the parameter.
+                    state["step"] = np.array(0.0, dtype=_STEP_DTYPE)
+                    state["exp_avg"] = np.zeros_like(value)
+                    state["exp_avg_sq"] = np.zeros_like(value)
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = np.zeros_like(value)
+                    created.append(p)
+            states = [self.state[p] for p in batch.keys]
+            beta1, beta2 = group["betas"]
+            groups.append(
+                _functional.AdamGroup(
+                    batch.values,
+                    batch.grads,
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+                    [s["step"] for s in states],
+                    amsgrad, beta1, beta2, group["lr"], group["weight_decay"], group["eps"],
+                    group["maximize"], group["decoupled_weight_decay"],
+                )
+            )
+        try:
+            _functional.adam(groups, grad_scale=grad_scale, write_back=write_back)
+        except BaseException:
+            # The kernel changed nothing; neither does a failed step here.
+            for p in created:
+                del self.state[p]
+            raise

@@ -75,35 +75,6 @@ def _check_flag(value: object, what: str) -> None:
         raise TypeError(f"{what} must be a bool, not {_typename(value)}") from exc
 
 
-def _may_self_overlap(array: np.ndarray) -> bool:
-    # The C kernels' sufficient condition for distinct elements: with the dimensions sorted by
-    # |stride|, each stride clears the span of the smaller ones (a broadcast view does not).
-    if array.size == 0:
-        return False
-    extent = array.itemsize
-    for stride, n in sorted((abs(s), n) for n, s in zip(array.shape, array.strides) if n > 1):
-        if stride < extent:
-            return True
-        extent += stride * (n - 1)
-    return False
-
-
-def _check_layout(array: np.ndarray, what: str, written: bool) -> None:
-    """Refuse, before any update, the layouts the C kernels refuse."""
-    if not array.flags.aligned:
-        raise ValueError(f"{what} is not aligned in memory; pass an aligned copy")
-    for n, stride in zip(array.shape, array.strides):
-        if n > 1 and stride % array.itemsize:
-            raise ValueError(
-                f"{what} has a stride ({stride} bytes) that is not a multiple of its item size"
-            )
-    if written and _may_self_overlap(array):
-        raise ValueError(
-            f"{what} has elements that share memory (a broadcast or as_strided view); it "
-            "cannot be updated in place"
-        )
-
-
 def _check_disjoint(operands: list[tuple[str, np.ndarray]], where: str) -> None:
     """The arrays one parameter's update reads and writes must not overlap (C restrict)."""
     for i, (name_a, a) in enumerate(operands):
@@ -342,7 +313,6 @@ class Optimizer:
             raise ValueError(
                 f"optimizer parameters are updated in place, but {where} is a read-only array"
             )
-        _check_layout(value, where, written=True)
 
     # -- gradients ---------------------------------------------------------------------------
 
@@ -422,8 +392,9 @@ class Optimizer:
     ) -> None:
         """Raise if the saved state of ``param`` cannot be used with ``value`` and ``grad``."""
 
-    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
-        """Apply one step to a validated batch (subclasses: init state, call the kernel)."""
+    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+        """Apply one step to every validated batch in one kernel call (subclasses: init state,
+        call the kernel, save new state)."""
         raise NotImplementedError
 
     # -- stepping ------------------------------------------------------------------------------
@@ -457,8 +428,7 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        for batch in self._gather(grads):
-            self._update(batch, None, True)
+        self._apply(self._gather(grads), None, True)
         return loss
 
     def clip_and_step(
@@ -507,8 +477,7 @@ class Optimizer:
         total_norm, coef = _clip._total_norm_and_coef(
             every_grad, max_norm, norm_type, error_if_nonfinite
         )
-        for batch in batches:
-            self._update(batch, float(coef), write_back)
+        self._apply(batches, float(coef), write_back)
         return total_norm
 
     # -- state dict ----------------------------------------------------------------------------
@@ -642,7 +611,6 @@ def _check_grad(grad: object, value: np.ndarray, where: str, writable: bool) -> 
             f"the gradient of {where} is read-only, but write_back=True stores the clipped "
             "gradient into it"
         )
-    _check_layout(grad, f"the gradient of {where}", written=writable)
     _check_disjoint([("parameter", value), ("gradient", grad)], where)
 
 
@@ -657,4 +625,3 @@ def _check_state_array(array: object, value: np.ndarray, what: str) -> None:
         )
     if not array.flags.writeable:
         raise ValueError(f"{what} is read-only")
-    _check_layout(array, what, written=True)

@@ -168,26 +168,23 @@ class SGD(Optimizer):
                 [("parameter", value), ("gradient", grad), ("momentum_buffer", buf)], where
             )
 
-    def _update(self, batch: _Batch, grad_scale: Optional[float], write_back: bool) -> None:
-        group = batch.group
-        use_momentum = group["momentum"] != 0
-        buffers = (
-            [self.state[p].get("momentum_buffer") for p in batch.keys] if use_momentum else []
-        )
-        _functional.sgd(
-            batch.values,
-            batch.grads,
-            buffers,
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            grad_scale=grad_scale,
-            write_back=write_back,
-        )
-        if use_momentum:
-            for p, buf in zip(batch.keys, buffers):
+    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+        groups = []
+        for batch in batches:
+            group = batch.group
+            buffers = (
+                [self.state.get(p, {}).get("momentum_buffer") for p in batch.keys]
+                if group["momentum"] != 0
+                else []
+            )
+            groups.append(
+                _functional.SGDGroup(
+                    batch.values, batch.grads, buffers, group["lr"], group["momentum"],
+                    group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"],
+                )
+            )
+        _functional.sgd(groups, grad_scale=grad_scale, write_back=write_back)
+        # The kernel created the missing buffers in place of the Nones: keep them as state.
+        for batch, args in zip(batches, groups):
+            for p, buf in zip(batch.keys, args.momentum_buffers):
                 self.state[p]["momentum_buffer"] = buf
-
