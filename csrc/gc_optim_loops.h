@@ -15,15 +15,6 @@
 #define SQRT sqrtf
 #define SUFFIX _f32
 #include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
 
 #define T double
 #define C double
@@ -35,15 +26,6 @@
 #define SQRT sqrt
 #define SUFFIX _f64
 #include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
 
 /* float16 storage, float32 arithmetic; torch's half kernel rounds add's alpha to half (via
  * float, as c10 converts a double scalar). */
@@ -61,15 +43,6 @@ static inline float round_half(float x)
 #define SQRT sqrtf
 #define SUFFIX _f16
 #include "gc_optim_tmpl.h"
-#undef T
-#undef C
-#undef LOAD
-#undef STORE
-#undef ROUND
-#undef ALPHA
-#undef FMA
-#undef SQRT
-#undef SUFFIX
 
 static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {

@@ -6,7 +6,7 @@
  * torch's CPU kernels compute a.add(b, alpha=s) as fma(b, s, a), lerp as an fma, and
  * addcmul as fma(s * b, c, a); every other operation rounds once to C and the result of each
  * torch operation rounds to T. Scalars are converted to C, except add's alpha, which torch's
- * float16 kernel rounds to float16 first (ALPHA).
+ * float16 kernel rounds to float16 first (ALPHA). The parameters are undefined at the end.
  */
 #define GC_CAT_(a, b) a##b
 #define GC_CAT(a, b) GC_CAT_(a, b)
@@ -145,3 +145,13 @@ static void KERNEL(adam_run)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *re
 #undef KERNEL
 #undef GC_CAT
 #undef GC_CAT_
+/* The parameters, so the next inclusion can define them afresh. */
+#undef T
+#undef C
+#undef LOAD
+#undef STORE
+#undef ROUND
+#undef ALPHA
+#undef FMA
+#undef SQRT
+#undef SUFFIX
