@@ -46,7 +46,7 @@ if [[ ! -e "$LIBASAN" ]]; then
 fi
 # Located without importing it (that would load ASan without the preload).
 SO="$("$VENV/bin/python" -c 'import glob, importlib.util as u; print(*glob.glob(u.find_spec("gradclip").submodule_search_locations[0] + "/_C*.so"))')"
-if ! ldd "$SO" | grep -q libasan; then
+if [[ "$(ldd "$SO")" != *libasan* ]]; then
     echo "$SO is not linked against libasan: GRADCLIP_SANITIZE had no effect" >&2
     exit 2
 fi
