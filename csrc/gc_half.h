@@ -1,10 +1,13 @@
-/* IEEE binary16 <-> binary32 conversions in portable C.
+/* IEEE binary16 <-> binary32 conversions.
  *
- * The same bit manipulations as PyTorch's c10::Half (and the fp16 library it comes from):
- * round-to-nearest-even, subnormals kept, NaN mapped to the canonical quiet NaN 0x7E00 with its
- * sign. Using the identical algorithm makes float16 results bit-identical to torch's, including
- * NaN bit patterns. They rely on IEEE float arithmetic in round-to-nearest with subnormals
- * enabled, which is why the build never uses -ffast-math.
+ * Where the compiler targets F16C (the AVX2 build of the loops), the hardware instructions;
+ * elsewhere the portable bit manipulations of PyTorch's c10::Half (from the fp16 library):
+ * round-to-nearest-even, subnormals kept. Both give the same bits for every input: for NaN the
+ * portable version is adjusted to do what the hardware does (quiet the NaN, keep the sign and
+ * the top 10 payload bits), so results never depend on the CPU. torch itself uses both (F16C
+ * in its vectorised loops, the canonical 0x7E00 in scalar code); a NaN's payload is the only
+ * thing on which they differ. The portable code relies on IEEE float arithmetic in
+ * round-to-nearest with subnormals enabled, which is why the build never uses -ffast-math.
  */
 #ifndef GC_HALF_H
 #define GC_HALF_H
@@ -13,6 +16,21 @@
 #include <string.h>
 
 typedef uint16_t gc_half;
+
+#if defined(__F16C__)
+#include <immintrin.h>
+
+static inline float gc_half_to_float(gc_half h)
+{
+    return _cvtsh_ss(h);
+}
+
+static inline gc_half gc_float_to_half(float f)
+{
+    return (gc_half)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
+#else
 
 static inline float gc_bits_to_float(uint32_t w)
 {
@@ -66,7 +84,10 @@ static inline gc_half gc_float_to_half(float f)
     const uint32_t exp_bits = (bits >> 13) & UINT32_C(0x00007C00);
     const uint32_t mantissa_bits = bits & UINT32_C(0x00000FFF);
     const uint32_t nonsign = exp_bits + mantissa_bits;
-    return (gc_half)((sign >> 16) | (shl1_w > UINT32_C(0xFF000000) ? UINT32_C(0x7E00) : nonsign));
+    const uint32_t nan = UINT32_C(0x7E00) | ((w >> 13) & UINT32_C(0x03FF));
+    return (gc_half)((sign >> 16) | (shl1_w > UINT32_C(0xFF000000) ? nan : nonsign));
 }
+
+#endif /* __F16C__ */
 
 #endif /* GC_HALF_H */

@@ -12,7 +12,7 @@
 /* Elements are spread over GC_LANES independent float64 accumulators, merged in a fixed tree
  * at the end. The independent chains let the compiler vectorise the contiguous loop without
  * -ffast-math, and the fixed order makes the result the same on every machine and ISA. */
-#define GC_LANES 8
+#define GC_LANES 16
 
 /* Runs ACC(acc[j], v) for every element, v being the element (or its modulus squared, see
  * LOAD) as a double. */
@@ -55,13 +55,16 @@
         (a) = (t_ < (a) || t_ != t_) ? t_ : (a);                                               \
     } while (0)
 
+/* Pairwise, in a fixed tree. */
 static double merge_lanes(const gc_norm *norm, const double *acc)
 {
-    const double a = gc_norm_combine(norm, acc[0], acc[1]);
-    const double b = gc_norm_combine(norm, acc[2], acc[3]);
-    const double c = gc_norm_combine(norm, acc[4], acc[5]);
-    const double d = gc_norm_combine(norm, acc[6], acc[7]);
-    return gc_norm_combine(norm, gc_norm_combine(norm, a, b), gc_norm_combine(norm, c, d));
+    double level[GC_LANES];
+    for (int j = 0; j < GC_LANES; j++)
+        level[j] = acc[j];
+    for (int width = GC_LANES / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++)
+            level[j] = gc_norm_combine(norm, level[2 * j], level[2 * j + 1]);
+    return level[0];
 }
 
 /* One accumulation function per element type. LOAD(x, k) reads element k as a double; for

@@ -52,19 +52,12 @@ static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, pt
     const int momentum = o->momentum != 0.0;
     const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, ib = momentum ? strides[2] / size : 1;
     char *buf = momentum ? ptrs[2] : NULL;
-    const int contiguous = ip == 1 && ig == 1 && ib == 1;
     switch (it->dtype) {
     case GC_FLOAT32:
-        if (contiguous)
-            sgd_run_contiguous_f32(n, (float *)ptrs[0], (float *)ptrs[1], (float *)buf, it->fresh, o);
-        else
-            sgd_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)buf, ib, it->fresh, o);
+        sgd_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)buf, ib, it->fresh, o);
         break;
     case GC_FLOAT64:
-        if (contiguous)
-            sgd_run_contiguous_f64(n, (double *)ptrs[0], (double *)ptrs[1], (double *)buf, it->fresh, o);
-        else
-            sgd_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)buf, ib, it->fresh, o);
+        sgd_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)buf, ib, it->fresh, o);
         break;
     case GC_FLOAT16:
         sgd_run_f16(n, (gc_half *)ptrs[0], ip, (gc_half *)ptrs[1], ig, (gc_half *)buf, ib, it->fresh, o);

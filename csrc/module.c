@@ -210,16 +210,31 @@ static void batch_finish(batch *b)
     }
 }
 
-/* Formats "<what>[i]" or "<what>[i].grad" (or bare "<what>" for a lone array) into buf. */
-static void describe(char *buf, size_t size, const char *what, Py_ssize_t index, int via_grad)
+/* Who an array is, for error messages: "<what>[i]", "<what>[i].grad", a bare "<what>" for a
+ * lone array (index < 0), prefixed with "groups[g]: " when group >= 0. Formatted only when an
+ * error is raised: on the success path it costs nothing. */
+typedef struct {
+    const char *what;
+    Py_ssize_t group, index;
+    int via_grad;
+} arg_name;
+
+static const char *format_name(const arg_name *who, char *buf, size_t size)
 {
-    if (index < 0)
-        PyOS_snprintf(buf, size, "%s", what);
+    char prefix[48] = "";
+    if (who->group >= 0)
+        PyOS_snprintf(prefix, sizeof prefix, "groups[%zd]: ", who->group);
+    if (who->index < 0)
+        PyOS_snprintf(buf, size, "%s%s", prefix, who->what);
     else
-        PyOS_snprintf(buf, size, "%s[%zd]%s", what, index, via_grad ? ".grad" : "");
+        PyOS_snprintf(buf, size, "%s%s[%zd]%s", prefix, who->what, who->index, who->via_grad ? ".grad" : "");
+    return buf;
 }
 
-static int dtype_of(PyArrayObject *a, int flags, const char *name, gc_dtype *out)
+/* The name as a temporary string, valid until the end of the enclosing block. */
+#define NAME(who) format_name((who), (char[160]){0}, 160)
+
+static int dtype_of(PyArrayObject *a, int flags, const arg_name *who, gc_dtype *out)
 {
     PyArray_Descr *descr = PyArray_DESCR(a);
     switch (PyArray_TYPE(a)) {
@@ -241,18 +256,18 @@ static int dtype_of(PyArrayObject *a, int flags, const char *name, gc_dtype *out
     default:
         PyErr_Format(PyExc_TypeError,
                      "%s has dtype %S; gradclip works on float16, float32 and float64 arrays%s",
-                     name, (PyObject *)descr, (flags & ALLOW_COMPLEX) ? " (and complex64/complex128 here)" : "");
+                     NAME(who), (PyObject *)descr, (flags & ALLOW_COMPLEX) ? " (and complex64/complex128 here)" : "");
         return -1;
     }
     if (gc_is_complex(*out) && !(flags & ALLOW_COMPLEX)) {
         PyErr_Format(PyExc_TypeError, "%s has complex dtype %S, which this operation does not support",
-                     name, (PyObject *)descr);
+                     NAME(who), (PyObject *)descr);
         return -1;
     }
     if (PyArray_ISBYTESWAPPED(a)) {
         PyErr_Format(PyExc_TypeError,
                      "%s has non-native byte order (dtype %S); convert it with .astype(%S.newbyteorder('='))",
-                     name, (PyObject *)descr, (PyObject *)descr);
+                     NAME(who), (PyObject *)descr, (PyObject *)descr);
         return -1;
     }
     return 0;
@@ -297,16 +312,16 @@ static int may_self_overlap(int ndim, const npy_intp *shape, const npy_intp *str
     return 0;
 }
 
-static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const char *name, gc_dtype *dtype)
+static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg_name *who, gc_dtype *dtype)
 {
-    if (dtype_of(a, flags, name, dtype) < 0)
+    if (dtype_of(a, flags, who, dtype) < 0)
         return -1;
     if ((flags & NEED_WRITE) && !PyArray_ISWRITEABLE(a)) {
-        PyErr_Format(PyExc_ValueError, "%s is read-only; gradients are modified in place", name);
+        PyErr_Format(PyExc_ValueError, "%s is read-only; gradients are modified in place", NAME(who));
         return -1;
     }
     if (!PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass an aligned copy", name);
+        PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass an aligned copy", NAME(who));
         return -1;
     }
     const int ndim = PyArray_NDIM(a);
@@ -316,7 +331,7 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const c
     for (int d = 0; d < ndim && PyArray_SIZE(a) > 0; d++) {
         if (shape[d] > 1 && strides[d] % itemsize != 0) {
             PyErr_Format(PyExc_ValueError, "%s has a stride (%zd bytes) that is not a multiple of its item size",
-                         name, (Py_ssize_t)strides[d]);
+                         NAME(who), (Py_ssize_t)strides[d]);
             return -1;
         }
     }
@@ -324,7 +339,7 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const c
         PyErr_Format(PyExc_ValueError,
                      "%s has elements that share memory (a broadcast or as_strided view); "
                      "it cannot be modified in place",
-                     name);
+                     NAME(who));
         return -1;
     }
     if (norm != NULL && PyArray_SIZE(a) == 0 && gc_norm_needs_identity(norm)) {
@@ -349,11 +364,10 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const c
 static int batch_add(batch *b, PyObject *array_obj, int flags, const gc_norm *norm, const char *what,
                      Py_ssize_t index, int via_grad)
 {
-    char name[96];
+    const arg_name who = {what, -1, index, via_grad};
     PyArrayObject *a = (PyArrayObject *)array_obj;
     gc_dtype dtype;
-    describe(name, sizeof name, what, index, via_grad);
-    if (check_array(a, flags, norm, name, &dtype) < 0)
+    if (check_array(a, flags, norm, &who, &dtype) < 0)
         return -1;
     const int ndim = PyArray_NDIM(a);
     if (batch_reserve_dims(b, ndim) < 0)
@@ -795,34 +809,33 @@ static int optim_collect(optim_batch *b, const optim_group *groups, Py_ssize_t n
             PyArrayObject *param = (PyArrayObject *)ops[0];
             gc_optim_item *it = &b->items[item];
             const int ndim = PyArray_NDIM(param);
-            char name[128];
             it->options = grp->options;
             for (int k = 0; k < grp->nops; k++) {
-                PyOS_snprintf(name, sizeof name, "groups[%zd]: %s[%zd]", g, names[k], i);
+                const arg_name who = {names[k], g, i, 0};
                 if (ops[k] == NULL) {
                     it->fresh = 1;
                     continue;
                 }
                 if (!PyArray_Check(ops[k])) {
-                    PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", name,
+                    PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", NAME(&who),
                                  k == grp->creatable ? " or None" : "", Py_TYPE(ops[k])->tp_name);
                     goto fail;
                 }
                 PyArrayObject *a = (PyArrayObject *)ops[k];
                 gc_dtype dtype;
-                if (check_array(a, ((grp->written >> k) & 1) ? NEED_WRITE : 0, NULL, name, &dtype) < 0)
+                if (check_array(a, ((grp->written >> k) & 1) ? NEED_WRITE : 0, NULL, &who, &dtype) < 0)
                     goto fail;
                 if (k == 0) {
                     it->dtype = dtype;
                     continue;
                 }
                 if (dtype != it->dtype) {
-                    PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s[%zd] has dtype %S", name,
+                    PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s[%zd] has dtype %S", NAME(&who),
                                  (PyObject *)PyArray_DESCR(a), names[0], i, (PyObject *)PyArray_DESCR(param));
                     goto fail;
                 }
                 if (!PyArray_SAMESHAPE(a, param)) {
-                    PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", name, names[0], i);
+                    PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", NAME(&who), names[0], i);
                     goto fail;
                 }
             }
