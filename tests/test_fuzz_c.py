@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from gradclip import _C
 
 STRESS = os.environ.get("GRADCLIP_STRESS") == "1"
-EXAMPLES = 10_000 if STRESS else 200
+EXAMPLES = int(os.environ.get("GRADCLIP_FUZZ_EXAMPLES", 10_000 if STRESS else 200))  # valgrind.sh sets it low
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -25,7 +25,7 @@ import gradclip
 from gradclip import Parameter, _C
 
 STRESS = os.environ.get("GRADCLIP_STRESS") == "1"
-ROUNDS = 200 if STRESS else 20
+ROUNDS = int(os.environ.get("GRADCLIP_THREAD_ROUNDS", 200 if STRESS else 20))  # valgrind.sh: few
 N_THREADS = 4
 
 try:
@@ -307,3 +307,32 @@ def test_replacing_grads_while_another_thread_clips(kernel_threads):
     finally:
         stop.set()
         t.join()
+
+
+def test_parallel_kernels_match_one_thread():
+    """The C layer's own worker threads (>= 2**20 elements) give bit-identical results."""
+    if not hasattr(_C, "set_num_threads"):
+        pytest.skip("this build has no threaded kernels")
+
+    def make():
+        rng = np.random.default_rng(11)
+        return [
+            (rng.standard_normal(1 << 20) * 4).astype(np.float32),
+            rng.standard_normal((700, 900))[:, ::-1],
+            (rng.standard_normal(300_000) * 8).astype(np.float16),
+        ]
+
+    previous = _C.get_num_threads()
+    results = {}
+    try:
+        for n in (1, 2, 3):
+            _C.set_num_threads(n)
+            grads = make()
+            out = [gradclip.get_total_norm(grads, p) for p in (2.0, 1.0, np.inf, 0.5)]
+            out.append(gradclip.clip_grad_norm_(grads, 100.0))
+            gradclip.clip_grad_value_(grads, 1.5)
+            results[n] = out + grads
+    finally:
+        _C.set_num_threads(previous)
+    assert_bitwise_equal(results[2], results[1])
+    assert_bitwise_equal(results[3], results[1])
