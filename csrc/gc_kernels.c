@@ -26,51 +26,6 @@ gc_norm gc_norm_from_p(double p)
     return norm;
 }
 
-int gc_norm_needs_identity(const gc_norm *norm)
-{
-    /* Sums have the identity 0 (and p < 0 maps it to 0^(1/p) = inf, which torch refuses). */
-    return norm->kind == GC_NORM_INF || norm->kind == GC_NORM_NEGINF || norm->p < 0.0;
-}
-
-double gc_norm_identity(const gc_norm *norm)
-{
-    return norm->kind == GC_NORM_NEGINF ? INFINITY : 0.0;
-}
-
-static inline double nan_max(double a, double b)
-{
-    return (a != a || b > a) ? (a != a ? a : b) : a;
-}
-
-static inline double nan_min(double a, double b)
-{
-    return (a != a || b < a) ? (a != a ? a : b) : a;
-}
-
-double gc_norm_combine(const gc_norm *norm, double a, double b)
-{
-    switch (norm->kind) {
-    case GC_NORM_INF:
-        return (b != b) ? b : nan_max(a, b);
-    case GC_NORM_NEGINF:
-        return (b != b) ? b : nan_min(a, b);
-    default:
-        return a + b;
-    }
-}
-
-double gc_norm_finish(const gc_norm *norm, double acc)
-{
-    switch (norm->kind) {
-    case GC_NORM_TWO:
-        return sqrt(acc);
-    case GC_NORM_POW:
-        return pow(acc, 1.0 / norm->p);
-    default:
-        return acc;
-    }
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Instruction-set dispatch                                                                  */
 

@@ -8,6 +8,7 @@
 #ifndef GC_KERNELS_H
 #define GC_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 
 /* The loops are compiled twice on x86-64 with GCC or Clang: for the baseline ISA and for
@@ -59,14 +60,54 @@ typedef struct {
 
 gc_norm gc_norm_from_p(double p);
 
-/* Whether the norm is undefined on an empty array (torch: "does not have an identity"). */
-int gc_norm_needs_identity(const gc_norm *norm);
+/* Whether the norm is undefined on an empty array (torch: "does not have an identity");
+ * the identity element of the accumulation, the combination of two partial accumulations,
+ * and the final step that turns an accumulation into the norm. All in float64, and inline:
+ * they run once per lane and block. */
+static inline int gc_norm_needs_identity(const gc_norm *norm)
+{
+    /* Sums have the identity 0 (and p < 0 maps it to 0^(1/p) = inf, which torch refuses). */
+    return norm->kind == GC_NORM_INF || norm->kind == GC_NORM_NEGINF || norm->p < 0.0;
+}
 
-/* Identity element of the accumulation, the combination of two partial accumulations, and the
- * final step that turns an accumulation into the norm. All in float64. */
-double gc_norm_identity(const gc_norm *norm);
-double gc_norm_combine(const gc_norm *norm, double a, double b);
-double gc_norm_finish(const gc_norm *norm, double acc);
+static inline double gc_norm_identity(const gc_norm *norm)
+{
+    return norm->kind == GC_NORM_NEGINF ? INFINITY : 0.0;
+}
+
+static inline double gc_nan_max(double a, double b)
+{
+    return (a != a || b > a) ? (a != a ? a : b) : a;
+}
+
+static inline double gc_nan_min(double a, double b)
+{
+    return (a != a || b < a) ? (a != a ? a : b) : a;
+}
+
+static inline double gc_norm_combine(const gc_norm *norm, double a, double b)
+{
+    switch (norm->kind) {
+    case GC_NORM_INF:
+        return (b != b) ? b : gc_nan_max(a, b);
+    case GC_NORM_NEGINF:
+        return (b != b) ? b : gc_nan_min(a, b);
+    default:
+        return a + b;
+    }
+}
+
+static inline double gc_norm_finish(const gc_norm *norm, double acc)
+{
+    switch (norm->kind) {
+    case GC_NORM_TWO:
+        return sqrt(acc);
+    case GC_NORM_POW:
+        return pow(acc, 1.0 / norm->p);
+    default:
+        return acc;
+    }
+}
 
 /* Accumulation over one run, in float64 whatever the input dtype. */
 double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm);

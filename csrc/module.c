@@ -369,20 +369,31 @@ static int batch_add(batch *b, PyObject *array_obj, int flags, const gc_norm *no
     gc_dtype dtype;
     if (check_array(a, flags, norm, &who, &dtype) < 0)
         return -1;
-    const int ndim = PyArray_NDIM(a);
+    /* A contiguous array (in either order) is one run: describe it as 1-D, which makes every
+     * later step trivial. The order elements are visited in changes nothing for elementwise
+     * work, and for a reduction it is the memory order either way. */
+    const int contiguous = PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a);
+    const int ndim = contiguous ? 1 : PyArray_NDIM(a);
+    const ptrdiff_t size = PyArray_SIZE(a);
     if (batch_reserve_dims(b, ndim) < 0)
         return -1;
     ptrdiff_t *dims = b->dims + b->dims_used;
-    for (int d = 0; d < ndim; d++) {
-        dims[d] = PyArray_DIMS(a)[d];
-        dims[ndim + d] = PyArray_STRIDES(a)[d];
+    if (contiguous) {
+        dims[0] = size;
+        dims[1] = PyArray_ITEMSIZE(a);
+    }
+    else {
+        for (int d = 0; d < ndim; d++) {
+            dims[d] = PyArray_DIMS(a)[d];
+            dims[ndim + d] = PyArray_STRIDES(a)[d];
+        }
     }
     b->dims_used += 2 * ndim;
     gc_array *desc = &b->arrays[b->n];
     desc->data = PyArray_BYTES(a);
     desc->dtype = dtype;
     desc->ndim = ndim;
-    b->elements += PyArray_SIZE(a);
+    b->elements += size;
     b->single_precision &= dtype != GC_FLOAT64 && dtype != GC_COMPLEX128;
     Py_INCREF(array_obj);
     b->refs[b->n++] = array_obj;
