@@ -811,3 +811,93 @@ def test_grad_property_that_mutates_the_list(entry, action):
     ok, result = call(getattr(_C, entry), *args)
     if not ok:
         np.testing.assert_array_equal(first, before)
+
+
+# ----------------------------------------------------------------------------------------
+# A scalar argument whose __float__ / __bool__ mutates the containers being parsed
+
+_MUTATING_SCALAR = r"""
+import sys
+import numpy as np
+from gradclip import _C
+
+class Evil:
+    '''A number whose conversion empties the list of groups (or parameters) being parsed.'''
+    def __init__(self, target, value):
+        self.target, self.value = target, value
+    def __float__(self):
+        self.target.clear()
+        return float(self.value)
+    def __bool__(self):
+        self.target.clear()
+        return bool(self.value)
+
+def group_sgd(lr):
+    return ([np.ones(3)], [np.ones(3)], [None], lr, 0.0, 0.0, 0.0, False, False)
+
+def group_adam(amsgrad):
+    z = lambda: [np.zeros(3)]
+    return ([np.ones(3)], [np.ones(3)], z(), z(), z(), [np.array(0.0, np.float32)], amsgrad,
+            0.9, 0.999, 1e-3, 0.0, 1e-8, False, False)
+
+case = sys.argv[1]
+target = []
+if case == "sgd_step":
+    target += [group_sgd(0.1), group_sgd(Evil(target, 0.1))]
+    call = lambda: _C.sgd_step(target, None, True)
+elif case == "adam_step":
+    target += [group_adam(False), group_adam(Evil(target, False))]
+    call = lambda: _C.adam_step(target, None, True)
+elif case == "clip_grad_norm":
+    target += [np.ones(3), np.ones(4)]
+    call = lambda: _C.clip_grad_norm(target, Evil(target, 1.0), 2.0, False)
+elif case == "total_norm":
+    target += [np.ones(3), np.ones(4)]
+    call = lambda: _C.total_norm(target, Evil(target, 2.0), Evil(target, False))
+elif case == "clip_grad_value":
+    target += [np.ones(3), np.ones(4)]
+    call = lambda: _C.clip_grad_value(target, Evil(target, 0.5))
+try:
+    call()
+    print("returned")
+except Exception as exc:
+    print("raised", type(exc).__name__, str(exc).encode("ascii", "replace").decode())
+"""
+
+_UAF_REASON = (
+    "BUG (crash): csrc/module.c optim_step keeps borrowed pointers to each group tuple and its "
+    "lists (group_items / optim_group.lists) while parsing later groups' hyper-parameters, "
+    "which runs Python code (__float__, __bool__); code that mutates the `groups` list frees "
+    "them, and optim_collect then reads freed memory (ASan: heap-use-after-free at "
+    "module.c:762; PYTHONMALLOC=debug: Bus error). Fix: take a tuple snapshot of `groups` "
+    "(PySequence_Tuple) before parsing and read only from it."
+)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param("sgd_step", marks=pytest.mark.xfail(strict=True, reason=_UAF_REASON)),
+        pytest.param("adam_step", marks=pytest.mark.xfail(strict=True, reason=_UAF_REASON)),
+        "clip_grad_norm",
+        "total_norm",
+        "clip_grad_value",
+    ],
+)
+def test_scalar_whose_conversion_mutates_the_arguments(entry):
+    """No entry point may keep borrowed references across a conversion that runs Python code.
+
+    Run in a subprocess with PYTHONMALLOC=debug, which fills freed memory so that a
+    use-after-free crashes deterministically instead of reading stale data."""
+    import subprocess
+    import sys
+
+    if not hasattr(_C, entry):
+        pytest.skip(f"_C has no {entry}")
+    env = dict(os.environ, PYTHONMALLOC="debug", PYTHONFAULTHANDLER="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _MUTATING_SCALAR, entry], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, f"crashed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    out = proc.stdout.strip()
+    assert out == "returned" or out.startswith(("raised TypeError", "raised ValueError", "raised RuntimeError")), out
