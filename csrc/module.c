@@ -633,6 +633,11 @@ static PyObject *py_clip_grads_with_norm(PyObject *module, PyObject *const *args
     if (check_nargs("clip_grads_with_norm", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
         parse_real(args[2], "total_norm", &total) < 0 || parse_bool(args[3], &single) < 0)
         return NULL;
+    if (total < 0.0) {
+        /* A norm is never negative; torch would flip every gradient. NaN passes, as in torch. */
+        PyErr_Format(PyExc_ValueError, "total_norm must not be negative, got %R", args[2]);
+        return NULL;
+    }
     if (collect(get_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, NULL, "parameters") < 0)
         return NULL;
     if (b.n > 0)

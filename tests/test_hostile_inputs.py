@@ -495,11 +495,6 @@ def test_not_a_list_of_arrays(name, parameters):
             C_FUNCTIONS[name][1](parameters)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: get_total_norm's non-iterable error names 'parameters', not 'tensors' "
-    "(python/gradclip/_clip.py, _as_sequence)",
-)
 def test_get_total_norm_names_tensors_for_a_non_iterable():
     with pytest.raises(TypeError, match=r"^tensors must be"):
         gradclip.get_total_norm(5)
@@ -631,13 +626,6 @@ def test_bad_total_norm(value):
     watch.assert_unchanged()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: clip_grads_with_norm_ accepts a negative total_norm and multiplies every "
-    "gradient by a negative coefficient (flips them), though the same argument made it reject "
-    "a negative max_norm (python/gradclip/_clip.py clip_grads_with_norm_, csrc/module.c "
-    "py_clip_grads_with_norm)",
-)
 def test_negative_total_norm_is_rejected():
     items = [first_good(), last_good()]
     watch = Watch(items)
@@ -819,13 +807,6 @@ def test_interleaved_views_of_one_buffer():
 # vector_to_parameters must not half-write either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: vector_to_parameters writes parameters[0] before the cast into parameters[1] "
-    "overflows; under np.errstate(over='raise') (or -W error) it raises with parameters[0] "
-    "already overwritten (python/gradclip/_clip.py vector_to_parameters: cast every slice "
-    "before the first write)",
-)
 def test_vector_to_parameters_cast_error_after_first_write():
     params = [np.zeros(2, np.float32), np.zeros(2, np.float32)]
     watch = Watch(params)

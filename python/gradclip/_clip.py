@@ -33,7 +33,9 @@ _PASS_THROUGH = (list, tuple, np.ndarray)
 _INFINITIES = {"inf": float("inf"), "+inf": float("inf"), "-inf": float("-inf")}
 
 
-def _as_sequence(parameters: object, *, warn_if_empty_generator: bool = False) -> object:
+def _as_sequence(
+    parameters: object, *, warn_if_empty_generator: bool = False, name: str = "parameters"
+) -> object:
     """A list, tuple or ndarray for the C layer (which rejects anything else)."""
     if isinstance(parameters, _PASS_THROUGH):
         return parameters
@@ -41,7 +43,7 @@ def _as_sequence(parameters: object, *, warn_if_empty_generator: bool = False) -
         return (parameters,)
     if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
         raise TypeError(
-            "parameters must be an ndarray, a Parameter or an iterable of them, "
+            f"{name} must be an ndarray, a Parameter or an iterable of them, "
             f"not {type(parameters).__name__}"
         )
     is_generator = isinstance(parameters, types.GeneratorType)
@@ -124,7 +126,7 @@ def get_total_norm(
     """
     _check_foreach(foreach)
     if not isinstance(tensors, _PASS_THROUGH):
-        tensors = _as_sequence(tensors)
+        tensors = _as_sequence(tensors, name="tensors")
     return _C.total_norm(tensors, _norm_type(norm_type), error_if_nonfinite)
 
 
@@ -152,7 +154,8 @@ def clip_grads_with_norm_(
     total_norm : float, NumPy scalar or 0-d array
         The total norm, usually from :func:`get_total_norm`. A float32 (or float16) value
         makes the coefficient float32 arithmetic, as torch does with a float32 tensor; a
-        Python float or float64 value makes it float64.
+        Python float or float64 value makes it float64. Must not be negative (``ValueError``);
+        NaN and inf propagate into the gradients as in torch.
     foreach : bool or None
         Accepted for compatibility and ignored.
     """
@@ -164,9 +167,10 @@ def clip_grads_with_norm_(
             f"not {type(total_norm).__name__} with dtype {total.dtype} and shape {total.shape}"
         )
     single = total.dtype in (np.float16, np.float32)
+    value = float(total.reshape(()))
     if not isinstance(parameters, _PASS_THROUGH):
         parameters = _as_sequence(parameters)
-    _C.clip_grads_with_norm(parameters, max_norm, float(total.reshape(())), single)
+    _C.clip_grads_with_norm(parameters, max_norm, value, single)
 
 
 def clip_grad_norm_(
@@ -328,7 +332,9 @@ def vector_to_parameters(vec: np.ndarray, parameters: Iterable[object]) -> None:
             raise ValueError(f"parameters[{i}] is read-only")
         if not np.can_cast(vec.dtype, v.dtype, casting="same_kind"):
             raise TypeError(f"cannot cast vec from {vec.dtype} to parameters[{i}]'s {v.dtype}")
-    offset = 0
-    for v in values:
-        v[...] = vec[offset : offset + v.size].reshape(v.shape)
-        offset += v.size
+    # Cast every slice before the first write, so a failing cast changes nothing.
+    offsets = np.cumsum([0] + [v.size for v in values])
+    pieces = [vec[a:b].reshape(v.shape).astype(v.dtype, casting="same_kind")
+              for v, a, b in zip(values, offsets[:-1], offsets[1:])]
+    for v, piece in zip(values, pieces):
+        v[...] = piece
