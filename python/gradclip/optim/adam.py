@@ -11,7 +11,6 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _Batch,
-    _check_disjoint,
     _check_flag,
     _check_real,
     _check_state_array,
@@ -184,13 +183,10 @@ class Adam(Optimizer):
         if len(state) == 0:
             return
         keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-        operands = [("parameter", value), ("gradient", grad)]
         for key in keys:
             if key not in state:
                 raise KeyError(f"{key} missing from the state of {where}")
             _check_state_array(state[key], value, f"{key} of {where}")
-            operands.append((key, state[key]))
-        _check_disjoint(operands, where)
         step = state.get("step")
         if not (
             isinstance(step, np.ndarray)

@@ -75,14 +75,6 @@ def _check_flag(value: object, what: str) -> None:
         raise TypeError(f"{what} must be a bool, not {_typename(value)}") from exc
 
 
-def _check_disjoint(operands: list[tuple[str, np.ndarray]], where: str) -> None:
-    """The arrays one parameter's update reads and writes must not overlap (C restrict)."""
-    for i, (name_a, a) in enumerate(operands):
-        for name_b, b in operands[i + 1 :]:
-            if a.size and b.size and np.may_share_memory(a, b):
-                raise ValueError(f"the {name_a} and the {name_b} of {where} share memory")
-
-
 class _ParamState(MutableMapping):
     """``Optimizer.state``: a mapping from parameter to its state dict.
 
@@ -611,7 +603,6 @@ def _check_grad(grad: object, value: np.ndarray, where: str, writable: bool) -> 
             f"the gradient of {where} is read-only, but write_back=True stores the clipped "
             "gradient into it"
         )
-    _check_disjoint([("parameter", value), ("gradient", grad)], where)
 
 
 def _check_state_array(array: object, value: np.ndarray, what: str) -> None:

@@ -11,7 +11,6 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _Batch,
-    _check_disjoint,
     _check_flag,
     _check_real,
     _check_state_array,
@@ -164,9 +163,6 @@ class SGD(Optimizer):
         buf = self.state.get(param, {}).get("momentum_buffer")
         if buf is not None:
             _check_state_array(buf, value, f"momentum_buffer of {where}")
-            _check_disjoint(
-                [("parameter", value), ("gradient", grad), ("momentum_buffer", buf)], where
-            )
 
     def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
         groups = []
