@@ -1,7 +1,7 @@
 """Shared pytest configuration.
 
-Under CI (CI=true) a skipped torch-parity test fails the run: parity must be checked there,
-never skipped silently.
+Under CI (CI=true) a skipped torch-parity test (any test in a module that imports torch)
+fails the run: parity must be checked there, never skipped silently.
 """
 
 import os
@@ -9,6 +9,14 @@ import os
 import pytest
 
 _skipped_torch_tests = []
+
+
+def pytest_collection_modifyitems(config, items):
+    # Every test of a module that imports torch compares against it: mark it as such.
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and "torch" in vars(module):
+            item.add_marker(pytest.mark.torch)
 
 
 def pytest_runtest_logreport(report):
