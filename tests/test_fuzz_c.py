@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from gradclip import _C
@@ -901,3 +901,202 @@ def test_scalar_whose_conversion_mutates_the_arguments(entry):
     assert proc.returncode == 0, f"crashed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
     out = proc.stdout.strip()
     assert out == "returned" or out.startswith(("raised TypeError", "raised ValueError", "raised RuntimeError")), out
+
+
+# ----------------------------------------------------------------------------------------
+# The optimizer entry points: random groups, validated as a whole, against float64 NumPy
+
+OPT_VALUES = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -2.25, 0.125, 10.0, -40.0])
+
+
+@dataclass
+class Operand:
+    array: object  # ndarray, None or junk
+    valid: bool
+    written: bool = False
+
+
+@st.composite
+def operand_array(draw, rng, dtype, shape, *, junk_ok=True):
+    """An array like `shape`/`dtype`, sometimes not (wrong dtype/shape/layout, read-only, junk)."""
+    kind = draw(st.sampled_from(["ok"] * 12 + ["strided", "reversed", "read_only", "dtype", "shape",
+                                               "unaligned", "junk"]))
+    values = rng.choice(OPT_VALUES, size=shape)
+    if kind == "junk" and junk_ok:
+        return Operand(draw(st.sampled_from([None, 1.5, "x", [1.0]])), False)
+    if kind == "dtype":
+        other = draw(st.sampled_from([d for d in REAL_DTYPES if d != dtype] + INVALID_DTYPES[:4]))
+        return Operand(values.astype(other), False)
+    if kind == "shape":
+        return Operand(np.zeros(shape + (2,), dtype), False)
+    if kind == "strided" and shape:
+        big = np.zeros((shape[0] * 2,) + shape[1:], dtype)
+        a = big[::2]
+        a[...] = values
+        return Operand(a, True)
+    if kind == "reversed":
+        a = values.astype(dtype)[::-1] if shape else values.astype(dtype)
+        return Operand(a, True)
+    if kind == "unaligned" and dtype.itemsize > 1 and math.prod(shape) > 0:
+        raw = np.zeros(math.prod(shape) * dtype.itemsize + 1, np.uint8)
+        a = raw[1:].view(dtype).reshape(shape)
+        a[...] = values
+        return Operand(a, False)
+    a = values.astype(dtype)
+    if kind == "read_only":
+        a.flags.writeable = False
+        return Operand(a, "read_only")
+    return Operand(a, True)
+
+
+def _real(s: Scalar):
+    return s.real is not None
+
+
+@st.composite
+def hyper(draw, choices):
+    """Mostly a plain valid value, sometimes any scalar (valid or not)."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(scalars())
+    v = draw(st.sampled_from(choices))
+    return Scalar(v, v)
+
+
+def _ref_round(x, dtype):
+    with np.errstate(all="ignore"):
+        return np.asarray(x, np.float64).astype(dtype)
+
+
+def _snapshot_operands(groups):
+    out = []
+    for g in groups:
+        for item in g:
+            for op in item:
+                if isinstance(op.array, np.ndarray):
+                    out.append((op.array, op.array.copy()))
+    return out
+
+
+def _assert_snapshot_unchanged(snap):
+    for a, before in snap:
+        assert a.tobytes() == before.tobytes(), "an array changed although the call raised"
+
+
+def _operands_ok(param, operands):
+    """The documented rules for one parameter's operands: float16/32/64 in native order,
+    the parameter's dtype and shape, aligned, writable where written, no shared memory."""
+    if not isinstance(param, np.ndarray):
+        return False
+    seen = []
+    for a, written in operands:
+        if not isinstance(a, np.ndarray) or a.dtype not in REAL_DTYPES or not a.dtype.isnative:
+            return False
+        if a.dtype != param.dtype or a.shape != param.shape or not a.flags.aligned:
+            return False
+        if written and not a.flags.writeable:
+            return False
+        if a.size and any(b.size and np.shares_memory(a, b) for b in seen):
+            return False
+        seen.append(a)
+    return True
+
+
+def _close(actual, expected, dtype):
+    rtol = {np.dtype(np.float16): 4e-3, np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}[dtype]
+    atol = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}[dtype]
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_sgd_step(data):
+    if not hasattr(_C, "sgd_step"):
+        pytest.skip("no sgd_step")
+    draw_threads(data)
+    rng = rng_from(data)
+    draw = data.draw
+    scale = draw(st.sampled_from([None, None, Scalar(0.5, 0.5), Scalar(1.0, 1.0)]) | scalars(), label="grad_scale")
+    write_back, wb = draw(st.sampled_from(BOOLS), label="write_back")
+    groups_args, model, valid = [], [], wb is not None and (scale is None or _real(scale))
+    for _ in range(draw(st.integers(0, 3), label="ngroups")):
+        lr = draw(hyper([0.0, 0.1, 1.0, 1e-3]))
+        momentum = draw(hyper([0.0, 0.0, 0.9]))
+        dampening = draw(hyper([0.0, 0.1]))
+        wd = draw(hyper([0.0, 0.01]))
+        nesterov, nv = draw(st.sampled_from(BOOLS[:6]))
+        maximize, mx = draw(st.sampled_from(BOOLS[:6]))
+        valid &= all(_real(s) for s in (lr, momentum, dampening, wd))
+        uses_momentum = _real(momentum) and momentum.real != 0.0
+        params, grads, bufs, items = [], [], [], []
+        for _ in range(draw(st.integers(0, 3))):
+            dtype = draw(st.sampled_from(REAL_DTYPES))
+            shape = tuple(draw(st.lists(st.integers(0, 4), max_size=2)))
+            p = draw(operand_array(rng, dtype, shape))
+            g = draw(operand_array(rng, dtype, shape))
+            if draw(st.booleans()):
+                b = Operand(None, True)
+            else:
+                b = draw(operand_array(rng, dtype, shape))
+            if draw(st.integers(0, 15)) == 0 and isinstance(p.array, np.ndarray):
+                g = Operand(p.array, True)  # one parameter's operands must not share memory
+            g_written = scale is not None and wb is True
+            valid &= _operands_ok(p.array, [(p.array, True), (g.array, g_written)]
+                                  + ([(b.array, True)] if uses_momentum and b.array is not None else []))
+            params.append(p.array)
+            grads.append(g.array)
+            bufs.append(b.array)
+            items.append((p, g, b))
+        lists_kind = draw(st.sampled_from(["list"] * 8 + ["tuple", "short"]))
+        if lists_kind == "tuple":
+            bufs_obj = tuple(bufs)
+            valid &= not uses_momentum  # momentum buffers must be a list (they are replaced)
+        elif lists_kind == "short" and bufs:
+            bufs_obj = bufs[:-1]
+            valid &= not uses_momentum
+        else:
+            bufs_obj = bufs
+        group = (params, grads, bufs_obj, lr.value, momentum.value, dampening.value, wd.value, nesterov, maximize)
+        if draw(st.integers(0, 30)) == 0:
+            group = group[:-1]
+            valid = False
+        groups_args.append(group)
+        model.append((items, lr, momentum, dampening, wd, nv, mx, uses_momentum))
+    snap = _snapshot_operands([[it for it in m[0]] for m in model])
+    bufs_before = [list(g[2]) if len(g) > 2 and isinstance(g[2], list) else None for g in groups_args]
+    ok, result = call(_C.sgd_step, groups_args, scale.value if scale is not None else None, write_back)
+    note(f"ok={ok} result={result!r} valid={valid}")
+    event(f"sgd ok={ok}")
+    if not ok:
+        _assert_snapshot_unchanged(snap)
+        for g, before in zip(groups_args, bufs_before):
+            if before is not None:
+                assert all(x is y for x, y in zip(g[2], before)), "a buffer list changed although the call raised"
+        assert not valid, f"valid input rejected: {result!r}"
+        return
+    assert valid, "invalid input accepted"
+    for (items, lr, momentum, dampening, wd, nv, mx, uses_momentum), group in zip(model, groups_args):
+        for i, (p, g, b) in enumerate(items):
+            dtype = p.array.dtype
+            p0 = dict((id(a), c) for a, c in snap)[id(p.array)].astype(np.float64)
+            g0 = dict((id(a), c) for a, c in snap)[id(g.array)].astype(np.float64)
+            if scale is not None:
+                # As clip_grads_with_norm_ scales: the coefficient in float32 for float16/32.
+                gs = g0.astype(dtype)
+                ref_scale_inplace(gs, scale.real)
+                g0 = gs.astype(np.float64)
+                if wb:
+                    _close(g.array, g0, dtype)
+            with np.errstate(all="ignore"):
+                d = -g0 if mx else g0
+                if wd.real != 0:
+                    d = d + wd.real * p0
+                if uses_momentum:
+                    if b.array is None:
+                        buf = d
+                    else:
+                        b0 = dict((id(a), c) for a, c in snap)[id(b.array)].astype(np.float64)
+                        buf = momentum.real * b0 + (1 - dampening.real) * d
+                    _close(group[2][i], buf, dtype)
+                    d = d + momentum.real * buf if nv else buf
+                expected = p0 - lr.real * d
+            _close(p.array, expected, dtype)

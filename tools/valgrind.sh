@@ -15,6 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 LOGS="${GC_VALGRIND_LOGS:-$(mktemp -d /tmp/gc-valgrind.XXXXXX)}"
+mkdir -p "$LOGS"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
 if [[ $# -eq 0 ]]; then
@@ -46,7 +47,10 @@ import glob, re, sys
 # A frame in the extension: its file (no debug info) or one of its sources (with -g).
 ours = re.compile(r"gradclip/_C\.cpython|\((module\.c|gc_[a-z0-9_]+\.[ch]):")
 bad, total = [], 0
-for path in sorted(glob.glob(sys.argv[1] + "/memcheck.*.log")):
+logs = sorted(glob.glob(sys.argv[1] + "/memcheck.*.log"))
+if not logs:
+    sys.exit("valgrind wrote no log: did it run?")
+for path in logs:
     record = []
     for line in open(path, errors="replace").read().splitlines() + ["==0== "]:
         body = re.sub(r"^==\d+== ?", "", line)
