@@ -905,10 +905,11 @@ static int optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ss
     for (Py_ssize_t g = 0; g < ngroups; g++) {
         const Py_ssize_t count = PySequence_Fast_GET_SIZE(groups[g].lists[0]);
         for (Py_ssize_t i = 0; i < count; i++, item++) {
-            if (b->items[item].fresh && groups[g].creatable == k) {
+            /* The bound is re-checked: allocating may have run a finaliser that shrank it. */
+            if (b->items[item].fresh && groups[g].creatable == k && i < PyList_GET_SIZE(groups[g].lists[k])) {
                 PyObject *buffer = b->refs[item * GC_OPTIM_MAXOPS + k];
                 Py_INCREF(buffer);
-                PyList_SetItem(groups[g].lists[k], i, buffer); /* steals; list and index checked */
+                PyList_SetItem(groups[g].lists[k], i, buffer); /* steals; cannot fail: index checked */
             }
         }
     }
@@ -927,7 +928,7 @@ static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling 
 /* Unpacks a group tuple of exactly `size` items; borrowed references into it. */
 static PyObject *const *group_items(PyObject *groups, Py_ssize_t g, Py_ssize_t size, const char *layout)
 {
-    PyObject *group = PySequence_Fast_GET_ITEM(groups, g);
+    PyObject *group = PyTuple_GET_ITEM(groups, g);
     if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != size) {
         PyErr_Format(PyExc_TypeError, "groups[%zd] must be a tuple %s", g, layout);
         return NULL;
@@ -947,9 +948,17 @@ static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *wr
     optim_batch b = {0};
     gc_grad_scaling scaling;
     PyObject *result = NULL;
-    if (check_sequence(args_groups, "groups", -1, 0) < 0 || parse_scaling(scale, write_back, &scaling) < 0)
+    if (check_sequence(args_groups, "groups", -1, 0) < 0)
         return NULL;
-    const Py_ssize_t ngroups = PySequence_Fast_GET_SIZE(args_groups);
+    /* Own the groups: converting a hyper-parameter (__float__, __bool__) runs Python code that
+     * could empty the caller's list. The group tuples are immutable and own their lists; the
+     * lists themselves are read only after every conversion is done. */
+    PyObject *owned = PySequence_Tuple(args_groups);
+    if (owned == NULL)
+        return NULL;
+    if (parse_scaling(scale, write_back, &scaling) < 0)
+        goto done;
+    const Py_ssize_t ngroups = PyTuple_GET_SIZE(owned);
     groups = PyMem_Calloc(ngroups > 0 ? (size_t)ngroups : 1, sizeof *groups);
     options = PyMem_Calloc(ngroups > 0 ? (size_t)ngroups : 1, options_size);
     if (groups == NULL || options == NULL) {
@@ -958,20 +967,21 @@ static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *wr
     }
     for (Py_ssize_t g = 0; g < ngroups; g++) {
         void *opt = options + (size_t)g * options_size;
-        if (parse_group(args_groups, g, &groups[g], opt) < 0)
+        if (parse_group(owned, g, &groups[g], opt) < 0)
             goto done;
         /* Every options struct starts with the gradient scaling shared by the call. */
         memcpy(opt, &scaling, sizeof scaling);
         groups[g].options = opt;
         groups[g].written |= scaling.has_scale && scaling.write_back ? 2u : 0u;
     }
+    /* From here on no Python code runs until the arrays are validated and held. */
     if (optim_collect(&b, groups, ngroups, names) < 0)
         goto done;
     if (steps_list >= 0) {
         /* Adam's 0-d float32 step counters, one per parameter, checked before any is bumped. */
         Py_ssize_t item = 0;
         for (Py_ssize_t g = 0; g < ngroups; g++) {
-            PyObject *steps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(args_groups, g), steps_list);
+            PyObject *steps = PyTuple_GET_ITEM(PyTuple_GET_ITEM(owned, g), steps_list);
             const Py_ssize_t count = PySequence_Fast_GET_SIZE(groups[g].lists[0]);
             char what[64];
             PyOS_snprintf(what, sizeof what, "groups[%zd]: state_steps", g);
@@ -995,7 +1005,7 @@ static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *wr
     if (steps_list >= 0) {
         Py_ssize_t item = 0;
         for (Py_ssize_t g = 0; g < ngroups; g++) {
-            PyObject *steps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(args_groups, g), steps_list);
+            PyObject *steps = PyTuple_GET_ITEM(PyTuple_GET_ITEM(owned, g), steps_list);
             for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(steps); i++, item++) {
                 PyArrayObject *step = (PyArrayObject *)PySequence_Fast_GET_ITEM(steps, i);
                 float value;
@@ -1019,6 +1029,7 @@ done:
     optim_release(&b);
     PyMem_Free(groups);
     PyMem_Free(options);
+    Py_DECREF(owned);
     return result;
 }
 
