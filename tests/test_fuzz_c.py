@@ -137,7 +137,8 @@ def arrays(draw, dtypes, rng, *, specials=True, big=False):
         strides[d] = steps[d] * acc
         acc *= max(shape[d], 1) * abs(steps[d])
     overlapping = odd = False
-    flavour = draw(st.sampled_from(["plain"] * 8 + ["overlap", "odd_stride", "huge_unit_strides"]))
+    flavours = ["plain"] * 8 + ["overlap"] + ([] if big else ["odd_stride", "huge_unit_strides"])
+    flavour = draw(st.sampled_from(flavours))
     long_dims = [d for d in range(ndim) if shape[d] > 1]
     if flavour == "overlap" and long_dims:
         strides[draw(st.sampled_from(long_dims))] = 0
@@ -171,7 +172,7 @@ def alias_of(arr: Arr, rng) -> Arr:
     """Another view of the same buffer, same dtype, overlapping or interleaving arr."""
     a = arr.array
     flat_view = np.ndarray(a.shape, a.dtype, buffer=arr.buffer.raw, offset=arr.offset, strides=a.strides)
-    if a.ndim >= 1 and a.shape[0] > 1:
+    if a.ndim >= 1 and a.shape[0] > 1 and a.size > 0:
         view = flat_view[rng.integers(0, 2) :: int(rng.integers(1, 3))]
     else:
         view = flat_view
@@ -662,8 +663,8 @@ def test_fuzz_clip_grads_with_norm(data):
         return
     mv, tv = max_norm.real, total.real
     valid = (
-        arity_ok and mv is not None and mv >= 0 and tv is not None and truth is not None
-        and arrays_valid(p, write=True, allow_complex=True)
+        arity_ok and mv is not None and mv >= 0 and tv is not None and not tv < 0  # NaN passes
+        and truth is not None and arrays_valid(p, write=True, allow_complex=True)
     )
     if not valid:
         assert not ok, "invalid input accepted"
@@ -864,28 +865,10 @@ except Exception as exc:
     print("raised", type(exc).__name__, str(exc).encode("ascii", "replace").decode())
 """
 
-_UAF_REASON = (
-    "BUG (crash): csrc/module.c optim_step keeps borrowed pointers to each group tuple and its "
-    "lists (group_items / optim_group.lists) while parsing later groups' hyper-parameters, "
-    "which runs Python code (__float__, __bool__); code that mutates the `groups` list frees "
-    "them, and optim_collect then reads freed memory (ASan: heap-use-after-free at "
-    "module.c:762; PYTHONMALLOC=debug: Bus error). Fix: take a tuple snapshot of `groups` "
-    "(PySequence_Tuple) before parsing and read only from it."
-)
-
-
-@pytest.mark.parametrize(
-    "entry",
-    [
-        "sgd_step",
-        "adam_step",
-        "clip_grad_norm",
-        "total_norm",
-        "clip_grad_value",
-    ],
-)
+@pytest.mark.parametrize("entry", ["sgd_step", "adam_step", "clip_grad_norm", "total_norm", "clip_grad_value"])
 def test_scalar_whose_conversion_mutates_the_arguments(entry):
     """No entry point may keep borrowed references across a conversion that runs Python code.
+    (The optimizer glue did: a use-after-free, fixed in 581ca1e.)
 
     Run in a subprocess with PYTHONMALLOC=debug, which fills freed memory so that a
     use-after-free crashes deterministically instead of reading stale data."""
@@ -1101,9 +1084,13 @@ def test_fuzz_sgd_step(data):
                     else:
                         b0 = dict((id(a), c) for a, c in snap)[id(b.array)].astype(np.float64)
                         buf = momentum.real * b0 + (1 - dampening.real) * d
-                    _close(group[2][i], buf, dtype)
+                    if all(np.isfinite(_ref_round(x, dtype)).all() for x in (buf, momentum.real, dampening.real)):
+                        _close(group[2][i], buf, dtype)
                     d = d + momentum.real * buf if nv else buf
                 expected = p0 - lr.real * d
+            hypers = [lr.real, momentum.real, dampening.real, wd.real]
+            if not all(np.isfinite(_ref_round(x, dtype)).all() for x in hypers + [g0, d, expected]):
+                continue  # inf/NaN details depend on torch's operation order: torch parity owns them
             _close(p.array, expected, dtype)
 
 
