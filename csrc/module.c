@@ -1186,9 +1186,8 @@ static PyModuleDef_Slot module_slots[] = {
     /* NumPy itself does not support subinterpreters. */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
 #endif
-#ifdef Py_GIL_DISABLED
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
+    /* No Py_mod_gil slot: the glue reads list items as borrowed references, which is safe
+     * only under the GIL, so a free-threaded interpreter keeps the GIL on for this module. */
     {0, NULL},
 };
 
