@@ -575,6 +575,17 @@ static PyObject *py_total_norm(PyObject *module, PyObject *const *args, Py_ssize
     return rc < 0 ? NULL : float_scalar(total, single);
 }
 
+/* The arguments shared by clip_grad_norm and total_norm_and_coef:
+ * (parameters, max_norm, norm_type, error_if_nonfinite). */
+static int parse_clip_norm_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, double *max_norm,
+                                gc_norm *norm, int *error_if_nonfinite)
+{
+    if (check_nargs(fname, nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", max_norm) < 0 ||
+        parse_norm_type(args[2], norm) < 0 || parse_bool(args[3], error_if_nonfinite) < 0)
+        return -1;
+    return 0;
+}
+
 /* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite) -> (total, coef)
  * The clipping coefficient clip_grad_norm_ would apply, without modifying anything. */
 static PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -583,8 +594,7 @@ static PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args,
     int error_if_nonfinite;
     double max_norm, total;
     batch b;
-    if (check_nargs("total_norm_and_coef", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
-        parse_norm_type(args[2], &norm) < 0 || parse_bool(args[3], &error_if_nonfinite) < 0)
+    if (parse_clip_norm_args("total_norm_and_coef", args, nargs, &max_norm, &norm, &error_if_nonfinite) < 0)
         return NULL;
     if (collect(get_state(module), &b, args[0], SOURCE_GRADS, ALLOW_COMPLEX, &norm, "parameters") < 0)
         return NULL;
@@ -606,8 +616,7 @@ static PyObject *py_clip_grad_norm(PyObject *module, PyObject *const *args, Py_s
     int error_if_nonfinite;
     double max_norm, total;
     batch b;
-    if (check_nargs("clip_grad_norm", nargs, 4) < 0 || parse_nonnegative(args[1], "max_norm", &max_norm) < 0 ||
-        parse_norm_type(args[2], &norm) < 0 || parse_bool(args[3], &error_if_nonfinite) < 0)
+    if (parse_clip_norm_args("clip_grad_norm", args, nargs, &max_norm, &norm, &error_if_nonfinite) < 0)
         return NULL;
     if (collect(get_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, &norm,
                 "parameters") < 0)
