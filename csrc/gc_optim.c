@@ -27,6 +27,17 @@ static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, si
     (void)k;
     const step_ctx *ctx = ctx_;
     const gc_optim_item *it = &ctx->items[i];
+    if (it->ndim == 1) {
+        /* One run per operand (contiguous operands arrive so): no layout to build. */
+        char *ptrs[GC_OPTIM_MAXOPS];
+        ptrdiff_t strides[GC_OPTIM_MAXOPS];
+        for (int k = 0; k < it->nops; k++) {
+            strides[k] = it->strides[k][0];
+            ptrs[k] = it->data[k] + start * strides[k];
+        }
+        ctx->walk((void *)it, ptrs, strides, stop - start);
+        return;
+    }
     gc_layout layout;
     gc_layout_init(&layout, it->ndim, it->shape, it->nops, it->data, it->strides);
     gc_layout_walk(&layout, start, stop, ctx->walk, (void *)it);

@@ -312,6 +312,26 @@ static int may_self_overlap(int ndim, const npy_intp *shape, const npy_intp *str
     return 0;
 }
 
+/* PyArray_SIZE without the call into NumPy (which matters for many small arrays). */
+static npy_intp array_size(PyArrayObject *a)
+{
+    npy_intp size = 1;
+    for (int d = 0; d < PyArray_NDIM(a); d++)
+        size *= PyArray_DIMS(a)[d];
+    return size;
+}
+
+static int same_shape(PyArrayObject *a, PyArrayObject *b)
+{
+    if (PyArray_NDIM(a) != PyArray_NDIM(b))
+        return 0;
+    for (int d = 0; d < PyArray_NDIM(a); d++) {
+        if (PyArray_DIMS(a)[d] != PyArray_DIMS(b)[d])
+            return 0;
+    }
+    return 1;
+}
+
 static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg_name *who, gc_dtype *dtype)
 {
     if (dtype_of(a, flags, who, dtype) < 0)
@@ -327,22 +347,25 @@ static int check_array(PyArrayObject *a, int flags, const gc_norm *norm, const a
     const int ndim = PyArray_NDIM(a);
     const npy_intp *shape = PyArray_DIMS(a), *strides = PyArray_STRIDES(a);
     const npy_intp itemsize = PyArray_ITEMSIZE(a);
-    /* An empty array's strides are never used. */
-    for (int d = 0; d < ndim && PyArray_SIZE(a) > 0; d++) {
+    const npy_intp size = array_size(a);
+    /* A contiguous array (in either order) has item-size strides and no self-overlap: only
+     * views need the checks below. An empty array's strides are never used. */
+    const int contiguous = PyArray_CHKFLAGS(a, NPY_ARRAY_C_CONTIGUOUS) || PyArray_CHKFLAGS(a, NPY_ARRAY_F_CONTIGUOUS);
+    for (int d = 0; d < ndim && size > 0 && !contiguous; d++) {
         if (shape[d] > 1 && strides[d] % itemsize != 0) {
             PyErr_Format(PyExc_ValueError, "%s has a stride (%zd bytes) that is not a multiple of its item size",
                          NAME(who), (Py_ssize_t)strides[d]);
             return -1;
         }
     }
-    if ((flags & NEED_WRITE) && may_self_overlap(ndim, shape, strides, itemsize)) {
+    if ((flags & NEED_WRITE) && !contiguous && may_self_overlap(ndim, shape, strides, itemsize)) {
         PyErr_Format(PyExc_ValueError,
                      "%s has elements that share memory (a broadcast or as_strided view); "
                      "it cannot be modified in place",
                      NAME(who));
         return -1;
     }
-    if (norm != NULL && PyArray_SIZE(a) == 0 && gc_norm_needs_identity(norm)) {
+    if (norm != NULL && size == 0 && gc_norm_needs_identity(norm)) {
         /* torch's messages: its foreach kernel reports +inf itself, vector_norm the rest. */
         if (norm->kind == GC_NORM_INF) {
             PyErr_SetString(PyExc_RuntimeError,
@@ -374,7 +397,7 @@ static int batch_add(batch *b, PyObject *array_obj, int flags, const gc_norm *no
      * work, and for a reduction it is the memory order either way. */
     const int contiguous = PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a);
     const int ndim = contiguous ? 1 : PyArray_NDIM(a);
-    const ptrdiff_t size = PyArray_SIZE(a);
+    const ptrdiff_t size = array_size(a);
     if (batch_reserve_dims(b, ndim) < 0)
         return -1;
     ptrdiff_t *dims = b->dims + b->dims_used;
@@ -741,18 +764,20 @@ static void byte_extent(PyArrayObject *a, char **lo, char **hi)
 }
 
 /* Operands of one parameter must not overlap: the kernels read and write them through
- * restrict pointers, and torch would treat them as distinct tensors anyway. */
+ * restrict pointers, and torch would treat them as distinct tensors anyway. The operands have
+ * one shape (checked before), so an empty parameter has nothing to overlap. */
 static int check_disjoint(PyObject **ops, int nops, const char *const *names, Py_ssize_t group, Py_ssize_t index)
 {
+    if (array_size((PyArrayObject *)ops[0]) == 0)
+        return 0;
+    char *lo[GC_OPTIM_MAXOPS], *hi[GC_OPTIM_MAXOPS];
+    for (int a = 0; a < nops; a++) {
+        if (ops[a] != NULL)
+            byte_extent((PyArrayObject *)ops[a], &lo[a], &hi[a]);
+    }
     for (int a = 0; a < nops; a++) {
         for (int b = a + 1; b < nops; b++) {
-            if (ops[a] == NULL || ops[b] == NULL || PyArray_SIZE((PyArrayObject *)ops[a]) == 0 ||
-                PyArray_SIZE((PyArrayObject *)ops[b]) == 0)
-                continue;
-            char *lo_a, *hi_a, *lo_b, *hi_b;
-            byte_extent((PyArrayObject *)ops[a], &lo_a, &hi_a);
-            byte_extent((PyArrayObject *)ops[b], &lo_b, &hi_b);
-            if (lo_a < hi_b && lo_b < hi_a) {
+            if (ops[a] != NULL && ops[b] != NULL && lo[a] < hi[b] && lo[b] < hi[a]) {
                 PyErr_Format(PyExc_ValueError, "groups[%zd]: %s[%zd] and %s[%zd] share (or interleave) memory",
                              group, names[a], index, names[b], index);
                 return -1;
@@ -859,29 +884,41 @@ static int optim_collect(optim_batch *b, const optim_group *groups, Py_ssize_t n
                                  (PyObject *)PyArray_DESCR(a), names[0], i, (PyObject *)PyArray_DESCR(param));
                     goto fail;
                 }
-                if (!PyArray_SAMESHAPE(a, param)) {
+                if (!same_shape(a, param)) {
                     PyErr_Format(PyExc_ValueError, "%s has a different shape from %s[%zd]", NAME(&who), names[0], i);
                     goto fail;
                 }
             }
             if (check_disjoint(ops, grp->nops, names, g, i) < 0)
                 goto fail;
-            it->ndim = ndim;
+            /* Operands all contiguous in one order (a buffer still to be created will be laid
+             * out like the gradient) are one run each: describe them as 1-D. */
+            int all_c = ndim > 0, all_f = ndim > 0;
+            for (int k = 0; k < grp->nops; k++) {
+                if (ops[k] != NULL) {
+                    all_c &= PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ops[k]);
+                    all_f &= PyArray_IS_F_CONTIGUOUS((PyArrayObject *)ops[k]);
+                }
+            }
+            const npy_intp size = array_size(param);
+            const int flat = all_c || all_f;
+            const int nd = flat ? 1 : ndim;
+            it->ndim = nd;
             it->nops = grp->nops;
             it->shape = dims;
-            for (int d = 0; d < ndim; d++)
-                dims[d] = PyArray_DIMS(param)[d];
-            dims += ndim;
+            for (int d = 0; d < nd; d++)
+                dims[d] = flat ? size : PyArray_DIMS(param)[d];
+            dims += nd;
             for (int k = 0; k < grp->nops; k++) {
                 it->strides[k] = dims;
                 if (ops[k] != NULL) {
                     it->data[k] = PyArray_BYTES((PyArrayObject *)ops[k]);
-                    for (int d = 0; d < ndim; d++)
-                        dims[d] = PyArray_STRIDES((PyArrayObject *)ops[k])[d];
+                    for (int d = 0; d < nd; d++)
+                        dims[d] = flat ? PyArray_ITEMSIZE(param) : PyArray_STRIDES((PyArrayObject *)ops[k])[d];
                 }
-                dims += ndim;
+                dims += nd;
             }
-            b->elements += PyArray_SIZE(param);
+            b->elements += size;
         }
     }
     return 0;
@@ -892,9 +929,10 @@ fail:
 
 /* Creates the missing buffers (operand k, laid out like the gradient) and stores them in
  * each group's list. All are allocated before any is stored, so a failure leaves every list
- * unchanged. */
-static int optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ssize_t ngroups, int k)
+ * unchanged. Returns how many were created, or -1. */
+static Py_ssize_t optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ssize_t ngroups, int k)
 {
+    Py_ssize_t created = 0;
     for (Py_ssize_t i = 0; i < b->n; i++) {
         PyObject **slot = &b->refs[i * GC_OPTIM_MAXOPS + k];
         gc_optim_item *it = &b->items[i];
@@ -905,10 +943,13 @@ static int optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ss
         if (buffer == NULL)
             return -1; /* optim_release frees the ones made so far */
         *slot = buffer;
+        created++;
         it->data[k] = PyArray_BYTES((PyArrayObject *)buffer);
+        /* Laid out like the gradient: contiguous where the item was flattened. */
+        const int flat = it->ndim != PyArray_NDIM((PyArrayObject *)buffer);
         ptrdiff_t *strides = (ptrdiff_t *)it->strides[k];
         for (int d = 0; d < it->ndim; d++)
-            strides[d] = PyArray_STRIDES((PyArrayObject *)buffer)[d];
+            strides[d] = flat ? PyArray_ITEMSIZE((PyArrayObject *)buffer) : PyArray_STRIDES((PyArrayObject *)buffer)[d];
     }
     Py_ssize_t item = 0;
     for (Py_ssize_t g = 0; g < ngroups; g++) {
@@ -922,7 +963,7 @@ static int optim_create_buffers(optim_batch *b, const optim_group *groups, Py_ss
             }
         }
     }
-    return 0;
+    return created;
 }
 
 static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling *out)
@@ -1008,7 +1049,8 @@ static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *wr
             }
         }
     }
-    if (creatable_op >= 0 && optim_create_buffers(&b, groups, ngroups, creatable_op) < 0)
+    const Py_ssize_t created = creatable_op >= 0 ? optim_create_buffers(&b, groups, ngroups, creatable_op) : 0;
+    if (created < 0)
         goto done;
     /* Everything is valid and allocated: from here on nothing fails. */
     if (steps_list >= 0) {
@@ -1033,7 +1075,7 @@ static PyObject *optim_step(PyObject *args_groups, PyObject *scale, PyObject *wr
     else {
         run(b.items, (size_t)b.n);
     }
-    result = Py_NewRef(Py_None);
+    result = PyLong_FromSsize_t(created);
 done:
     optim_release(&b);
     PyMem_Free(groups);
@@ -1082,9 +1124,9 @@ static int parse_adam_group(PyObject *groups, Py_ssize_t g, optim_group *out, vo
     return 0;
 }
 
-/* sgd_step(groups, grad_scale, write_back) -> None
+/* sgd_step(groups, grad_scale, write_back) -> int
  * groups: tuples SGD_GROUP. With momentum != 0, None entries of momentum_buffers are replaced by
- * new buffers, initialised from the gradient. */
+ * new buffers, initialised from the gradient; returns how many. */
 static PyObject *py_sgd_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
@@ -1094,7 +1136,7 @@ static PyObject *py_sgd_step(PyObject *module, PyObject *const *args, Py_ssize_t
     return optim_step(args[0], args[1], args[2], sizeof(gc_sgd_options), parse_sgd_group, names, 2, -1, gc_sgd);
 }
 
-/* adam_step(groups, grad_scale, write_back) -> None
+/* adam_step(groups, grad_scale, write_back) -> 0 (it creates no state)
  * groups: tuples ADAM_GROUP; state_steps are 0-d float32 arrays, incremented (in float32). */
 static PyObject *py_adam_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {

@@ -71,3 +71,18 @@ def test_copy_pickle_repr():
         np.testing.assert_array_equal(clone.grad, p.grad)
         assert clone.data is not p.data
     assert repr(p).startswith("Parameter(") and "grad=array" in repr(p)
+
+
+def test_data_and_grad_are_checked_slots():
+    p = Parameter(np.zeros(3))
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        p.data = np.arange(3)
+    assert p.data.dtype == np.float64  # unchanged
+    p.data = np.ones(3)  # a float array is accepted as the new value
+    np.testing.assert_array_equal(p.data, 1.0)
+    for name in ("data", "grad"):
+        with pytest.raises(AttributeError, match=f"cannot delete Parameter.{name}"):
+            delattr(p, name)
+    with pytest.raises(AttributeError):
+        p.velocity = np.zeros(3)  # no per-instance __dict__: a typo cannot add an attribute
+    assert not hasattr(p, "__dict__")

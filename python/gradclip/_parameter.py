@@ -23,7 +23,7 @@ def _check_float_array(value: object, what: str) -> np.ndarray:
 
 def _unwrap(value: object) -> object:
     if isinstance(value, Parameter):
-        return value._data
+        return value.data
     if isinstance(value, tuple):
         return tuple(_unwrap(v) for v in value)
     return value
@@ -58,83 +58,80 @@ class Parameter(NDArrayOperatorsMixin):
     hashing is by identity, so Parameters can key optimizer state.
     """
 
-    __slots__ = ("_data", "_grad", "__weakref__")
+    # Plain slots, so that reading ``.data``/``.grad`` (what every clip and optimizer call does
+    # for every parameter) is an attribute load, not a Python call; assignments are validated
+    # by __setattr__.
+    __slots__ = ("data", "grad", "__weakref__")
 
     def __init__(self, data: object) -> None:
         array = data if isinstance(data, np.ndarray) else np.asarray(data)
         if array.dtype.kind in "iub" and not isinstance(data, np.ndarray):
             array = array.astype(np.float64)
-        self._data = _check_float_array(array, "Parameter data")
-        self._grad: np.ndarray | None = None
+        object.__setattr__(self, "data", _check_float_array(array, "Parameter data"))
+        object.__setattr__(self, "grad", None)
 
     # Elementwise __eq__ from the mixin would otherwise make instances unhashable.
     __hash__ = object.__hash__
 
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
-        self._data = _check_float_array(value, "Parameter data")
-
-    @property
-    def grad(self) -> np.ndarray | None:
-        return self._grad
-
-    @grad.setter
-    def grad(self, value: np.ndarray | None) -> None:
-        if value is not None:
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "data":
+            value = _check_float_array(value, "Parameter data")
+        elif name == "grad" and value is not None:
             _check_float_array(value, "Parameter.grad")
-            if value.shape != self._data.shape:
+            if value.shape != self.data.shape:
                 raise ValueError(
                     f"assigned grad has shape {value.shape}, but the parameter has shape "
-                    f"{self._data.shape}"
+                    f"{self.data.shape}"
                 )
-            if value.dtype != self._data.dtype:
+            if value.dtype != self.data.dtype:
                 raise TypeError(
                     f"assigned grad has dtype {value.dtype}, but the parameter has dtype "
-                    f"{self._data.dtype}"
+                    f"{self.data.dtype}"
                 )
-        self._grad = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in ("data", "grad"):
+            raise AttributeError(f"cannot delete Parameter.{name}; set grad to None instead")
+        object.__delattr__(self, name)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._data.shape
+        return self.data.shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self._data.dtype
+        return self.data.dtype
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return self.data.ndim
 
     @property
     def size(self) -> int:
-        return self._data.size
+        return self.data.size
 
     @property
     def T(self) -> np.ndarray:
-        return self._data.T
+        return self.data.T
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.data)
 
     def __getitem__(self, index: object) -> object:
-        return self._data[index]
+        return self.data[index]
 
     def __setitem__(self, index: object, value: object) -> None:
-        self._data[index] = _unwrap(value)
+        self.data[index] = _unwrap(value)
 
     def __array__(self, dtype: object = None, copy: bool | None = None) -> np.ndarray:
         if copy:
-            return np.array(self._data, dtype=dtype, copy=True)
-        if dtype is None or np.dtype(dtype) == self._data.dtype:
-            return self._data
+            return np.array(self.data, dtype=dtype, copy=True)
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data
         if copy is False:
             raise ValueError("a copy is needed to convert the Parameter to the requested dtype")
-        return self._data.astype(dtype)
+        return self.data.astype(dtype)
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object):
         out = kwargs.get("out")
@@ -147,6 +144,6 @@ class Parameter(NDArrayOperatorsMixin):
         return result
 
     def __repr__(self) -> str:
-        body = np.array2string(self._data, prefix="Parameter(", separator=", ")
-        grad = "None" if self._grad is None else "array(...)"
-        return f"Parameter({body}, dtype={self._data.dtype}, grad={grad})"
+        body = np.array2string(self.data, prefix="Parameter(", separator=", ")
+        grad = "None" if self.grad is None else "array(...)"
+        return f"Parameter({body}, dtype={self.data.dtype}, grad={grad})"

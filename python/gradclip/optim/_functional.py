@@ -84,7 +84,7 @@ class AdamGroup(NamedTuple):
     decoupled_weight_decay: bool
 
 
-def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_back: bool = True) -> None:
+def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_back: bool = True) -> int:
     """Apply one SGD step to every group in place, as ``torch.optim._single_tensor_sgd``.
 
     Parameters
@@ -96,6 +96,11 @@ def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_bac
         dtype, exactly what ``clip_grad_norm_`` leaves in the gradient.
     write_back : bool, default True
         With ``grad_scale``, also store the clipped gradients into the gradient arrays.
+
+    Returns
+    -------
+    int
+        How many momentum buffers were created (``None`` entries replaced).
 
     Notes
     -----
@@ -109,7 +114,7 @@ def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_bac
         g = fma(b, momentum, g) if nesterov else b         momentum != 0
         p = fma(g, -lr, p)
     """
-    _C.sgd_step(groups, grad_scale, write_back)
+    return _C.sgd_step(groups, grad_scale, write_back)
 
 
 def adam(groups: list[AdamGroup], *, grad_scale: Optional[float] = None, write_back: bool = True) -> None:

@@ -14,6 +14,7 @@ from .optimizer import (
     _check_flag,
     _check_real,
     _check_state_array,
+    _dicts_of,
 )
 from .sgd import _reject_unsupported
 
@@ -198,37 +199,37 @@ class Adam(Optimizer):
 
     def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
         groups, created = [], []
-        for batch in batches:
-            group = batch.group
-            amsgrad = group["amsgrad"]
-            for p, value in zip(batch.keys, batch.values):
-                state = self.state[p]
-                if len(state) == 0:
-                    # Lazy initialisation, as torch: zeros laid out like the parameter.
-                    state["step"] = np.array(0.0, dtype=_STEP_DTYPE)
-                    state["exp_avg"] = np.zeros_like(value)
-                    state["exp_avg_sq"] = np.zeros_like(value)
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = np.zeros_like(value)
-                    created.append(p)
-            states = [self.state[p] for p in batch.keys]
-            beta1, beta2 = group["betas"]
-            groups.append(
-                _functional.AdamGroup(
-                    batch.values,
-                    batch.grads,
-                    [s["exp_avg"] for s in states],
-                    [s["exp_avg_sq"] for s in states],
-                    [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-                    [s["step"] for s in states],
-                    amsgrad, beta1, beta2, group["lr"], group["weight_decay"], group["eps"],
-                    group["maximize"], group["decoupled_weight_decay"],
-                )
-            )
         try:
+            for batch in batches:
+                group = batch.group
+                amsgrad = group["amsgrad"]
+                states = _dicts_of(self.state, batch.keys)
+                for p, value, state in zip(batch.keys, batch.values, states):
+                    if len(state) == 0:
+                        # Lazy initialisation, as torch: zeros laid out like the parameter.
+                        created.append(p)
+                        state["step"] = np.array(0.0, dtype=_STEP_DTYPE)
+                        state["exp_avg"] = np.zeros_like(value)
+                        state["exp_avg_sq"] = np.zeros_like(value)
+                        if amsgrad:
+                            state["max_exp_avg_sq"] = np.zeros_like(value)
+                beta1, beta2 = group["betas"]
+                groups.append(
+                    _functional.AdamGroup(
+                        batch.values,
+                        batch.grads,
+                        [s["exp_avg"] for s in states],
+                        [s["exp_avg_sq"] for s in states],
+                        [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+                        [s["step"] for s in states],
+                        amsgrad, beta1, beta2, group["lr"], group["weight_decay"], group["eps"],
+                        group["maximize"], group["decoupled_weight_decay"],
+                    )
+                )
             _functional.adam(groups, grad_scale=grad_scale, write_back=write_back)
         except BaseException:
             # The kernel changed nothing; neither does a failed step here.
             for p in created:
-                del self.state[p]
+                if p in self.state:
+                    del self.state[p]
             raise

@@ -75,6 +75,9 @@ def _check_flag(value: object, what: str) -> None:
         raise TypeError(f"{what} must be a bool, not {_typename(value)}") from exc
 
 
+_NO_ENTRY: tuple[None, dict[str, Any]] = (None, {})
+
+
 class _ParamState(MutableMapping):
     """``Optimizer.state``: a mapping from parameter to its state dict.
 
@@ -90,7 +93,22 @@ class _ParamState(MutableMapping):
 
     @staticmethod
     def _slot(key: object) -> Hashable:
-        return (True, id(key)) if _is_param(key) else (False, key)
+        # Parameters by id (an int), anything else by value inside a 1-tuple: the two kinds
+        # of slot never compare equal.
+        return id(key) if _is_param(key) else (key,)
+
+    def get_each(self, params: list, name: str) -> list:
+        """``self.get(p, {}).get(name)`` for each parameter, creating nothing."""
+        entries = self._entries
+        return [entries.get(id(p), _NO_ENTRY)[1].get(name) for p in params]
+
+    def dicts_of(self, params: list) -> list[dict[str, Any]]:
+        """``self[p]`` for each parameter (an empty dict created where there was none)."""
+        entries = self._entries
+        try:
+            return [entries[id(p)][1] for p in params]
+        except KeyError:
+            return [self[p] for p in params]
 
     def __getitem__(self, key: object) -> Any:
         slot = self._slot(key)
@@ -128,6 +146,20 @@ class _ParamState(MutableMapping):
     def __repr__(self) -> str:
         body = ", ".join(f"{_typename(k)} at {id(k):#x}: {v!r}" for k, v in self.items())
         return "{" + body + "}"
+
+
+def _get_each(state: MutableMapping, params: list, name: str) -> list:
+    """``state.get(p, {}).get(name)`` for each parameter, creating nothing."""
+    if isinstance(state, _ParamState):
+        return state.get_each(params, name)
+    return [state.get(p, {}).get(name) for p in params]
+
+
+def _dicts_of(state: MutableMapping, params: list) -> list[dict[str, Any]]:
+    """``state[p]`` for each parameter (an empty dict created where there was none)."""
+    if isinstance(state, _ParamState):
+        return state.dicts_of(params)
+    return [state[p] for p in params]
 
 
 class _Batch(NamedTuple):
@@ -331,6 +363,46 @@ class Optimizer:
                     else:
                         p.grad.fill(0)
 
+    def _collect(self, grads: Optional[object]) -> list[_Batch]:
+        """The parameters that have a gradient, group by group, without validation.
+
+        This is the per-step fast path: the kernels validate every array before changing
+        any, and if anything fails, :meth:`_explain` re-checks in Python to say which
+        parameter is at fault. It raises on anything unusual, which sends it there too.
+        """
+        batches = []
+        if grads is None:
+            for group in self.param_groups:
+                # A plain ndarray has no .grad: AttributeError, explained by _explain.
+                keys = [p for p in group["params"] if p.grad is not None]
+                batches.append(_Batch(group, keys, [p.data for p in keys], [p.grad for p in keys]))
+            return batches
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError("grads")
+        start = 0
+        for group in self.param_groups:
+            params = group["params"]
+            stop = start + len(params)
+            batch = _Batch(group, [], [], [])
+            for p, grad in zip(params, grads[start:stop]):
+                if grad is not None:
+                    batch.keys.append(p)
+                    batch.values.append(p.data if isinstance(p, Parameter) else p)
+                    batch.grads.append(grad)
+            batches.append(batch)
+            start = stop
+        if start != len(grads):
+            raise ValueError("grads")
+        return batches
+
+    def _explain(self, grads: Optional[object], writable_grads: bool) -> None:
+        """After the fast path failed: raise the Python check's error, naming the parameter
+        at fault, if it finds one (else the caller re-raises the kernel's own error)."""
+        try:
+            self._gather(grads, writable_grads=writable_grads)
+        except Exception as exc:
+            raise exc from None
+
     def _gather(self, grads: Optional[object], *, writable_grads: bool = False) -> list[_Batch]:
         """Validate every parameter, gradient and state entry; modify nothing."""
         n_params = sum(len(g["params"]) for g in self.param_groups)
@@ -420,7 +492,11 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        self._apply(self._gather(grads), None, True)
+        try:
+            self._apply(self._collect(grads), None, True)
+        except Exception:
+            self._explain(grads, writable_grads=False)
+            raise
         return loss
 
     def clip_and_step(
@@ -464,12 +540,16 @@ class Optimizer:
         An array that serves as the gradient of two parameters is clipped once here, but
         twice by ``clip_grad_norm_`` (which scales every listed gradient); avoid sharing.
         """
-        batches = self._gather(grads, writable_grads=write_back)
-        every_grad = [g for batch in batches for g in batch.grads]
-        total_norm, coef = _clip._total_norm_and_coef(
-            every_grad, max_norm, norm_type, error_if_nonfinite
-        )
-        self._apply(batches, float(coef), write_back)
+        try:
+            batches = self._collect(grads)
+            every_grad = [g for batch in batches for g in batch.grads]
+            total_norm, coef = _clip._total_norm_and_coef(
+                every_grad, max_norm, norm_type, error_if_nonfinite
+            )
+            self._apply(batches, float(coef), write_back)
+        except Exception:
+            self._explain(grads, writable_grads=write_back)
+            raise
         return total_norm
 
     # -- state dict ----------------------------------------------------------------------------

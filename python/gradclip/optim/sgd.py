@@ -14,6 +14,7 @@ from .optimizer import (
     _check_flag,
     _check_real,
     _check_state_array,
+    _get_each,
 )
 
 __all__ = ["SGD"]
@@ -165,22 +166,22 @@ class SGD(Optimizer):
             _check_state_array(buf, value, f"momentum_buffer of {where}")
 
     def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
-        groups = []
-        for batch in batches:
-            group = batch.group
-            buffers = (
-                [self.state.get(p, {}).get("momentum_buffer") for p in batch.keys]
-                if group["momentum"] != 0
-                else []
+        groups = [
+            _functional.SGDGroup(
+                batch.values,
+                batch.grads,
+                _get_each(self.state, batch.keys, "momentum_buffer") if batch.group["momentum"] != 0 else [],
+                batch.group["lr"],
+                batch.group["momentum"],
+                batch.group["dampening"],
+                batch.group["weight_decay"],
+                batch.group["nesterov"],
+                batch.group["maximize"],
             )
-            groups.append(
-                _functional.SGDGroup(
-                    batch.values, batch.grads, buffers, group["lr"], group["momentum"],
-                    group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"],
-                )
-            )
-        _functional.sgd(groups, grad_scale=grad_scale, write_back=write_back)
-        # The kernel created the missing buffers in place of the Nones: keep them as state.
-        for batch, args in zip(batches, groups):
-            for p, buf in zip(batch.keys, args.momentum_buffers):
-                self.state[p]["momentum_buffer"] = buf
+            for batch in batches
+        ]
+        if _functional.sgd(groups, grad_scale=grad_scale, write_back=write_back):
+            # The kernel created the missing buffers in place of the Nones: keep them as state.
+            for batch, args in zip(batches, groups):
+                for p, buf in zip(batch.keys, args.momentum_buffers):
+                    self.state[p]["momentum_buffer"] = buf
