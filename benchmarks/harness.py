@@ -11,6 +11,7 @@ import gc
 import os
 import platform
 import statistics
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -45,19 +46,58 @@ class Timing:
         return (q[2] - q[0]) / self.median
 
 
+def _running_threads() -> int | None:
+    """How many threads of this process other than the calling one are on a CPU (Linux)."""
+    me = str(threading.get_native_id())
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    running = 0
+    for tid in tasks:
+        if tid == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                # The state follows the parenthesised name, which may itself hold spaces.
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        running += state == b"R"
+    return running
+
+
+def settle(max_wait: float = 0.25) -> None:
+    """Wait (up to `max_wait` s) until no other thread of this process is running.
+
+    After a parallel call, torch's OpenMP workers and OpenBLAS's threads spin for a while
+    (milliseconds to ~100 ms) before they sleep; a 2-thread call that starts meanwhile shares
+    its cores with them and is timed at up to half speed. Waiting for them to sleep before
+    every sample gives each implementation the machine it would have on its own.
+    """
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        busy = _running_threads()
+        if not busy:
+            return
+        time.sleep(0.001)
+
+
 def time_interleaved(
     impls: dict[str, Callable[[], object]],
     setup: Callable[[], None] | None,
     budget: float,
     min_rounds: int,
     max_rounds: int,
+    settle_threads: bool = False,
 ) -> dict[str, Timing]:
     """Time every implementation once per round, rotating the order, until `budget` seconds.
 
     `setup` runs untimed before every single call (restoring gradients that the previous call
     clipped, say). One untimed warm-up call per implementation comes first. A sample is one
     call; calls that take microseconds get many rounds instead of an inner loop, so that a
-    mutating call can be restored before each one.
+    mutating call can be restored before each one. With `settle_threads`, every call first
+    waits for the process's other threads to go idle (see :func:`settle`).
     """
     names = list(impls)
     timings = {name: Timing() for name in names}
@@ -65,6 +105,8 @@ def time_interleaved(
     def one(name: str) -> float:
         if setup is not None:
             setup()
+        if settle_threads:
+            settle()
         fn = impls[name]
         t0 = time.perf_counter()
         fn()

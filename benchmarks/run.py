@@ -63,7 +63,9 @@ def run_case(case: cases.Case, probe: harness.BandwidthProbe | None, budget: flo
     impls = dict(case.impls)
     if probe is not None and case.traffic is not None:
         impls.update(probe.kernels(case.traffic.read, case.traffic.rw))
-    timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds)
+    # Streaming cases run on every core: let the previous call's spinning threads go idle.
+    timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds,
+                                       settle_threads=probe is not None)
     med = {name: t.median for name, t in timings.items()}
     best = {name: t.best for name, t in timings.items()}
     roofline = roofline_best = None

@@ -82,7 +82,7 @@ typedef struct {
 static void norm_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     norm_run_ctx *c = ctx;
-    const ptrdiff_t inc = strides[0] / (ptrdiff_t)gc_item_size(c->dtype);
+    const ptrdiff_t inc = gc_elements(strides[0], c->dtype);
     c->acc = gc_norm_combine(c->norm, c->acc, gc_norm_run(c->dtype, ptrs[0], inc, n, c->norm));
 }
 
@@ -173,13 +173,13 @@ typedef struct {
 static void scale_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     const run_args *r = ctx;
-    gc_scale_run(r->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(r->dtype), n, r->a);
+    gc_scale_run(r->dtype, ptrs[0], gc_elements(strides[0], r->dtype), n, r->a);
 }
 
 static void clamp_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     const run_args *r = ctx;
-    gc_clamp_run(r->dtype, ptrs[0], strides[0] / (ptrdiff_t)gc_item_size(r->dtype), n, r->a, r->b);
+    gc_clamp_run(r->dtype, ptrs[0], gc_elements(strides[0], r->dtype), n, r->a, r->b);
 }
 
 static ptrdiff_t elementwise_size_of(void *ctx, size_t i)
@@ -204,7 +204,15 @@ static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, do
     /* Arrays that share memory must be processed in list order (torch scales a gradient
      * listed twice twice), so they stay on one thread. */
     const int parallel = elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1 && arrays_disjoint(arrays, n);
-    gc_for_each_block(n, elementwise_size_of, parallel, elementwise_block, &ctx);
+    if (parallel) {
+        gc_for_each_block(n, elementwise_size_of, 1, elementwise_block, &ctx);
+        return;
+    }
+    /* One thread: blocks make no difference to elementwise work, so each array is one walk. */
+    for (size_t i = 0; i < n; i++) {
+        run_args args = {arrays[i].dtype, a, b};
+        walk_block(&arrays[i], 0, array_size(&arrays[i]), run, &args);
+    }
 }
 
 void gc_scale(const gc_array *arrays, size_t n, double coef)

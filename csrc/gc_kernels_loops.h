@@ -55,15 +55,22 @@
         (a) = (t_ < (a) || t_ != t_) ? t_ : (a);                                               \
     } while (0)
 
-/* Pairwise, in a fixed tree. */
-static double merge_lanes(const gc_norm *norm, const double *acc)
+/* In a fixed tree: lane j with lane j + 8, then j + 4, j + 2, j + 1. Inline, so the lanes
+ * stay in registers, and for sums (gc_norm_combine is a + b) four vector additions. */
+static inline double merge_lanes(const gc_norm *norm, const double *acc)
 {
     double level[GC_LANES];
     for (int j = 0; j < GC_LANES; j++)
         level[j] = acc[j];
+    if (norm->kind != GC_NORM_INF && norm->kind != GC_NORM_NEGINF) {
+        for (int width = GC_LANES / 2; width >= 1; width /= 2)
+            for (int j = 0; j < width; j++)
+                level[j] = level[j] + level[j + width];
+        return level[0];
+    }
     for (int width = GC_LANES / 2; width >= 1; width /= 2)
         for (int j = 0; j < width; j++)
-            level[j] = gc_norm_combine(norm, level[2 * j], level[2 * j + 1]);
+            level[j] = gc_norm_combine(norm, level[j], level[j + width]);
     return level[0];
 }
 

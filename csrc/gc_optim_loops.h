@@ -48,9 +48,9 @@ static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, pt
 {
     const gc_optim_item *it = ctx_;
     const gc_sgd_options *o = it->options;
-    const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
     const int momentum = o->momentum != 0.0;
-    const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, ib = momentum ? strides[2] / size : 1;
+    const ptrdiff_t ip = gc_elements(strides[0], it->dtype), ig = gc_elements(strides[1], it->dtype),
+                    ib = momentum ? gc_elements(strides[2], it->dtype) : 1;
     char *buf = momentum ? ptrs[2] : NULL;
     switch (it->dtype) {
     case GC_FLOAT32:
@@ -71,9 +71,9 @@ static void adam_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, p
 {
     const gc_optim_item *it = ctx_;
     const gc_adam_options *o = it->options;
-    const ptrdiff_t size = (ptrdiff_t)gc_item_size(it->dtype);
-    const ptrdiff_t ip = strides[0] / size, ig = strides[1] / size, im = strides[2] / size,
-                    iv = strides[3] / size, ix = o->amsgrad ? strides[4] / size : 1;
+    const ptrdiff_t ip = gc_elements(strides[0], it->dtype), ig = gc_elements(strides[1], it->dtype),
+                    im = gc_elements(strides[2], it->dtype), iv = gc_elements(strides[3], it->dtype),
+                    ix = o->amsgrad ? gc_elements(strides[4], it->dtype) : 1;
     char *vmax = o->amsgrad ? ptrs[4] : NULL;
     switch (it->dtype) {
     case GC_FLOAT32:

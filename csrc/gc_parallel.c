@@ -148,12 +148,14 @@ static void visit_range(void *arg, size_t begin, size_t end)
 
 size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn visit, void *ctx)
 {
-    ptrdiff_t elements = 0;
-    for (size_t i = 0; i < n; i++)
-        elements += size_of(ctx, i);
     size_t *first = NULL;
-    if (parallel && elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
-        first = malloc((n + 1) * sizeof *first);
+    if (parallel && gc_get_num_threads() > 1) {
+        ptrdiff_t elements = 0;
+        for (size_t i = 0; i < n; i++)
+            elements += size_of(ctx, i);
+        if (elements >= GC_PARALLEL_MIN)
+            first = malloc((n + 1) * sizeof *first);
+    }
     if (first == NULL) {
         /* One thread (or no memory for the plan): the same blocks, in order. */
         size_t k = 0;

@@ -172,6 +172,15 @@ static int batch_reserve(batch *b, Py_ssize_t capacity)
         PyErr_NoMemory();
         return -1;
     }
+    /* Room for the shape and stride of as many contiguous (1-D) arrays. */
+    ptrdiff_t *dims = PyMem_Malloc((size_t)capacity * 2 * sizeof(ptrdiff_t));
+    if (dims == NULL) {
+        PyMem_Free(heap);
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->heap_dims = b->dims = dims;
+    b->dims_cap = capacity * 2;
     b->heap = heap;
     b->arrays = (gc_array *)heap;
     b->norms = (double *)(heap + (size_t)capacity * sizeof(gc_array));
