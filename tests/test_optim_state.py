@@ -284,3 +284,44 @@ def test_optimizer_copies_keep_state_attached_to_the_copied_params(how):
     opt.step()
     for c, p in zip(cloned_params, params):
         np.testing.assert_array_equal(c.data, p.data)
+
+
+def test_state_lookups_used_by_a_step_agree_with_the_mapping():
+    """Optimizer.state keeps a second index by Parameter for the per-step lookups; it must
+    follow every change made through the mapping (set, replace, delete, create on read,
+    copies and pickles), for Parameter and ndarray keys alike."""
+    from gradclip.optim.optimizer import _dicts_of, _get_each
+
+    params = [Parameter(np.zeros(2)) for _ in range(3)]
+    arrays = [np.zeros(2), np.ones(2)]
+    opt = optim.SGD(params + arrays, lr=0.1, momentum=0.9)
+    opt.step(grads=[np.ones(2)] * 5)
+    keys = params + arrays
+    state = opt.state
+
+    def check(st):
+        expect = [st.get(k, {}).get("momentum_buffer") for k in keys]
+        got = _get_each(st, keys, "momentum_buffer")
+        assert len(got) == len(expect) and all(a is b for a, b in zip(got, expect))
+        got_params = _get_each(st, params, "momentum_buffer")
+        assert all(a is b for a, b in zip(got_params, expect[:3]))
+
+    check(state)
+    state[params[0]] = {"momentum_buffer": np.full(2, 7.0)}  # replaced
+    del state[params[1]]  # deleted
+    check(state)
+    assert params[1] not in state
+    fresh = _dicts_of(state, params)  # creates the missing entry, as state[p] does
+    assert params[1] in state and fresh[1] == {} and fresh[1] is state[params[1]]
+    assert all(d is state[p] for d, p in zip(fresh, params))
+    check(state)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        # The copy's keys are the copy's parameters: look them up by those.
+        clone_keys = [p for g in clone.param_groups for p in g["params"]]
+        expect = [clone.state.get(k, {}).get("momentum_buffer") for k in clone_keys]
+        got = _get_each(clone.state, clone_keys, "momentum_buffer")
+        assert all(a is b for a, b in zip(got, expect))
+        np.testing.assert_array_equal(got[0], 7.0)
+    opt.load_state_dict(opt.state_dict())
+    check(opt.state)
+    np.testing.assert_array_equal(_get_each(opt.state, params, "momentum_buffer")[0], 7.0)

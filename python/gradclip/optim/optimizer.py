@@ -75,7 +75,7 @@ def _check_flag(value: object, what: str) -> None:
         raise TypeError(f"{what} must be a bool, not {_typename(value)}") from exc
 
 
-_NO_ENTRY: tuple[None, dict[str, Any]] = (None, {})
+_NO_STATE: dict[str, Any] = {}  # read-only stand-in for a missing state
 
 
 class _ParamState(MutableMapping):
@@ -88,6 +88,11 @@ class _ParamState(MutableMapping):
 
     def __init__(self, items: Iterable[tuple[object, object]] = ()) -> None:
         self._entries: dict[Hashable, tuple[object, object]] = {}
+        # The same state dicts again, keyed by the Parameter objects themselves: the lookup
+        # an optimizer step makes per parameter (hashing a Parameter is cheaper than id()).
+        # Only Parameters are keys here, and distinct live objects never share a hash, so a
+        # lookup by a Parameter never reaches Parameter's elementwise __eq__.
+        self._by_param: dict[Parameter, Any] = {}
         for key, value in items:
             self[key] = value
 
@@ -99,29 +104,37 @@ class _ParamState(MutableMapping):
 
     def get_each(self, params: list, name: str) -> list:
         """``self.get(p, {}).get(name)`` for each parameter, creating nothing."""
-        entries = self._entries
-        return [entries.get(id(p), _NO_ENTRY)[1].get(name) for p in params]
+        try:
+            by_param = self._by_param
+            return [by_param.get(p, _NO_STATE).get(name) for p in params]
+        except TypeError:  # an ndarray parameter: unhashable, found by id
+            return [self.get(p, _NO_STATE).get(name) for p in params]
 
     def dicts_of(self, params: list) -> list[dict[str, Any]]:
         """``self[p]`` for each parameter (an empty dict created where there was none)."""
-        entries = self._entries
         try:
-            return [entries[id(p)][1] for p in params]
-        except KeyError:
+            by_param = self._by_param
+            return [by_param[p] for p in params]
+        except (KeyError, TypeError):
             return [self[p] for p in params]
 
     def __getitem__(self, key: object) -> Any:
         slot = self._slot(key)
         entry = self._entries.get(slot)
         if entry is None:
-            entry = self._entries[slot] = (key, {})
+            self[key] = {}
+            entry = self._entries[slot]
         return entry[1]
 
     def __setitem__(self, key: object, value: object) -> None:
         self._entries[self._slot(key)] = (key, value)
+        if isinstance(key, Parameter):
+            self._by_param[key] = value
 
     def __delitem__(self, key: object) -> None:
         del self._entries[self._slot(key)]
+        if isinstance(key, Parameter):
+            del self._by_param[key]
 
     def __contains__(self, key: object) -> bool:
         return self._slot(key) in self._entries
