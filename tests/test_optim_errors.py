@@ -476,3 +476,45 @@ def test_loaded_float64_step_counter_becomes_float32():
     assert other.state[fresh[0]]["step"].dtype == np.float32
     other.step(grads=[np.ones(2)])
     assert other.state[fresh[0]]["step"] == 2
+
+
+class _Impostor:
+    """Not a Parameter, but with .grad and .data: the fast path would take it for one."""
+
+    def __init__(self, explode: bool):
+        self.data = np.zeros(3)
+        self._explode = explode
+
+    @property
+    def grad(self):
+        if self._explode:
+            raise RuntimeError("boom")
+        return np.ones(3)
+
+
+@pytest.mark.parametrize("explode", [False, True])
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_objects_slipped_into_a_group_later_are_refused(name, explode):
+    """Steps gather parameters without Python checks and let the kernels validate; anything
+    the kernels would accept but the constructor would not is still refused, by name."""
+    p = Parameter(np.zeros(3))
+    p.grad = np.ones(3)
+    opt = getattr(optim, name)([p], lr=0.1)
+    opt.step()
+    opt.param_groups[0]["params"].append(_Impostor(explode))
+    before = p.data.copy(), copy.deepcopy(opt.state_dict()["state"])
+    with pytest.raises(TypeError, match=r"parameter 1 \(in param_groups\[0\]\) is _Impostor|"
+                                        r"but parameter 1 \(in param_groups\[0\]\) is .*_Impostor"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, before[0])
+    for key, value in opt.state[p].items():
+        np.testing.assert_array_equal(value, before[1][0][key])
+
+
+def test_a_group_whose_params_became_a_tuple_still_steps():
+    p = Parameter(np.zeros(3))
+    p.grad = np.ones(3)
+    opt = optim.SGD([p], lr=0.5)
+    opt.param_groups[0]["params"] = tuple(opt.param_groups[0]["params"])
+    opt.step()
+    np.testing.assert_array_equal(p.data, -0.5)

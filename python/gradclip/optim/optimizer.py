@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from .. import _clip
+from .. import _C, _clip
 from .._parameter import Parameter
 
 __all__ = ["Optimizer", "ParamsT"]
@@ -385,11 +385,8 @@ class Optimizer:
         """
         batches = []
         if grads is None:
-            for group in self.param_groups:
-                # A plain ndarray has no .grad: AttributeError, explained by _explain.
-                keys = [p for p in group["params"] if p.grad is not None]
-                batches.append(_Batch(group, keys, [p.data for p in keys], [p.grad for p in keys]))
-            return batches
+            # Anything but a Parameter raises (explained by _explain).
+            return [_Batch(group, *_C.with_grads(group["params"], Parameter)) for group in self.param_groups]
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads")
         start = 0
@@ -444,6 +441,7 @@ class Optimizer:
                 elif isinstance(p, Parameter):
                     grad = p.grad
                 else:
+                    self._check_param(p, where)  # not an ndarray either: says what it is
                     raise TypeError(
                         f"{where} is a plain ndarray, which has no .grad: pass the gradients "
                         "to step()/clip_and_step() as grads=[...]"
