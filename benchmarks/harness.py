@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import random
 import statistics
 import threading
 import time
@@ -91,7 +92,7 @@ def time_interleaved(
     max_rounds: int,
     settle_threads: bool = False,
 ) -> dict[str, Timing]:
-    """Time every implementation once per round, rotating the order, until `budget` seconds.
+    """Time every implementation once per round, in a random order, until `budget` seconds.
 
     `setup` runs untimed before every single call (restoring gradients that the previous call
     clipped, say). One untimed warm-up call per implementation comes first. A sample is one
@@ -118,9 +119,14 @@ def time_interleaved(
         per_round = sum(one(name) for name in names)  # warm-up, also sizes the run
         rounds = int(budget / max(per_round, 1e-9))
         rounds = max(min_rounds, min(max_rounds, rounds))
-        for r in range(rounds):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
+        # A fresh random order every round: with a fixed rotation each implementation would
+        # nearly always follow the same neighbour, and inherit that neighbour's effect on the
+        # caches (a NumPy loop's temporaries, say) in every sample.
+        rng = random.Random(0)
+        order = list(names)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for name in order:
                 timings[name].samples.append(one(name))
     finally:
         if gc_was_enabled:
