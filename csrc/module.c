@@ -1184,42 +1184,62 @@ static PyObject *py_adam_step(PyObject *module, PyObject *const *args, Py_ssize_
     return optim_step(args[0], args[1], args[2], sizeof(gc_adam_options), parse_adam_group, names, -1, 5, gc_adam);
 }
 
-/* with_grads(params, parameter_type) -> (keys, values, grads)
- * The items of a list or tuple whose .grad is not None, with their .data and .grad: an
- * optimizer step's gathering, one pass in C instead of three list comprehensions. Items must
- * be instances of parameter_type (TypeError otherwise); nothing else is validated here (the
+/* with_grads(params, parameter_type, given) -> (keys, values, grads)
+ * An optimizer step's gathering, one pass in C instead of a Python loop per parameter: the items
+ * of `params` (a list or tuple) that have a gradient, with their values and gradients. With
+ * `given` None, items must be instances of parameter_type and their .grad is read; otherwise
+ * `given` holds one gradient (or None) per item, and items may also be plain ndarrays, their
+ * own values. A parameter_type item's value is its .data. Nothing else is validated here (the
  * step does that). */
 static PyObject *py_with_grads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     module_state *st = get_state(module);
-    if (check_nargs("with_grads", nargs, 2) < 0)
+    if (check_nargs("with_grads", nargs, 3) < 0)
         return NULL;
-    PyObject *params = args[0];
+    PyObject *params = args[0], *given = args[2];
     if (!PyType_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "parameter_type must be a type");
         return NULL;
     }
     PyTypeObject *type = (PyTypeObject *)args[1];
-    if (!PyList_Check(params) && !PyTuple_Check(params)) {
-        PyErr_Format(PyExc_TypeError, "params must be a list or tuple, not %.200s", Py_TYPE(params)->tp_name);
+    if ((!PyList_Check(params) && !PyTuple_Check(params)) ||
+        (given != Py_None && !PyList_Check(given) && !PyTuple_Check(given))) {
+        PyErr_SetString(PyExc_TypeError, "params and given must be lists or tuples");
         return NULL;
     }
     PyObject *keys = PyList_New(0), *values = PyList_New(0), *grads = PyList_New(0);
     if (keys == NULL || values == NULL || grads == NULL)
         goto fail;
-    /* Re-read by index: an attribute lookup may run code that changes the list. */
+    /* Re-read by index: an attribute lookup may run code that changes a list. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(params); i++) {
         if (i + 8 < PySequence_Fast_GET_SIZE(params))
             PREFETCH(PySequence_Fast_GET_ITEM(params, i + 8));
-        PyObject *p = Py_NewRef(PySequence_Fast_GET_ITEM(params, i));
-        if (!PyObject_TypeCheck(p, type)) {
-            PyErr_Format(PyExc_TypeError, "params[%zd] is a %.200s, not a %.200s", i, Py_TYPE(p)->tp_name,
-                         type->tp_name);
-            Py_DECREF(p);
+        if (given != Py_None && PySequence_Fast_GET_SIZE(given) != PySequence_Fast_GET_SIZE(params)) {
+            PyErr_SetString(PyExc_ValueError, "given must hold one gradient (or None) per parameter");
             goto fail;
         }
-        PyObject *grad = PyObject_GetAttr(p, st->str_grad);
-        PyObject *data = (grad == NULL || grad == Py_None) ? NULL : PyObject_GetAttr(p, st->str_data);
+        PyObject *p = Py_NewRef(PySequence_Fast_GET_ITEM(params, i));
+        const int is_param = PyObject_TypeCheck(p, type);
+        PyObject *grad = NULL, *data = NULL;
+        if (given == Py_None) {
+            if (is_param)
+                grad = PyObject_GetAttr(p, st->str_grad);
+            else
+                PyErr_Format(PyExc_TypeError, "params[%zd] is a %.200s, not a %.200s", i, Py_TYPE(p)->tp_name,
+                             type->tp_name);
+        }
+        else {
+            grad = Py_NewRef(PySequence_Fast_GET_ITEM(given, i));
+        }
+        if (grad != NULL && grad != Py_None) {
+            if (is_param)
+                data = PyObject_GetAttr(p, st->str_data);
+            else if (PyArray_Check(p))
+                data = Py_NewRef(p);
+            else
+                PyErr_Format(PyExc_TypeError, "params[%zd] is a %.200s, not a %.200s or an ndarray", i,
+                             Py_TYPE(p)->tp_name, type->tp_name);
+        }
         const int ok = grad != NULL && (grad == Py_None ||
                                         (data != NULL && PyList_Append(keys, p) == 0 &&
                                          PyList_Append(values, data) == 0 && PyList_Append(grads, grad) == 0));
@@ -1286,7 +1306,7 @@ static PyMethodDef module_methods[] = {
     {"adam_step", (PyCFunction)(void (*)(void))py_adam_step, METH_FASTCALL,
      "adam_step(groups, grad_scale, write_back); groups: [" ADAM_GROUP ", ...]"},
     {"with_grads", (PyCFunction)(void (*)(void))py_with_grads, METH_FASTCALL,
-     "with_grads(params, parameter_type) -> (keys, values, grads)"},
+     "with_grads(params, parameter_type, given) -> (keys, values, grads)"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {NULL, NULL, 0, NULL},

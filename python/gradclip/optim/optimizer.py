@@ -176,7 +176,7 @@ def _dicts_of(state: MutableMapping, params: list) -> list[dict[str, Any]]:
 
 
 class _Batch(NamedTuple):
-    """The parameters of one group that take part in a step, validated."""
+    """The parameters of one group that take part in a step (those with a gradient)."""
 
     group: dict[str, Any]
     keys: list[object]  # the parameter objects (state keys)
@@ -383,23 +383,15 @@ class Optimizer:
         any, and if anything fails, :meth:`_explain` re-checks in Python to say which
         parameter is at fault. It raises on anything unusual, which sends it there too.
         """
-        batches = []
         if grads is None:
             # Anything but a Parameter raises (explained by _explain).
-            return [_Batch(group, *_C.with_grads(group["params"], Parameter)) for group in self.param_groups]
+            return [_Batch(group, *_C.with_grads(group["params"], Parameter, None)) for group in self.param_groups]
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads")
-        start = 0
+        batches, start = [], 0
         for group in self.param_groups:
-            params = group["params"]
-            stop = start + len(params)
-            batch = _Batch(group, [], [], [])
-            for p, grad in zip(params, grads[start:stop]):
-                if grad is not None:
-                    batch.keys.append(p)
-                    batch.values.append(p.data if isinstance(p, Parameter) else p)
-                    batch.grads.append(grad)
-            batches.append(batch)
+            stop = start + len(group["params"])
+            batches.append(_Batch(group, *_C.with_grads(group["params"], Parameter, grads[start:stop])))
             start = stop
         if start != len(grads):
             raise ValueError("grads")
