@@ -76,6 +76,7 @@ def _check_flag(value: object, what: str) -> None:
 
 
 _NO_STATE: dict[str, Any] = {}  # read-only stand-in for a missing state
+_NO_ENTRY = (None, _NO_STATE)
 
 
 class _ParamState(MutableMapping):
@@ -107,16 +108,24 @@ class _ParamState(MutableMapping):
         try:
             by_param = self._by_param
             return [by_param.get(p, _NO_STATE).get(name) for p in params]
-        except TypeError:  # an ndarray parameter: unhashable, found by id
-            return [self.get(p, _NO_STATE).get(name) for p in params]
+        except TypeError:  # ndarray parameters: unhashable, their slot is their id
+            entries = self._entries
+            return [entries.get(id(p), _NO_ENTRY)[1].get(name) for p in params]
 
     def dicts_of(self, params: list) -> list[dict[str, Any]]:
         """``self[p]`` for each parameter (an empty dict created where there was none)."""
         try:
             by_param = self._by_param
             return [by_param[p] for p in params]
-        except (KeyError, TypeError):
-            return [self[p] for p in params]
+        except TypeError:  # ndarray parameters: unhashable, their slot is their id
+            entries = self._entries
+            try:
+                return [entries[id(p)][1] for p in params]
+            except KeyError:
+                pass
+        except KeyError:
+            pass
+        return [self[p] for p in params]
 
     def __getitem__(self, key: object) -> Any:
         slot = self._slot(key)
