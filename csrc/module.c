@@ -1210,14 +1210,17 @@ static PyObject *py_with_grads(PyObject *module, PyObject *const *args, Py_ssize
     PyObject *keys = PyList_New(0), *values = PyList_New(0), *grads = PyList_New(0);
     if (keys == NULL || values == NULL || grads == NULL)
         goto fail;
-    /* Re-read by index: an attribute lookup may run code that changes a list. */
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(params); i++) {
-        if (i + 8 < PySequence_Fast_GET_SIZE(params))
-            PREFETCH(PySequence_Fast_GET_ITEM(params, i + 8));
+    /* Re-read by index, and the lengths re-checked: an attribute lookup may run code that
+     * changes a list. */
+    for (Py_ssize_t i = 0;; i++) {
         if (given != Py_None && PySequence_Fast_GET_SIZE(given) != PySequence_Fast_GET_SIZE(params)) {
             PyErr_SetString(PyExc_ValueError, "given must hold one gradient (or None) per parameter");
             goto fail;
         }
+        if (i >= PySequence_Fast_GET_SIZE(params))
+            break;
+        if (i + 8 < PySequence_Fast_GET_SIZE(params))
+            PREFETCH(PySequence_Fast_GET_ITEM(params, i + 8));
         PyObject *p = Py_NewRef(PySequence_Fast_GET_ITEM(params, i));
         const int is_param = PyObject_TypeCheck(p, type);
         PyObject *grad = NULL, *data = NULL;

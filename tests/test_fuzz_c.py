@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from gradclip import _C
+from gradclip import Parameter, _C
 
 STRESS = os.environ.get("GRADCLIP_STRESS") == "1"
 EXAMPLES = int(os.environ.get("GRADCLIP_FUZZ_EXAMPLES", 10_000 if STRESS else 200))  # valgrind.sh sets it low
@@ -1195,3 +1195,100 @@ def test_fuzz_adam_step(data):
             if ams:
                 _close(vmax, second, dtype)
             _close(p, expected, dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# with_grads: an optimizer step's gathering
+
+
+class _MutatingParameter(Parameter):
+    """A Parameter whose .grad runs code that changes the list being gathered."""
+
+    __slots__ = ("_target",)
+
+    @property
+    def grad(self):
+        self._target.clear()
+        return np.ones(self.data.shape)
+
+
+def _with_grads_reference(params, given):
+    """What with_grads must return, or the exception type it must raise."""
+    if not isinstance(params, (list, tuple)) or not (given is None or isinstance(given, (list, tuple))):
+        return TypeError
+    if given is not None and len(given) != len(params):
+        return ValueError
+    keys, values, grads = [], [], []
+    for i, p in enumerate(params):
+        if given is None:
+            if not isinstance(p, Parameter):
+                return TypeError
+            g = p.grad
+        else:
+            g = given[i]
+        if g is None:
+            continue
+        if isinstance(p, Parameter):
+            v = p.data
+        elif isinstance(p, np.ndarray):
+            v = p
+        else:
+            return TypeError
+        keys.append(p), values.append(v), grads.append(g)
+    return keys, values, grads
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_with_grads(data):
+    rng = rng_from(data)
+    n = data.draw(st.integers(0, 12), label="n")
+    params = []
+    for _ in range(n):
+        kind = data.draw(st.sampled_from(["param", "param", "param_no_grad", "array", "junk"]))
+        if kind.startswith("param"):
+            p = Parameter(rng.standard_normal(data.draw(st.integers(0, 5))))
+            if kind == "param":
+                p.grad = np.ones(p.data.shape)
+            params.append(p)
+        elif kind == "array":
+            params.append(rng.standard_normal(3))
+        else:
+            params.append(data.draw(st.sampled_from(JUNK)))
+    given_kind = data.draw(st.sampled_from(["none", "list", "list", "tuple", "short", "junk"]), label="given")
+    if given_kind == "none":
+        given = None
+    elif given_kind == "junk":
+        given = data.draw(st.sampled_from([3, "ab", {1: 2}, np.ones(2)]))
+    else:
+        given = [data.draw(st.sampled_from([None, np.ones(3), "g", 2.0])) for _ in range(n)]
+        if given_kind == "short":
+            given = given[:-1] if given else [None]
+        if given_kind == "tuple":
+            given = tuple(given)
+    container = data.draw(st.sampled_from([list, list, tuple]))
+    params = container(params)
+    expected = _with_grads_reference(params, given)
+    ok, result = call(_C.with_grads, params, Parameter, given)
+    if isinstance(expected, type):
+        assert not ok and isinstance(result, expected), (result, expected)
+        return
+    assert ok, result
+    for got, want in zip(result, expected):
+        assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+
+
+def test_with_grads_when_a_grad_property_empties_the_list():
+    victim = _MutatingParameter.__new__(_MutatingParameter)  # its grad property has no setter
+    object.__setattr__(victim, "data", np.zeros(2))
+    params = [Parameter(np.zeros(2)) for _ in range(3)]
+    for p in params:
+        p.grad = np.zeros(2)
+    params.insert(1, victim)
+    victim._target = params
+    keys, values, grads = _C.with_grads(params, Parameter, None)
+    # The first parameter and the victim were gathered; the list was empty afterwards.
+    assert params == [] and keys[0] is not victim and keys[1] is victim and len(keys) == 2
+    assert values[1] is victim.data and np.array_equal(grads[1], np.ones(2))
+    with pytest.raises(TypeError, match="parameter_type must be a type"):
+        _C.with_grads([], "Parameter", None)
