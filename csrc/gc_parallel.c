@@ -36,17 +36,27 @@ void gc_init_num_threads(const char *env_value)
     gc_set_num_threads(n < 1 ? 1 : (int)(n > GC_MAX_THREADS ? GC_MAX_THREADS : n));
 }
 
+/* The tasks are handed out in chunks of `chunk` from a shared counter, not cut into one fixed
+ * range per thread: a thread that starts late (a new thread on an idle or busy core of a shared
+ * machine can take a millisecond to run) or is preempted does less, instead of the whole call
+ * waiting for its share. Which thread runs a task never changes what the task computes. */
 typedef struct {
     gc_range_fn fn;
     void *ctx;
-    size_t begin, end;
-} range_job;
+    size_t ntasks, chunk;
+    size_t next; /* the first task not yet handed out; atomic */
+} chunked_job;
 
-static void *run_range(void *arg)
+static void *run_chunks(void *arg)
 {
-    range_job *job = arg;
-    job->fn(job->ctx, job->begin, job->end);
-    return NULL;
+    chunked_job *job = arg;
+    for (;;) {
+        const size_t begin = __atomic_fetch_add(&job->next, job->chunk, __ATOMIC_RELAXED);
+        if (begin >= job->ntasks)
+            return NULL;
+        const size_t end = job->ntasks - begin < job->chunk ? job->ntasks : begin + job->chunk;
+        job->fn(job->ctx, begin, end);
+    }
 }
 
 void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
@@ -61,23 +71,15 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
             fn(ctx, 0, ntasks);
         return;
     }
-    range_job jobs[GC_MAX_THREADS];
+    chunked_job job = {fn, ctx, ntasks, grain, 0};
     pthread_t threads[GC_MAX_THREADS];
     int started[GC_MAX_THREADS] = {0};
-    for (size_t t = 0; t < nthreads; t++) {
-        jobs[t].fn = fn;
-        jobs[t].ctx = ctx;
-        jobs[t].begin = ntasks * t / nthreads;
-        jobs[t].end = ntasks * (t + 1) / nthreads;
-    }
     for (size_t t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&threads[t], NULL, run_range, &jobs[t]) == 0;
-    run_range(&jobs[0]);
+        started[t] = pthread_create(&threads[t], NULL, run_chunks, &job) == 0;
+    run_chunks(&job); /* a thread that could not start leaves its chunks to this one */
     for (size_t t = 1; t < nthreads; t++) {
         if (started[t])
             pthread_join(threads[t], NULL);
-        else
-            run_range(&jobs[t]); /* could not start a thread: do its share here */
     }
 }
 
@@ -171,7 +173,7 @@ size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn
         first[i + 1] = first[i] + blocks_of(size_of(ctx, i));
     const size_t total = first[n];
     block_job job = {first, n, size_of, visit, ctx};
-    /* Four blocks at least per thread: about a million elements. */
+    /* Chunks of four blocks (262,144 elements), at least one per thread. */
     gc_parallel_for(total, 4, visit_range, &job);
     free(first);
     return total;

@@ -16,9 +16,10 @@ int gc_get_num_threads(void);
 void gc_set_num_threads(int n);
 void gc_init_num_threads(const char *env_value);
 
-/* Runs fn(ctx, begin, end) over [0, ntasks) cut into at most gc_get_num_threads() contiguous
- * ranges of at least `grain` tasks each; the calling thread takes the first range. If threads
- * cannot be started the calling thread does all the work. */
+/* Runs fn(ctx, begin, end) over [0, ntasks) on at most gc_get_num_threads() threads (the
+ * calling one included, and no more than ntasks / grain), which take chunks of `grain` tasks
+ * from a shared counter until none is left. If threads cannot be started the calling thread
+ * does all the work. */
 typedef void (*gc_range_fn)(void *ctx, size_t begin, size_t end);
 void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
 
