@@ -18,8 +18,9 @@
  * then keeps more misses in flight than the hardware prefetcher alone, which matters for the
  * conversions of float32/float16 (more instructions per cache line than a plain sum): on the
  * README's machine a 256 MB float32 norm went from ~1.2 to ~1.1 times the time of torch's
- * float64 sum over the same bytes, float16 from ~1.4 to ~1.2. Short runs (in cache, or the many
- * small arrays of a list) skip it: there it would only fetch unrelated lines. */
+ * float64 sum over the same bytes, float16 from ~1.4 to ~1.2. float64 (one instruction less per
+ * element) was slower with it (~1.05 -> ~1.25) and goes without, as do short runs (in cache, or
+ * the many small arrays of a list), where it would only fetch unrelated lines. */
 #define GC_PREFETCH_AHEAD 4096
 #define GC_PREFETCH_MIN_BYTES 65536
 #if defined(__GNUC__)
@@ -33,7 +34,7 @@
 #define GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC)                                                  \
     do {                                                                                       \
         ptrdiff_t i_ = 0;                                                                      \
-        if ((inc) == 1 && (size_t)(n) * sizeof(*(x)) >= GC_PREFETCH_MIN_BYTES) {               \
+        if ((inc) == 1 && sizeof(*(x)) <= 4 && (size_t)(n) * sizeof(*(x)) >= GC_PREFETCH_MIN_BYTES) { \
             for (; i_ + GC_LANES <= (n); i_ += GC_LANES) {                                     \
                 for (size_t l_ = 0; l_ < GC_LANES * sizeof(*(x)); l_ += 64)                    \
                     GC_PREFETCH((const char *)((x) + i_) + GC_PREFETCH_AHEAD + l_);            \
