@@ -115,17 +115,14 @@ class _ParamState(MutableMapping):
     def dicts_of(self, params: list) -> list[dict[str, Any]]:
         """``self[p]`` for each parameter (an empty dict created where there was none)."""
         try:
-            by_param = self._by_param
-            return [by_param[p] for p in params]
-        except TypeError:  # ndarray parameters: unhashable, their slot is their id
-            entries = self._entries
             try:
+                by_param = self._by_param
+                return [by_param[p] for p in params]
+            except TypeError:  # ndarray parameters: unhashable, their slot is their id
+                entries = self._entries
                 return [entries[id(p)][1] for p in params]
-            except KeyError:
-                pass
-        except KeyError:
-            pass
-        return [self[p] for p in params]
+        except KeyError:  # a parameter without state yet: create it, as state[p] does
+            return [self[p] for p in params]
 
     def __getitem__(self, key: object) -> Any:
         slot = self._slot(key)
@@ -410,12 +407,13 @@ class Optimizer:
         """After the fast path failed: raise the Python check's error, naming the parameter
         at fault, if it finds one (else the caller re-raises the kernel's own error)."""
         try:
-            self._gather(grads, writable_grads=writable_grads)
+            self._validate(grads, writable_grads=writable_grads)
         except Exception as exc:
             raise exc from None
 
-    def _gather(self, grads: Optional[object], *, writable_grads: bool = False) -> list[_Batch]:
-        """Validate every parameter, gradient and state entry; modify nothing."""
+    def _validate(self, grads: Optional[object], *, writable_grads: bool = False) -> None:
+        """Check every parameter, gradient and state entry in Python, raising an error that
+        names the first one at fault; modify nothing."""
         n_params = sum(len(g["params"]) for g in self.param_groups)
         if grads is not None:
             if isinstance(grads, (np.ndarray, Parameter)) or not isinstance(grads, (list, tuple)):
@@ -430,11 +428,9 @@ class Optimizer:
                     "None) per parameter, in the order of the parameters over all groups"
                 )
 
-        batches = []
         index = 0
         for group_index, group in enumerate(self.param_groups):
             self._check_group(group, f"param_groups[{group_index}]")
-            batch = _Batch(group, [], [], [])
             for p in group["params"]:
                 where = _describe(index, group_index)
                 if grads is not None:
@@ -454,11 +450,6 @@ class Optimizer:
                 value = _value(p)
                 _check_grad(grad, value, where, writable_grads)
                 self._check_state(group, p, value, grad, where)
-                batch.keys.append(p)
-                batch.values.append(value)
-                batch.grads.append(grad)
-            batches.append(batch)
-        return batches
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
         """Raise if a group's hyper-parameters (possibly changed since construction) are unusable."""
