@@ -43,7 +43,6 @@ static void walk_block(const gc_array *a, ptrdiff_t start, ptrdiff_t stop, gc_ru
  * of arrays ahead (the hardware prefetcher follows longer runs by itself). A hint only. */
 static void prefetch_ahead(const gc_array *arrays, size_t n, size_t i)
 {
-#if defined(__GNUC__)
     if (i >= n)
         return;
     const gc_array *a = &arrays[i];
@@ -51,10 +50,7 @@ static void prefetch_ahead(const gc_array *arrays, size_t n, size_t i)
         return;
     const ptrdiff_t bytes = a->shape[0] * a->strides[0];
     for (ptrdiff_t offset = 0; offset < bytes && offset < 1024; offset += 64)
-        __builtin_prefetch(a->data + offset);
-#else
-    (void)arrays, (void)n, (void)i;
-#endif
+        GC_PREFETCH(a->data + offset);
 }
 
 /* Byte ranges of the arrays; whether they are pairwise disjoint (so blocks of different arrays

@@ -21,6 +21,13 @@
 #define GC_HAVE_AVX2 0
 #endif
 
+/* A hint to fetch the cache line holding p (never faults, even past the end of an array). */
+#if defined(__GNUC__)
+#define GC_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define GC_PREFETCH(p) ((void)(p))
+#endif
+
 typedef enum {
     GC_FLOAT16 = 0,
     GC_FLOAT32,

@@ -23,11 +23,6 @@
  * the many small arrays of a list), where it would only fetch unrelated lines. */
 #define GC_PREFETCH_AHEAD 4096
 #define GC_PREFETCH_MIN_BYTES 65536
-#if defined(__GNUC__)
-#define GC_PREFETCH(p) __builtin_prefetch(p)
-#else
-#define GC_PREFETCH(p) ((void)(p))
-#endif
 
 /* Runs ACC(acc[j], v) for every element, v being the element (or its modulus squared, see
  * LOAD) as a double. */

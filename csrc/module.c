@@ -467,12 +467,6 @@ static PyObject *resolve_item(module_state *st, PyObject *item, source_kind sour
     return grad;
 }
 
-#if defined(__GNUC__)
-#define PREFETCH(p) __builtin_prefetch(p)
-#else
-#define PREFETCH(p) ((void)(p))
-#endif
-
 /* A list of many small arrays is latency-bound: each item is an object, a block holding its
  * shape and strides, and its data, rarely all in cache. While item i is validated, ask for item
  * i + 8's object and for item i + 4's shape block and data (its object was asked for four items
@@ -481,12 +475,12 @@ static inline void prefetch_items(PyObject *seq, Py_ssize_t i)
 {
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (i + 8 < n)
-        PREFETCH(PySequence_Fast_GET_ITEM(seq, i + 8));
+        GC_PREFETCH(PySequence_Fast_GET_ITEM(seq, i + 8));
     if (i + 4 < n) {
         PyObject *ahead = PySequence_Fast_GET_ITEM(seq, i + 4);
         if (PyArray_CheckExact(ahead)) {
-            PREFETCH(PyArray_DIMS((PyArrayObject *)ahead));
-            PREFETCH(PyArray_DATA((PyArrayObject *)ahead));
+            GC_PREFETCH(PyArray_DIMS((PyArrayObject *)ahead));
+            GC_PREFETCH(PyArray_DATA((PyArrayObject *)ahead));
         }
     }
 }
@@ -1220,7 +1214,7 @@ static PyObject *py_with_grads(PyObject *module, PyObject *const *args, Py_ssize
         if (i >= PySequence_Fast_GET_SIZE(params))
             break;
         if (i + 8 < PySequence_Fast_GET_SIZE(params))
-            PREFETCH(PySequence_Fast_GET_ITEM(params, i + 8));
+            GC_PREFETCH(PySequence_Fast_GET_ITEM(params, i + 8));
         PyObject *p = Py_NewRef(PySequence_Fast_GET_ITEM(params, i));
         const int is_param = PyObject_TypeCheck(p, type);
         PyObject *grad = NULL, *data = NULL;
