@@ -132,7 +132,7 @@ static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t st
         ctx->acc[i] = gc_norm_combine(ctx->norm, ctx->acc[i], block);
 }
 
-double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms)
+void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms, int finish)
 {
     ptrdiff_t elements = 0;
     size_t nblocks = 0;
@@ -157,9 +157,29 @@ double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, doub
         }
         free(ctx.partials);
     }
-    for (size_t i = 0; i < n; i++)
-        norms[i] = gc_norm_finish(norm, norms[i]);
+    if (finish) {
+        for (size_t i = 0; i < n; i++)
+            norms[i] = gc_norm_finish(norm, norms[i]);
+    }
+}
+
+double gc_norms_total(const double *norms, size_t n, const gc_norm *norm)
+{
     return gc_norm_finish(norm, gc_norm_run(GC_FLOAT64, norms, 1, (ptrdiff_t)n, norm));
+}
+
+double gc_raw_total(const double *accumulations, size_t n, const gc_norm *norm)
+{
+    double acc = gc_norm_identity(norm);
+    for (size_t i = 0; i < n; i++)
+        acc = gc_norm_combine(norm, acc, accumulations[i]);
+    return gc_norm_finish(norm, acc);
+}
+
+double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms)
+{
+    gc_array_norms(arrays, n, norm, norms, 1);
+    return gc_norms_total(norms, n, norm);
 }
 
 double gc_clip_coef(double total, double max_norm, int single)

@@ -1,6 +1,6 @@
 /* Norms, clipping and clamping over a list of arrays. Plain C: no Python, no NumPy.
  *
- * The caller (the glue in module.c) has validated every array: supported dtype, aligned, strides
+ * The caller (the glue in py_*.c) has validated every array: supported dtype, aligned, strides
  * multiples of the item size, writeable and free of self-overlap where written. These functions
  * cannot fail, so they can run with the GIL released.
  */
@@ -18,6 +18,7 @@ typedef struct {
     int ndim;
     const ptrdiff_t *shape;
     const ptrdiff_t *strides; /* bytes */
+    int zero_dim;             /* the caller's array was 0-d (torch promotes 0-d operands) */
 } gc_array;
 
 
@@ -26,6 +27,17 @@ typedef struct {
  * block by block (GC_BLOCK elements) and the block results are combined in block order, so the
  * result does not depend on the number of threads. */
 double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms);
+
+/* The two halves of gc_total_norm. gc_array_norms stores each array's norm in norms[i], or with
+ * `finish` unset its accumulation before the final step (sum |x|^p, max |x|, count...);
+ * gc_norms_total is the total from finished per-array norms, exactly as gc_total_norm forms it,
+ * so the total over several processes' arrays can be formed from their norms alone. */
+void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms, int finish);
+double gc_norms_total(const double *norms, size_t n, const gc_norm *norm);
+
+/* The norm from accumulations (of gc_array_norms without `finish`) combined in order: the total
+ * over arrays split into shards. */
+double gc_raw_total(const double *accumulations, size_t n, const gc_norm *norm);
 
 /* torch's clip coefficient, min(max_norm * (1 / (total + 1e-6)), 1), evaluated step by step in
  * float32 when `single` is set and in float64 otherwise; NaN propagates. */

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #define GC_MAXDIMS 64 /* NumPy 2's NPY_MAXDIMS */
-#define GC_MAXOPS 5
+#define GC_MAXOPS 6
 
 typedef struct {
     int ndim;       /* >= 1 */

@@ -87,12 +87,7 @@ static void step_all(const gc_optim_item *items, size_t n, gc_run_fn walk)
     gc_for_each_block(n, item_size, parallel, step_block, &ctx);
 }
 
-void gc_sgd(const gc_optim_item *items, size_t n)
+void gc_optim_run(int which, const gc_optim_item *items, size_t n)
 {
-    step_all(items, n, gc_optim_kernels.sgd_walk);
-}
-
-void gc_adam(const gc_optim_item *items, size_t n)
-{
-    step_all(items, n, gc_optim_kernels.adam_walk);
+    step_all(items, n, gc_optim_kernels.walk[which]);
 }

@@ -1,10 +1,16 @@
-/* Optimizer steps over a list of parameters: torch's single-tensor SGD and Adam/AdamW rules.
- * Plain C, no Python. Every arithmetic step rounds as torch's CPU kernels round it (see
- * gc_optim_tmpl.h), so results match torch bit for bit except where torch's sqrt (MKL) is
- * not correctly rounded.
+/* Optimizer steps over a list of parameters: torch's single-tensor rules. Plain C, no Python.
  *
- * The caller has validated every operand (dtype, shape, writeability, no aliasing between a
- * parameter's operands); these functions cannot fail.
+ * Every optimizer is elementwise over its parameter's operands (parameter, gradient, state
+ * buffers of the same shape), so one driver serves them all: an optimizer is
+ *   - a kernel file gc_optim_<name>.h: the update of one run of elements, templated by dtype
+ *     (included for every dtype and instruction set by gc_optim_loops.h via gc_optim_kernels.h);
+ *   - an entry in gc_optim_specs.c: its operands, per-parameter scalars and hyper-parameters;
+ *   - a line in GC_OPTIMIZERS below.
+ * The glue (py_optim.c) turns the spec into a validated entry point `_C.<name>_step`.
+ *
+ * Every arithmetic step rounds as torch's CPU kernels round it (see gc_optim_tmpl.h). The caller
+ * has validated every operand (dtype, shape, writeability, no aliasing between a parameter's
+ * operands); these functions cannot fail.
  */
 #ifndef GC_OPTIM_H
 #define GC_OPTIM_H
@@ -12,24 +18,28 @@
 #include <stddef.h>
 
 #include "gc_kernels.h"
+#include "gc_layout.h"
+
+/* Every optimizer, one line each: X(name). */
+#define GC_OPTIMIZERS(X)                                                                                        \
+    X(sgd)                                                                                                      \
+    X(adam)
+
+enum {
+#define GC_OPTIM_ENUM(name) GC_OPTIM_##name,
+    GC_OPTIMIZERS(GC_OPTIM_ENUM)
+#undef GC_OPTIM_ENUM
+    GC_OPTIM_COUNT
+};
 
 /* Operand slots of one parameter. */
 enum { GC_OP_PARAM = 0, GC_OP_GRAD = 1, GC_OP_STATE0 = 2 };
-#define GC_OPTIM_MAXOPS 5
+#define GC_OPTIM_MAXOPS GC_MAXOPS
+#define GC_OPTIM_MAXH 16       /* hyper-parameters of a group */
+#define GC_OPTIM_MAXSCALARS 4  /* per-parameter 0-d float32 state (torch's step tensors...) */
+#define GC_OPTIM_MAXDERIVED 8  /* per-parameter values prepared from them */
 
-typedef struct {
-    gc_dtype dtype; /* float16, float32 or float64, the same for every operand */
-    int ndim;
-    int nops;
-    const ptrdiff_t *shape;
-    char *data[GC_OPTIM_MAXOPS];
-    const ptrdiff_t *strides[GC_OPTIM_MAXOPS]; /* bytes */
-    int fresh;           /* SGD: the momentum buffer is new; initialise it from the gradient */
-    double step;         /* Adam: this parameter's step count, already incremented */
-    const void *options; /* its group's gc_sgd_options or gc_adam_options */
-} gc_optim_item;
-
-/* Shared by both optimizers: an optional clip coefficient applied to the gradient first,
+/* Shared by every optimizer: an optional clip coefficient applied to the gradient first,
  * rounded as clip_grad_norm_ rounds it, and optionally stored back into the gradient. */
 typedef struct {
     int has_scale;
@@ -37,29 +47,51 @@ typedef struct {
     int write_back;
 } gc_grad_scaling;
 
-/* A group's hyper-parameters. `scaling` comes first in both: it is shared by the whole call. */
+/* A group's hyper-parameters, in its spec's order (flags as 0 or 1), and the call's scaling. */
 typedef struct {
     gc_grad_scaling scaling;
-    double lr, momentum, dampening, weight_decay;
-    int nesterov, maximize;
-} gc_sgd_options;
+    double h[GC_OPTIM_MAXH];
+} gc_optim_options;
 
 typedef struct {
-    gc_grad_scaling scaling;
-    double lr, beta1, beta2, eps, weight_decay;
-    int amsgrad, maximize, decoupled_weight_decay;
-} gc_adam_options;
-
-/* Operands: param, grad, momentum buffer (only when momentum != 0); options: gc_sgd_options. */
-void gc_sgd(const gc_optim_item *items, size_t n);
-
-/* Operands: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (only with amsgrad); options:
- * gc_adam_options. */
-void gc_adam(const gc_optim_item *items, size_t n);
+    gc_dtype dtype; /* float16, float32 or float64 for every operand (complex ones as real pairs) */
+    int ndim;
+    int nops;
+    const ptrdiff_t *shape;
+    char *data[GC_OPTIM_MAXOPS];
+    const ptrdiff_t *strides[GC_OPTIM_MAXOPS]; /* bytes */
+    int fresh;    /* the creatable buffer is new: the kernel initialises it */
+    int zero_dim; /* the parameter is 0-d (torch promotes 0-d operands) */
+    const gc_optim_options *options;
+    double derived[GC_OPTIM_MAXDERIVED]; /* from the spec's prepare, e.g. the step count */
+} gc_optim_item;
 
 typedef struct {
-    void (*sgd_walk)(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n);
-    void (*adam_walk)(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n);
+    const char *name;
+    /* The group tuple: operand lists, then per-parameter scalar lists, then hyper-parameters. */
+    const char *const *operands; /* params and grads first, then state buffers */
+    int max_ops;
+    const char *const *scalars; /* lists of writable 0-d float32 arrays, one per parameter */
+    int nscalars;
+    const char *const *hparams; /* a leading '?' marks a flag (any object, by truth) */
+    int nh;
+    int (*nops)(const double *h); /* operands in use for these hyper-parameters */
+    unsigned written;             /* bit k: operand k is written */
+    int creatable;                /* operand whose None entries become new buffers, or -1 */
+    int complex_ok;               /* complex parameters, viewed as real pairs as torch does */
+    /* Once per parameter, after validation and before any element is updated: advance its
+     * scalars (in place, float32 as torch's tensors) and fill item->derived. May be NULL. */
+    void (*prepare)(gc_optim_item *item, float *const *scalars, const double *h);
+} gc_optim_spec;
+
+extern const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT];
+
+/* Runs optimizer `which` over every item (several threads on large inputs, when no two items
+ * share memory). */
+void gc_optim_run(int which, const gc_optim_item *items, size_t n);
+
+typedef struct {
+    gc_run_fn walk[GC_OPTIM_COUNT]; /* ctx: the gc_optim_item */
 } gc_optim_table;
 
 /* The loops in use, set by gc_select_isa (gc_kernels.h). */

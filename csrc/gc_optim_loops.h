@@ -1,4 +1,4 @@
-/* The SGD and Adam loops for every dtype. Compiled once per instruction set (see
+/* Every optimizer's loops for every dtype. Compiled once per instruction set (see
  * gc_kernels_loops.h); not a header to include elsewhere. */
 #include <math.h>
 
@@ -14,7 +14,7 @@
 #define FMA fmaf
 #define SQRT sqrtf
 #define SUFFIX _f32
-#include "gc_optim_tmpl.h"
+#include "gc_optim_kernels.h"
 
 #define T double
 #define C double
@@ -25,7 +25,7 @@
 #define FMA fma
 #define SQRT sqrt
 #define SUFFIX _f64
-#include "gc_optim_tmpl.h"
+#include "gc_optim_kernels.h"
 
 /* float16 storage, float32 arithmetic; torch's half kernel rounds add's alpha to half (via
  * float, as c10 converts a double scalar). */
@@ -42,59 +42,36 @@ static inline float round_half(float x)
 #define FMA fmaf
 #define SQRT sqrtf
 #define SUFFIX _f16
-#include "gc_optim_tmpl.h"
+#include "gc_optim_kernels.h"
 
-static void sgd_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
-{
-    const gc_optim_item *it = ctx_;
-    const gc_sgd_options *o = it->options;
-    const int momentum = o->momentum != 0.0;
-    const ptrdiff_t ip = gc_elements(strides[0], it->dtype), ig = gc_elements(strides[1], it->dtype),
-                    ib = momentum ? gc_elements(strides[2], it->dtype) : 1;
-    char *buf = momentum ? ptrs[2] : NULL;
-    switch (it->dtype) {
-    case GC_FLOAT32:
-        sgd_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)buf, ib, it->fresh, o);
-        break;
-    case GC_FLOAT64:
-        sgd_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)buf, ib, it->fresh, o);
-        break;
-    case GC_FLOAT16:
-        sgd_run_f16(n, (gc_half *)ptrs[0], ip, (gc_half *)ptrs[1], ig, (gc_half *)buf, ib, it->fresh, o);
-        break;
-    default:
-        break; /* complex parameters are rejected by the caller */
+/* One walk per optimizer: byte strides to element strides, then the dtype's kernel. */
+#define GC_OPTIM_WALK(name)                                                                                     \
+    static void name##_walk(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)                 \
+    {                                                                                                           \
+        const gc_optim_item *it = ctx;                                                                          \
+        ptrdiff_t inc[GC_OPTIM_MAXOPS];                                                                         \
+        for (int k = 0; k < it->nops; k++)                                                                      \
+            inc[k] = gc_elements(strides[k], it->dtype);                                                        \
+        switch (it->dtype) {                                                                                    \
+        case GC_FLOAT32:                                                                                        \
+            name##_f32(it, ptrs, inc, n);                                                                       \
+            break;                                                                                              \
+        case GC_FLOAT64:                                                                                        \
+            name##_f64(it, ptrs, inc, n);                                                                       \
+            break;                                                                                              \
+        case GC_FLOAT16:                                                                                        \
+            name##_f16(it, ptrs, inc, n);                                                                       \
+            break;                                                                                              \
+        default:                                                                                                \
+            break; /* complex operands arrive as real pairs */                                                  \
+        }                                                                                                       \
     }
-}
-
-static void adam_walk(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
-{
-    const gc_optim_item *it = ctx_;
-    const gc_adam_options *o = it->options;
-    const ptrdiff_t ip = gc_elements(strides[0], it->dtype), ig = gc_elements(strides[1], it->dtype),
-                    im = gc_elements(strides[2], it->dtype), iv = gc_elements(strides[3], it->dtype),
-                    ix = o->amsgrad ? gc_elements(strides[4], it->dtype) : 1;
-    char *vmax = o->amsgrad ? ptrs[4] : NULL;
-    switch (it->dtype) {
-    case GC_FLOAT32:
-        adam_run_f32(n, (float *)ptrs[0], ip, (float *)ptrs[1], ig, (float *)ptrs[2], im, (float *)ptrs[3], iv,
-                     (float *)vmax, ix, it->step, o);
-        break;
-    case GC_FLOAT64:
-        adam_run_f64(n, (double *)ptrs[0], ip, (double *)ptrs[1], ig, (double *)ptrs[2], im, (double *)ptrs[3],
-                     iv, (double *)vmax, ix, it->step, o);
-        break;
-    case GC_FLOAT16:
-        adam_run_f16(n, (gc_half *)ptrs[0], ip, (gc_half *)ptrs[1], ig, (gc_half *)ptrs[2], im,
-                     (gc_half *)ptrs[3], iv, (gc_half *)vmax, ix, it->step, o);
-        break;
-    default:
-        break;
-    }
-}
+GC_OPTIMIZERS(GC_OPTIM_WALK)
+#undef GC_OPTIM_WALK
 
 void GC_ISA_NAME(gc_fill_optim_table)(gc_optim_table *table)
 {
-    table->sgd_walk = sgd_walk;
-    table->adam_walk = adam_walk;
+#define GC_OPTIM_FILL(name) table->walk[GC_OPTIM_##name] = name##_walk;
+    GC_OPTIMIZERS(GC_OPTIM_FILL)
+#undef GC_OPTIM_FILL
 }

@@ -1,0 +1,22 @@
+/* Every optimizer kernel for one dtype (see gc_optim_tmpl.h for the parameters). Included by
+ * gc_optim_loops.h once per dtype; adding an optimizer adds its kernel file here. */
+#include "gc_optim_tmpl.h"
+
+#include "gc_optim_sgd.h"
+#include "gc_optim_adam.h"
+
+/* The parameters, so the next inclusion can define them afresh. */
+#undef EFFECTIVE_GRAD
+#undef GC_INLINE
+#undef KERNEL
+#undef GC_CAT
+#undef GC_CAT_
+#undef T
+#undef C
+#undef LOAD
+#undef STORE
+#undef ROUND
+#undef ALPHA
+#undef FMA
+#undef SQRT
+#undef SUFFIX

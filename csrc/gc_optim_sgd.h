@@ -1,0 +1,77 @@
+/* SGD: torch.optim._single_tensor_sgd. See gc_optim_tmpl.h for how kernels are built.
+ *
+ * Operands: param, grad, momentum buffer (only when momentum != 0; created by the glue and
+ * initialised here from the gradient on the first step, item->fresh). */
+#ifndef GC_OPTIM_SGD_LAYOUT
+#define GC_OPTIM_SGD_LAYOUT
+/* Hyper-parameters, in the group tuple's order (gc_optim_specs.c names them). */
+enum { SGD_LR, SGD_MOMENTUM, SGD_DAMPENING, SGD_WEIGHT_DECAY, SGD_NESTEROV, SGD_MAXIMIZE, SGD_NH };
+#endif
+
+#ifdef SUFFIX
+typedef struct {
+    C scale, wd, momentum, damp_alpha, momentum_alpha, neg_lr;
+} KERNEL(sgd_scalars_);
+
+static KERNEL(sgd_scalars_) KERNEL(sgd_scalars)(const gc_optim_options *o)
+{
+    const double *h = o->h;
+    KERNEL(sgd_scalars_) s;
+    s.scale = (C)o->scaling.scale;
+    s.wd = ALPHA(h[SGD_WEIGHT_DECAY]);
+    s.momentum = (C)h[SGD_MOMENTUM];
+    s.damp_alpha = ALPHA(1.0 - h[SGD_DAMPENING]);
+    s.momentum_alpha = ALPHA(h[SGD_MOMENTUM]);
+    s.neg_lr = ALPHA(-h[SGD_LR]);
+    return s;
+}
+
+GC_INLINE void KERNEL(sgd_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
+                                T *restrict buf, ptrdiff_t ib, const KERNEL(sgd_scalars_) *restrict s,
+                                int has_scale, int write_back, int maximize, int decay, int momentum,
+                                int nesterov, int fresh)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        C g;
+        EFFECTIVE_GRAD(g, grad, i * ig);
+        const C p = LOAD(param[i * ip]);
+        if (decay)
+            g = ROUND(FMA(p, s->wd, g));
+        if (momentum) {
+            C b = fresh ? g : ROUND(FMA(g, s->damp_alpha, ROUND(LOAD(buf[i * ib]) * s->momentum)));
+            buf[i * ib] = STORE(b);
+            g = nesterov ? ROUND(FMA(b, s->momentum_alpha, g)) : b;
+        }
+        param[i * ip] = STORE(FMA(g, s->neg_lr, p));
+    }
+}
+
+static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdiff_t *inc, ptrdiff_t n)
+{
+    const gc_optim_options *o = it->options;
+    const double *h = o->h;
+    T *param = (T *)ptrs[0], *grad = (T *)ptrs[1];
+    const int decay = h[SGD_WEIGHT_DECAY] != 0.0, momentum = h[SGD_MOMENTUM] != 0.0;
+    T *buf = momentum ? (T *)ptrs[2] : NULL;
+    const ptrdiff_t ip = inc[0], ig = inc[1], ib = momentum ? inc[2] : 1;
+    const KERNEL(sgd_scalars_) s = KERNEL(sgd_scalars)(o);
+    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    const int maximize = h[SGD_MAXIMIZE] != 0.0, nesterov = h[SGD_NESTEROV] != 0.0, fresh = it->fresh;
+    const int plain = !decay && !maximize && !nesterov && !fresh;
+    if (ip == 1 && ig == 1 && ib == 1 && plain && (!has_scale || write_back)) {
+        /* The common cases (with or without momentum, with or without fused clipping),
+         * specialised so they vectorise. */
+        if (momentum && has_scale)
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 1, 0, 0);
+        else if (momentum)
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 1, 0, 0);
+        else if (has_scale)
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 0, 0, 0);
+        else
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 0, 0, 0);
+        return;
+    }
+    KERNEL(sgd_loop)(n, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
+                     nesterov, fresh);
+}
+#endif /* SUFFIX */

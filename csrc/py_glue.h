@@ -1,0 +1,139 @@
+/* What the CPython/NumPy glue files (py_*.c) share. Only py_*.c include Python.h; the kernels
+ * (gc_*.c) know nothing of Python.
+ *
+ *   py_module.c  the module: state, method table, start-up
+ *   py_args.c    scalar arguments (reals, bools, norm types, argument counts)
+ *   py_arrays.c  lists of arrays: resolving items, validating arrays, describing them to C
+ *   py_clip.c    the clipping and norm entry points
+ *   py_optim.c   the optimizer entry points, one generic step driven by gc_optim_specs.c
+ *
+ * Entry points are private and positional; keywords, defaults and documentation live in
+ * python/gradclip. They still trust nothing: every argument is checked, every array is
+ * validated before the first one is written, and the kernels run with the GIL released on
+ * inputs large enough for that to pay.
+ */
+#ifndef PY_GLUE_H
+#define PY_GLUE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL gradclip_ARRAY_API
+#ifndef PY_GLUE_IMPORTS_NUMPY /* defined by py_module.c only, which imports the API */
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+#include <numpy/arrayscalars.h>
+
+#include "gc_clip.h"
+
+/* Below this many elements releasing and re-acquiring the GIL costs more than it frees. */
+#define GIL_RELEASE_ELEMENTS ((ptrdiff_t)1 << 15)
+
+typedef struct {
+    PyObject *str_grad;  /* interned "grad" */
+    PyObject *str_data;  /* interned "data" */
+    PyObject *converter; /* gradclip._interop's converter for non-ndarray items, or NULL */
+} module_state;
+
+module_state *glue_state(PyObject *module);
+
+/* ---- py_args.c ------------------------------------------------------------------------- */
+
+int glue_check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t expected);
+/* A real number: float, int (not bool), NumPy real scalar or 0-d array, or anything else with
+ * __float__ that is not complex. */
+int glue_parse_real(PyObject *obj, const char *name, double *out);
+int glue_parse_nonnegative(PyObject *obj, const char *name, double *out);
+int glue_parse_norm_type(PyObject *obj, gc_norm *norm);
+int glue_parse_bool(PyObject *obj, int *out);
+/* A list (need_list) or a list or tuple, of n entries unless n < 0. */
+int glue_check_sequence(PyObject *obj, const char *name, Py_ssize_t n, int need_list);
+
+/* ---- py_arrays.c ----------------------------------------------------------------------- */
+
+/* Who an array is, for error messages: "<what>[i]", "<what>[i].grad", a bare "<what>" for a
+ * lone array (index < 0), prefixed with "groups[g]: " when group >= 0. Formatted only when an
+ * error is raised: on the success path it costs nothing. */
+typedef struct {
+    const char *what;
+    Py_ssize_t group, index;
+    int via_grad;
+} arg_name;
+
+const char *glue_format_name(const arg_name *who, char *buf, size_t size);
+/* The name as a temporary string, valid until the end of the enclosing block. */
+#define NAME(who) glue_format_name((who), (char[160]){0}, 160)
+
+enum {
+    NEED_WRITE = 1,   /* modified in place */
+    ALLOW_COMPLEX = 2 /* complex dtypes accepted */
+};
+
+/* Checks dtype, writeability, alignment, strides and (for written arrays) self-overlap; with a
+ * norm, torch's error for an empty array under a norm without identity. */
+int glue_check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg_name *who, gc_dtype *dtype);
+npy_intp glue_array_size(PyArrayObject *a);
+int glue_same_shape(PyArrayObject *a, PyArrayObject *b);
+/* Hints to fetch items ahead while walking a long list of small arrays. */
+void glue_prefetch_items(PyObject *seq, Py_ssize_t i);
+
+typedef enum {
+    SOURCE_GRADS,   /* items are gradients or objects with a .grad (None skipped) */
+    SOURCE_TENSORS, /* items are the arrays themselves */
+} source_kind;
+
+typedef struct {
+    Py_ssize_t index; /* position in the caller's list, or -1 for a lone array */
+    int via_grad;     /* the array is that item's .grad */
+} item_origin;
+
+#define SMALL_ARRAYS 16
+#define SMALL_DIMS 128
+
+/* The arrays of one call: strong references plus plain-C descriptors of them (shape and
+ * strides copied, so nothing Python owns is read while the GIL is released). Small calls use
+ * the inline buffers and allocate nothing. */
+typedef struct {
+    Py_ssize_t n;
+    ptrdiff_t elements;
+    int single_precision; /* every array float16/float32/complex64 */
+    PyObject **refs;
+    item_origin *origins; /* where array k came from, for messages */
+    gc_array *arrays;
+    double *norms;
+    ptrdiff_t *dims;
+    Py_ssize_t dims_used, dims_cap;
+    void *heap, *heap_dims;
+    PyObject *small_refs[SMALL_ARRAYS];
+    item_origin small_origins[SMALL_ARRAYS];
+    gc_array small_arrays[SMALL_ARRAYS];
+    double small_norms[SMALL_ARRAYS];
+    ptrdiff_t small_dims[SMALL_DIMS];
+} batch;
+
+/* Fills b from `obj`: one ndarray, or a list or tuple of items (see source_kind). Every item
+ * is resolved first (running any .grad property or conversion, holding a reference to each
+ * array), and only then is every array validated and described: no Python code runs between
+ * an array's validation and its use. On error b holds nothing and an exception is set. */
+int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
+                 const char *what);
+void glue_batch_release(batch *b);
+
+/* ---- entry points (METH_FASTCALL), listed in py_module.c --------------------------------- */
+
+#define GLUE_ENTRY(name) PyObject *py_##name(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+GLUE_ENTRY(total_norm);
+GLUE_ENTRY(total_norm_and_coef);
+GLUE_ENTRY(clip_grad_norm);
+GLUE_ENTRY(clip_grads_with_norm);
+GLUE_ENTRY(clip_grad_value);
+GLUE_ENTRY(array_norms);
+GLUE_ENTRY(combine_norms);
+GLUE_ENTRY(with_grads);
+#define GLUE_OPTIM_ENTRY(name) GLUE_ENTRY(name##_step);
+#include "gc_optim.h"
+GC_OPTIMIZERS(GLUE_OPTIM_ENTRY)
+#undef GLUE_OPTIM_ENTRY
+
+#endif /* PY_GLUE_H */

@@ -1,0 +1,146 @@
+/* gradclip._C: the module. Its state, its method table and its start-up. */
+#define PY_GLUE_IMPORTS_NUMPY
+#include "py_glue.h"
+
+#include <stdlib.h>
+
+#include "gc_optim.h"
+#include "gc_parallel.h"
+
+module_state *glue_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* set_num_threads(n) -> None;  get_num_threads() -> int */
+static PyObject *py_set_num_threads(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "the number of threads must be an int, not %.200s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1 || n > GC_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "the number of threads must be between 1 and %d, got %ld", GC_MAX_THREADS, n);
+        return NULL;
+    }
+    gc_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(gc_get_num_threads());
+}
+
+/* _set_converter(fn or None) -> None
+ * fn(obj, writable) -> ndarray is called for list items (or their .grad) that are not exact
+ * ndarrays: DLPack objects such as torch tensors, ndarray subclasses. */
+static PyObject *py_set_converter(PyObject *module, PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "the converter must be callable or None");
+        return NULL;
+    }
+    module_state *st = glue_state(module);
+    Py_XSETREF(st->converter, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+#define FASTCALL(name, doc) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, doc}
+#define OPTIM_METHOD(name)                                                                                      \
+    {#name "_step", (PyCFunction)(void (*)(void))py_##name##_step, METH_FASTCALL,                               \
+     #name "_step(groups, grad_scale, write_back) -> buffers created; groups: tuples laid out as "             \
+           "gc_optim_specs.c says"},
+
+static PyMethodDef module_methods[] = {
+    FASTCALL(total_norm, "total_norm(tensors, norm_type, error_if_nonfinite)"),
+    FASTCALL(total_norm_and_coef, "total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite)"),
+    FASTCALL(clip_grad_norm, "clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)"),
+    FASTCALL(clip_grads_with_norm, "clip_grads_with_norm(parameters, max_norm, total_norm, single)"),
+    FASTCALL(clip_grad_value, "clip_grad_value(parameters, clip_value)"),
+    FASTCALL(array_norms, "array_norms(tensors, norm_type, raw) -> (float64 norms, single)"),
+    FASTCALL(combine_norms, "combine_norms(values, norm_type, raw, single) -> total"),
+    FASTCALL(with_grads, "with_grads(params, parameter_type, given) -> (keys, values, grads)"),
+    GC_OPTIMIZERS(OPTIM_METHOD)
+    {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
+    {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module)
+{
+    module_state *st = glue_state(module);
+    if (PyArray_ImportNumPyAPI() < 0)
+        return -1;
+    st->str_grad = PyUnicode_InternFromString("grad");
+    st->str_data = PyUnicode_InternFromString("data");
+    st->converter = NULL;
+    if (st->str_grad == NULL || st->str_data == NULL)
+        return -1;
+    if (PyModule_AddIntConstant(module, "BLOCK", (long)GC_BLOCK) < 0)
+        return -1;
+    /* The loops are chosen once per process from the CPU; GRADCLIP_ISA=baseline forces the
+     * portable ones (the test suite checks that both give identical results). */
+    if (PyModule_AddStringConstant(module, "ISA", gc_select_isa(getenv("GRADCLIP_ISA"))) < 0)
+        return -1;
+    gc_init_num_threads(getenv("GRADCLIP_NUM_THREADS"));
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    module_state *st = glue_state(module);
+    Py_VISIT(st->str_grad);
+    Py_VISIT(st->str_data);
+    Py_VISIT(st->converter);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    module_state *st = glue_state(module);
+    Py_CLEAR(st->str_grad);
+    Py_CLEAR(st->str_data);
+    Py_CLEAR(st->converter);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* NumPy itself does not support subinterpreters. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    /* No Py_mod_gil slot: the glue reads list items as borrowed references, which is safe
+     * only under the GIL, so a free-threaded interpreter keeps the GIL on for this module. */
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gradclip._C",
+    .m_doc = "gradclip's C kernels. Private: use the gradclip package.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__C(void)
+{
+    return PyModuleDef_Init(&module_def);
+}
