@@ -213,6 +213,9 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
             PyArrayObject *param = (PyArrayObject *)ops[0];
             gc_optim_item *it = &b->items[item];
             it->options = grp->options;
+            /* The gradient is written too when the clipped gradient is stored back. */
+            const gc_grad_scaling *scaling = &grp->options->scaling;
+            const unsigned written = spec->written | (scaling->has_scale && scaling->write_back ? 2u : 0u);
             for (int k = 0; k < grp->nops; k++) {
                 const arg_name who = {names[k], g, i, 0};
                 if (ops[k] == NULL) {
@@ -225,11 +228,7 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
                     goto fail;
                 }
                 PyArrayObject *a = (PyArrayObject *)ops[k];
-                const int flags = (((spec->written | grp->options->scaling.has_scale * 2u *
-                                                         (unsigned)grp->options->scaling.write_back) >> k) & 1
-                                       ? NEED_WRITE
-                                       : 0) |
-                                  (spec->complex_ok ? ALLOW_COMPLEX : 0);
+                const int flags = (((written >> k) & 1) ? NEED_WRITE : 0) | (spec->complex_ok ? ALLOW_COMPLEX : 0);
                 gc_dtype dtype;
                 if (glue_check_array(a, flags, NULL, &who, &dtype) < 0)
                     goto fail;

@@ -99,6 +99,23 @@ def _adam_args(amsgrad=False, bad_step=False):
     return [[group], 0.5, False]
 
 
+class _ResizingGrad:
+    """An item whose .grad resizes the gradient before it (the call must see the new buffer)."""
+
+    def __init__(self, other):
+        self.other = other
+
+    @property
+    def grad(self):
+        self.other.resize(self.other.size, refcheck=False)
+        return f32(2)
+
+
+def _resizing_items():
+    first = np.ones(3)
+    return [first, _ResizingGrad(first)]
+
+
 def _fresh_momentum_buffers(args):
     for group in args[0]:
         group[2][:] = [None] * len(group[2])
@@ -136,6 +153,16 @@ CASES = {
     "clip_grad_value-complex": (_C.clip_grad_value, lambda: [[f32(3), np.ones(2, complex)], 1.0], TypeError),
     "clip_grad_value-container": (_C.clip_grad_value, lambda: [iter([f32(3)]), 1.0], TypeError),
     "clip_grad_value-big-int": (_C.clip_grad_value, lambda: [[f32(3)], 10**400], OverflowError),
+    "array_norms-ok": (_C.array_norms, lambda: [twenty() + many_dims(), 2.0, False], None),
+    "array_norms-raw": (_C.array_norms, lambda: [[f32(3), np.ones(2, complex)], 3.0, True], None),
+    "array_norms-not-array": (_C.array_norms, lambda: [[f32(2), WithGrad(f32(2))], 2.0, False], TypeError),
+    "combine_norms-ok": (_C.combine_norms, lambda: [np.ones(5), 2.0, False, True], None),
+    "combine_norms-bad": (_C.combine_norms, lambda: [np.ones(5, np.float32), 2.0, True, False], TypeError),
+    "clip_grad_norm-grad-resizes": (
+        _C.clip_grad_norm,
+        lambda: [_resizing_items(), 1.0, 2.0, False],
+        None,
+    ),
 }
 if hasattr(_C, "sgd_step"):
     CASES.update({
