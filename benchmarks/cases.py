@@ -2,7 +2,7 @@
 
 A case is one (workload, operation, dtype) with the callables to time: gradclip, torch 2.x on
 CPU in its variants, a straightforward NumPy version, and for streaming workloads the bandwidth
-probes of its roofline. Cases are built one at a time and dropped after timing, so only one
+probes of its limit. Cases are built one at a time and dropped after timing, so only one
 workload's arrays are alive at once.
 """
 
@@ -13,9 +13,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:  # the torch columns then say so
+    torch = None
 
 import gradclip
+
+TORCH_MISSING = "not installed"
 
 # ------------------------------------------------------------------------------------------
 # Workloads
@@ -101,6 +107,8 @@ class Case:
     traffic: Traffic | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    context: str = "alone"  # or "after matmul": see training_loop()
+    before: dict[str, Callable[[], object]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -115,6 +123,7 @@ TORCH_OPTIM_VARIANTS = {
 }
 SGD_HP = {"lr": 1e-3, "momentum": 0.9}
 ADAM_HP = {"lr": 1e-3}
+ADAMW_HP = {"lr": 1e-3, "weight_decay": 1e-2}
 
 
 def _grad_holders(tensors: list[torch.Tensor]) -> list[torch.nn.Parameter]:
@@ -181,8 +190,9 @@ class NumpySGD:
 
 class NumpyAdam:
     def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         self.params, self.grads, self.lr, self.betas, self.eps = params, grads, lr, betas, eps
+        self.weight_decay = weight_decay  # decoupled (AdamW)
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
         self.t = 0
@@ -192,6 +202,8 @@ class NumpyAdam:
         b1, b2 = self.betas
         bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
         for p, g, m, v in zip(self.params, self.grads, self.m, self.v):
+            if self.weight_decay:
+                p *= 1 - self.lr * self.weight_decay
             m *= b1
             m += (1 - b1) * g
             v *= b2
@@ -238,16 +250,19 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
     dt = np.dtype(dtype)
     pristine = random_arrays(workload_shapes(workload, quick), dt, seed=1)
     work = [a.copy() for a in pristine]
-    tensors = [torch.from_numpy(a) for a in work]
-    holders = _grad_holders(tensors)
+    tensors = [torch.from_numpy(a) for a in work] if torch else []
+    holders = _grad_holders(tensors) if torch else []
+    variants = TORCH_CLIP_VARIANTS if torch else {}
     n = sum(a.size for a in work)
     nb = n * dt.itemsize
     total = np_total_norm([a.astype(np.float64) for a in pristine])
     case = Case(workload, op, dtype, len(work), n, impls={})
+    if torch is None:
+        case.unavailable.update({name: TORCH_MISSING for name in TORCH_CLIP_VARIANTS})
 
     if op == "get_total_norm":
         case.impls["gradclip"] = lambda: gradclip.get_total_norm(work)
-        for name, fe in TORCH_CLIP_VARIANTS.items():
+        for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.get_total_norm(tensors, foreach=fe))
         case.impls["numpy"] = lambda: np_total_norm(work)
         case.traffic = Traffic(read=nb, rw=0, formula="read N")
@@ -260,16 +275,25 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
         max_norm = 0.5 * total
         case.setup = _restorer(work, pristine)
         case.impls["gradclip"] = lambda: gradclip.clip_grad_norm_(work, max_norm)
-        for name, fe in TORCH_CLIP_VARIANTS.items():
+        for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grad_norm_(holders, max_norm, foreach=fe))
         case.impls["numpy"] = lambda: np_clip_grad_norm_(work, max_norm)
         case.traffic = Traffic(read=nb, rw=2 * nb, formula="read N, then read+write N (3N)")
-        case.notes.append(f"max_norm = 0.5 x total norm; gradients restored before every call")
+        case.notes.append("max_norm = 0.5 x total norm; gradients restored before every call")
+    elif op == "clip_grads_with_norm_":
+        max_norm, given = 0.5 * total, float(gradclip.get_total_norm(work))
+        case.setup = _restorer(work, pristine)
+        case.impls["gradclip"] = lambda: gradclip.clip_grads_with_norm_(work, max_norm, given)
+        given_t = torch.tensor(given, dtype=torch.float64 if dt == np.float64 else torch.float32) if torch else None
+        for name, fe in variants.items():
+            case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grads_with_norm_(holders, max_norm, given_t, foreach=fe))
+        case.impls["numpy"] = lambda: [np.multiply(g, min(max_norm / (given + 1e-6), 1.0), out=g) for g in work]
+        case.traffic = Traffic(read=0, rw=2 * nb, formula="read+write N (2N)")
     elif op == "clip_grad_value_":
         clip_value = 0.05  # about 60 % of N(0, 0.1^2) values are clamped
         case.setup = _restorer(work, pristine)
         case.impls["gradclip"] = lambda: gradclip.clip_grad_value_(work, clip_value)
-        for name, fe in TORCH_CLIP_VARIANTS.items():
+        for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grad_value_(holders, clip_value, foreach=fe))
         case.impls["numpy"] = lambda: np_clip_grad_value_(work, clip_value)
         case.traffic = Traffic(read=0, rw=2 * nb, formula="read+write N (2N)")
@@ -289,20 +313,23 @@ def optim_case(workload: str, kind: str, dtype: str, quick: bool, fused_clip: bo
     pristine = random_arrays(shapes, dt, seed=3)
     grads = [g.copy() for g in pristine]
     tparams = []
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads) if torch else ():
         tp = torch.nn.Parameter(torch.from_numpy(p))
         tp.grad = torch.from_numpy(g)
         tparams.append(tp)
+    torch_variants = TORCH_OPTIM_VARIANTS if torch else {}
     n = sum(a.size for a in grads)
     nb = n * dt.itemsize
-    hp = SGD_HP if kind == "SGD" else ADAM_HP
-    torch_cls = torch.optim.SGD if kind == "SGD" else torch.optim.Adam
+    hp = {"SGD": SGD_HP, "Adam": ADAM_HP, "AdamW": ADAMW_HP}[kind]
+    torch_cls = None if torch is None else getattr(torch.optim, kind)
     np_cls = NumpySGD if kind == "SGD" else NumpyAdam
     state_rw = 4 * nb if kind == "SGD" else 6 * nb  # p, buf  |  p, exp_avg, exp_avg_sq
-    op = f"{kind} step" + (" (momentum 0.9)" if kind == "SGD" else "")
+    op = f"{kind} step"  # SGD: momentum 0.9 (SGD_HP)
     if fused_clip:
         op = f"clip+{kind} fused"
     case = Case(workload, op, dtype, len(grads), n, impls={})
+    if torch is None:
+        case.unavailable.update({name: TORCH_MISSING for name in TORCH_OPTIM_VARIANTS})
 
     # (array to restore before each call, its pristine values)
     restore = list(zip(grads, pristine))
@@ -313,7 +340,7 @@ def optim_case(workload: str, kind: str, dtype: str, quick: bool, fused_clip: bo
             case.unavailable["gradclip"] = reason
         else:
             case.impls["gradclip"] = got[0]
-        for name, kw in TORCH_OPTIM_VARIANTS.items():
+        for name, kw in torch_variants.items():
             opt = torch_cls(tparams, **hp, **kw)
             opt.step()
             case.impls[name] = opt.step
@@ -336,7 +363,7 @@ def optim_case(workload: str, kind: str, dtype: str, quick: bool, fused_clip: bo
         for seen in (got[2], grads2):  # in case gradclip.Parameter copies what .grad is given
             restore += [(g, src) for g, src in zip(seen, pristine) if all(g is not t for t, _ in restore)]
         case.impls["gradclip unfused"] = lambda: (gradclip.clip_grad_norm_(grads2, max_norm), step2())
-    for name, kw in TORCH_OPTIM_VARIANTS.items():
+    for name, kw in torch_variants.items():
         opt = torch_cls(tparams, **hp, **kw)
         opt.step()
         fe = kw.get("foreach")
@@ -349,18 +376,46 @@ def optim_case(workload: str, kind: str, dtype: str, quick: bool, fused_clip: bo
     return case
 
 
+def training_loop(case: Case, quick: bool) -> Case:
+    """The same case inside a training loop: a matmul of a realistic size right before every
+    timed call (NumPy's, so OpenBLAS, for gradclip and the NumPy loop; torch's for torch), whose
+    threads are still spinning when the call starts. Nobody waits for them to sleep."""
+    rng = np.random.default_rng(0)
+    m, k, n = (64, 256, 256) if quick else (256, 1024, 1024)  # an LSTM layer's gates, batch 256
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), dtype=np.float32)
+    np_matmul = lambda: np.matmul(a, b, out=out)  # noqa: E731
+    before: dict[str, Callable[[], object]] = {}
+    if torch is not None:
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        torch_matmul = lambda: torch.matmul(ta, tb, out=tout)  # noqa: E731
+    for name in case.impls:
+        before[name] = torch_matmul if name.startswith("torch") else np_matmul
+    case.before = before
+    case.context = "after matmul"
+    case.notes.append(f"after matmul: a ({m}x{k}) @ ({k}x{n}) float32 matmul right before every timed call")
+    return case
+
+
 def all_cases(quick: bool, workloads: set[str], ops: set[str] | None) -> Iterator[Callable[[], Case]]:
     """Case factories in run order; each builds its arrays when called."""
     plan: list[tuple[str, str, str, Callable[[], Case]]] = []
-    clip_ops = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_")
+    clip_ops = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_")
     for dtype in ("float32", "float16", "float64"):
-        for op in clip_ops[:2]:
-            plan.append(("W1", op, dtype, lambda op=op, dtype=dtype: clip_case("W1", op, dtype, quick)))
-    plan.append(("W1", "clip_grad_value_", "float32", lambda: clip_case("W1", "clip_grad_value_", "float32", quick)))
-    for w, dtype in (("W2", "float32"), ("W3", "float32"), ("W4", "float64")):
         for op in clip_ops:
-            plan.append((w, op, dtype, lambda w=w, op=op, dtype=dtype: clip_case(w, op, dtype, quick)))
-        for kind in ("SGD", "Adam"):
+            plan.append(("W1", op, dtype, lambda op=op, dtype=dtype: clip_case("W1", op, dtype, quick)))
+    for dtype in ("float32", "float16", "float64"):
+        for op in clip_ops:
+            plan.append(("W2", op, dtype, lambda op=op, dtype=dtype: clip_case("W2", op, dtype, quick)))
+    for w in ("W1", "W2"):  # inside a training loop
+        for op in clip_ops:
+            plan.append((w, op, "float32", lambda w=w, op=op: training_loop(clip_case(w, op, "float32", quick), quick)))
+    for w, dtype in (("W2", "float32"), ("W3", "float32"), ("W4", "float64")):
+        if w != "W2":  # W2's clipping rows are above, for every dtype
+            for op in clip_ops:
+                plan.append((w, op, dtype, lambda w=w, op=op, dtype=dtype: clip_case(w, op, dtype, quick)))
+        for kind in ("SGD", "Adam", "AdamW"):
             plan.append((w, f"{kind} step", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, False)))
         for kind in ("SGD", "Adam"):
             plan.append((w, f"clip+{kind} fused", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, True)))

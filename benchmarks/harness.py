@@ -12,7 +12,6 @@ import os
 import platform
 import random
 import statistics
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -47,67 +46,34 @@ class Timing:
         return (q[2] - q[0]) / self.median
 
 
-def _running_threads() -> int | None:
-    """How many threads of this process other than the calling one are on a CPU (Linux)."""
-    me = str(threading.get_native_id())
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    running = 0
-    for tid in tasks:
-        if tid == me:
-            continue
-        try:
-            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-                # The state follows the parenthesised name, which may itself hold spaces.
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        running += state == b"R"
-    return running
-
-
-def settle(max_wait: float = 0.25) -> None:
-    """Wait (up to `max_wait` s) until no other thread of this process is running.
-
-    After a parallel call, torch's OpenMP workers and OpenBLAS's threads spin for a while
-    (milliseconds to ~100 ms) before they sleep; a 2-thread call that starts meanwhile shares
-    its cores with them and is timed at up to half speed. Waiting for them to sleep before
-    every sample gives each implementation the machine it would have on its own.
-    """
-    deadline = time.perf_counter() + max_wait
-    while time.perf_counter() < deadline:
-        busy = _running_threads()
-        if not busy:
-            return
-        time.sleep(0.001)
-
-
 def time_interleaved(
     impls: dict[str, Callable[[], object]],
     setup: Callable[[], None] | None,
     budget: float,
     min_rounds: int,
     max_rounds: int,
-    settle_threads: bool = False,
+    before: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, Timing]:
     """Time every implementation once per round, in a random order, until `budget` seconds.
 
     `setup` runs untimed before every single call (restoring gradients that the previous call
-    clipped, say). One untimed warm-up call per implementation comes first. A sample is one
-    call; calls that take microseconds get many rounds instead of an inner loop, so that a
-    mutating call can be restored before each one. With `settle_threads`, every call first
-    waits for the process's other threads to go idle (see :func:`settle`).
+    clipped, say), then `before[name]` if given (the training-loop context: a matmul right
+    before the call, whose BLAS or OpenMP threads are still spinning when the call starts).
+    Nobody waits for other threads to go idle: that is the situation users are in. One untimed
+    warm-up call per implementation comes first. A sample is one call; calls that take
+    microseconds get many rounds instead of an inner loop, so that a mutating call can be
+    restored before each one.
     """
     names = list(impls)
     timings = {name: Timing() for name in names}
+    before = before or {}
 
     def one(name: str) -> float:
         if setup is not None:
             setup()
-        if settle_threads:
-            settle()
+        context = before.get(name)
+        if context is not None:
+            context()
         fn = impls[name]
         t0 = time.perf_counter()
         fn()
@@ -143,100 +109,6 @@ def timer_overhead() -> float:
         nothing()
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
-
-
-# ------------------------------------------------------------------------------------------
-# Streaming-bandwidth probes
-
-
-class BandwidthProbe:
-    """Streaming read and in-place read+write kernels on a buffer much larger than the caches.
-
-    read   : np.add.reduce over a float64 view, reading every byte once (no writes).
-    rw     : np.multiply(x, 1.0, out=x), reading and writing every byte in place, which is the
-             access pattern of in-place scaling and of an optimizer's state updates. Its bytes
-             count reads plus writes.
-    read_mt, rw_mt : the same with torch (x.sum(), x.mul_(1.0)) on torch's thread count, since
-             on some machines one core cannot saturate the memory system.
-    copy   : np.copyto between two buffers (reported only; not used by the model).
-
-    The same kernels are re-run inside every streaming case's rounds on the case's own byte
-    counts, so a case's roofline is measured under the same background load as the case.
-    """
-
-    def __init__(self, nbytes: int) -> None:
-        import torch
-
-        self.nbytes = nbytes
-        self.buf = np.ones(nbytes // 8, dtype=np.float64)
-        self.tbuf = torch.from_numpy(self.buf)
-        self.threads = torch.get_num_threads()
-
-    def _chunks(self, nbytes: int):
-        n = max(1, nbytes // 8)
-        while n > 0:
-            k = min(n, self.buf.size)
-            yield k
-            n -= k
-
-    def read(self, nbytes: int) -> None:
-        for k in self._chunks(nbytes):
-            np.add.reduce(self.buf[:k])
-
-    def rw(self, nbytes: int) -> None:
-        """Moves `nbytes` counting reads and writes, i.e. nbytes / 2 updated in place."""
-        for k in self._chunks(nbytes // 2):
-            np.multiply(self.buf[:k], 1.0, out=self.buf[:k])
-
-    def read_mt(self, nbytes: int) -> None:
-        for k in self._chunks(nbytes):
-            self.tbuf[:k].sum()
-
-    def rw_mt(self, nbytes: int) -> None:
-        for k in self._chunks(nbytes // 2):
-            self.tbuf[:k].mul_(1.0)
-
-    def kernels(self, read_bytes: int, rw_bytes: int) -> dict[str, Callable[[], None]]:
-        """The probes to interleave with a case that reads `read_bytes` and updates
-        `rw_bytes` (reads plus writes) in place."""
-        out: dict[str, Callable[[], None]] = {}
-        if read_bytes:
-            out["roofline read"] = lambda: self.read(read_bytes)
-            if self.threads > 1:
-                out["roofline read mt"] = lambda: self.read_mt(read_bytes)
-        if rw_bytes:
-            out["roofline rw"] = lambda: self.rw(rw_bytes)
-            if self.threads > 1:
-                out["roofline rw mt"] = lambda: self.rw_mt(rw_bytes)
-        return out
-
-    @staticmethod
-    def roofline(medians: dict[str, float]) -> float:
-        """Roofline seconds from the probes' medians: the faster of the single- and the
-        multi-threaded probe for each kind of traffic (both are achievable bandwidths)."""
-        total = 0.0
-        for kind in ("read", "rw"):
-            times = [medians[k] for k in (f"roofline {kind}", f"roofline {kind} mt") if k in medians]
-            if times:
-                total += min(times)
-        return total
-
-    def measure(self, reps: int) -> dict[str, float]:
-        """Bytes per second of each kernel over the whole buffer (median of `reps`)."""
-        n = self.nbytes
-        dst = np.empty_like(self.buf)
-        impls = {**self.kernels(n, 2 * n), "copy": lambda: np.copyto(dst, self.buf)}
-        t = time_interleaved(impls, None, budget=0.0, min_rounds=reps, max_rounds=reps)
-        out = {
-            "read_Bps": n / t["roofline read"].median,
-            "rw_Bps": 2 * n / t["roofline rw"].median,
-            "copy_Bps": 2 * n / t["copy"].median,
-            "threads_mt": self.threads,
-        }
-        if "roofline read mt" in t:
-            out["read_mt_Bps"] = n / t["roofline read mt"].median
-            out["rw_mt_Bps"] = 2 * n / t["roofline rw mt"].median
-        return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -405,7 +277,10 @@ def _git_commit() -> str | None:
 
 
 def machine_info() -> dict[str, object]:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        torch = None
 
     import gradclip
 
@@ -422,11 +297,11 @@ def machine_info() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch else "not installed",
         "gradclip": gradclip.__version__,
         "gradclip_commit": _git_commit(),
         "gradclip_isa": getattr(_C, "ISA", None),
         "gradclip_threads": get_threads() if get_threads else None,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch else None,
         "env": env,
     }
