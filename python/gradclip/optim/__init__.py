@@ -5,11 +5,15 @@ parameters are :class:`gradclip.Parameter` objects (gradients in ``.grad``) or p
 ndarrays (gradients passed as ``step(grads=[...])``). Beyond torch, every optimizer has
 :meth:`Optimizer.clip_and_step`, which clips the gradients' total norm and updates in one
 pass, with the same numbers as ``clip_grad_norm_`` followed by ``step``.
+
+:mod:`gradclip.optim.lr_scheduler` and :mod:`gradclip.optim.swa_utils` are torch's
+learning-rate schedulers and weight averaging, for these optimizers.
 """
 
+from . import lr_scheduler, swa_utils
 from .adam import Adam
 from .adamw import AdamW
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Adam", "AdamW", "Optimizer", "SGD"]
+__all__ = ["Adam", "AdamW", "Optimizer", "SGD", "lr_scheduler", "swa_utils"]
