@@ -23,7 +23,8 @@
 /* Every optimizer, one line each: X(name). */
 #define GC_OPTIMIZERS(X)                                                                                        \
     X(sgd)                                                                                                      \
-    X(adam)
+    X(adam)                                                                                                     \
+    X(average)
 
 enum {
 #define GC_OPTIM_ENUM(name) GC_OPTIM_##name,

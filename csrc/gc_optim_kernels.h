@@ -4,6 +4,7 @@
 
 #include "gc_optim_sgd.h"
 #include "gc_optim_adam.h"
+#include "gc_optim_average.h"
 
 /* The parameters, so the next inclusion can define them afresh. */
 #undef EFFECTIVE_GRAD

@@ -3,6 +3,7 @@
 #include "gc_optim.h"
 
 #include "gc_optim_adam.h"
+#include "gc_optim_average.h"
 #include "gc_optim_sgd.h"
 
 /* ---- SGD ---------------------------------------------------------------------------------- */
@@ -35,6 +36,17 @@ static void adam_prepare(gc_optim_item *item, float *const *scalars, const doubl
     item->derived[ADAM_STEP] = (double)*scalars[0];
 }
 
+/* ---- Weight averaging (swa_utils) -------------------------------------------------------- */
+
+static const char *const average_operands[] = {"averaged", "current"};
+static const char *const average_hparams[AVERAGE_NH] = {"?mean", "weight"};
+
+static int average_nops(const double *h)
+{
+    (void)h;
+    return 2;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 
 const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
@@ -57,4 +69,12 @@ const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
                        .written = 1u | 4u | 8u | 16u,
                        .creatable = -1,
                        .prepare = adam_prepare},
+    [GC_OPTIM_average] = {.name = "average",
+                          .operands = average_operands,
+                          .max_ops = 2,
+                          .hparams = average_hparams,
+                          .nh = AVERAGE_NH,
+                          .nops = average_nops,
+                          .written = 1u,
+                          .creatable = -1},
 };

@@ -28,6 +28,9 @@ def combine_norms(values: np.ndarray, norm_type: float, raw: bool, single: bool,
 #              beta1, beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay)
 def sgd_step(groups: Sequence[tuple], grad_scale: float | None, write_back: bool, /) -> int: ...
 def adam_step(groups: Sequence[tuple], grad_scale: float | None, write_back: bool, /) -> int: ...
+# average group: (averaged, current, mean, weight): averaged <- lerp(averaged, current, weight),
+# or with mean, averaged + (current - averaged) / weight (see gradclip.optim._averaging)
+def average_step(groups: Sequence[tuple], grad_scale: None, write_back: bool, /) -> int: ...
 # The parameters with a gradient, their values and gradients (an optimizer step's gathering);
 # given: None (read each Parameter's .grad) or one gradient (or None) per parameter.
 def with_grads(
