@@ -238,3 +238,33 @@ def test_progress_prints_plain_lines_to_a_pipe():
     assert "\r" not in stream.getvalue()
     assert len(lines) == 10 and lines[-1].startswith("unclipped") and "50/50" in lines[-1]
     assert "clipped " not in lines[-1].split(maxsplit=1)[1]  # no clip rate without clipping
+
+
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle", "plateau"])
+def test_schedule_option(schedule, monkeypatch, capsys):
+    steps = 40
+    argv = ["demo", "--steps", str(steps), "--hidden", "8", "--no-plot"]
+    if schedule != "none":
+        argv += ["--schedule", schedule]
+    clipped, unclipped = run_cli(argv, monkeypatch)
+    lrs = clipped.lrs
+    assert len(lrs) == steps
+    t = np.arange(steps)
+    if schedule == "none":
+        assert np.all(lrs == 1.0)
+        assert "final lr" not in capsys.readouterr().out
+        return
+    if schedule == "step":  # halved every quarter
+        np.testing.assert_allclose(lrs, 0.5 ** (t // 10), rtol=1e-12)
+    elif schedule == "cosine":
+        np.testing.assert_allclose(lrs, (1 + np.cos(np.pi * t / steps)) / 2, rtol=1e-9, atol=1e-12)
+    elif schedule == "onecycle":  # 1/25 up to 1 over 30% of the run, then down to 1/25e4
+        assert lrs[0] == pytest.approx(1 / 25) and lrs[-1] == pytest.approx(1 / 25 / 1e4)
+        assert int(np.argmax(lrs)) == 11 and lrs.max() == pytest.approx(1.0)
+        assert clipped.model is not None
+    elif schedule == "plateau":  # halvings only, at multiples of the window
+        assert lrs[0] == 1.0 and np.all(np.diff(lrs) <= 0)
+        assert set(np.log2(lrs)) <= set(-np.arange(10.0))
+    assert "final lr" in capsys.readouterr().out
+    if schedule != "plateau":  # the schedule does not depend on the run
+        np.testing.assert_array_equal(lrs, unclipped.lrs)

@@ -46,6 +46,7 @@ SCRIPT = textwrap.dedent(
             grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
             _C.sgd_step([(params, [g.copy() for g in grads], bufs, 0.1, 0.9, 0.1, 1e-2, False, True)], 0.7, True)
             _C.adam_step([(adam_params, grads, m, v, mx, steps, True, 0.9, 0.999, 1e-3, 1e-2, 1e-8, False, True)], None, True)
+            _C.average_step([(m, grads, False, 0.3), (v, grads, False, 0.9), (mx, grads, True, step + 2)], None, False)
         for a in params + bufs + adam_params + m + v + mx:
             digest.update(np.ascontiguousarray(a).tobytes())
     print(_C.ISA, digest.hexdigest())

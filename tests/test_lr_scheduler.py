@@ -786,3 +786,68 @@ def test_public_names():
         assert list(g_sig.parameters) == list(t_sig.parameters), name
         for p in t_sig.parameters.values():
             assert g_sig.parameters[p.name].default == p.default, (name, p.name)
+
+
+# -- a training loop, side by side with torch -------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "onecycle"])
+def test_training_loop_same_lr_as_torch(schedule):
+    """The demo's LSTM trained with SGD + clip_grad_norm_ + a scheduler, and beside it torch's
+    SGD and scheduler fed the same gradients and losses: the same lr at every step, and the
+    same weights up to the float32 rounding of the clipping coefficient."""
+    from gradclip.demo.data import Corpus, load_text, windows
+    from gradclip.demo.models import CharLSTM
+
+    steps, window, batch, seq_len = 300, 10, 8, 10
+    corpus = Corpus.from_text(load_text())
+    model = CharLSTM(corpus.vocab_size, 8, rng=np.random.default_rng(0))
+    params = model.parameters()
+    t_params = [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params]
+    g_opt = optim.SGD(params, lr=1.0, momentum=0.5)
+    t_opt = torch.optim.SGD(t_params, lr=1.0, momentum=0.5)
+    if schedule == "plateau":
+        g_s, t_s = (gls.ReduceLROnPlateau(g_opt, factor=0.5, patience=1, threshold=0.02),
+                    tls.ReduceLROnPlateau(t_opt, factor=0.5, patience=1, threshold=0.02))
+    else:
+        g_s = gls.OneCycleLR(g_opt, max_lr=1.0, total_steps=steps)
+        t_s = tls.OneCycleLR(t_opt, max_lr=1.0, total_steps=steps)
+    batches = windows(corpus.train, batch, seq_len)
+    state = model.initial_state(batch)
+    losses, lrs, momenta_seen = [], [], set()
+    for step in range(steps):
+        inputs, targets, fresh = next(batches)
+        if fresh:
+            state = model.initial_state(batch)
+        g_opt.zero_grad()
+        t_opt.zero_grad()
+        loss, cache = model.forward(inputs, targets, state)
+        grads, _ = model.backward(cache)
+        state = cache.state
+        for p, tp, g in zip(params, t_params, grads.values()):
+            tp.grad = torch.from_numpy(g.copy())
+            p.grad = g
+        gradclip.nn.utils.clip_grad_norm_(params, 5.0)
+        torch.nn.utils.clip_grad_norm_(t_params, 5.0)
+        g_opt.step()
+        t_opt.step()
+        losses.append(loss / seq_len)
+        if schedule == "plateau":
+            if (step + 1) % window == 0:
+                g_s.step(np.mean(losses[-window:]))
+                t_s.step(float(np.mean(losses[-window:])))
+        elif step + 1 < steps:
+            g_s.step()
+            t_s.step()
+        assert g_opt.param_groups[0]["lr"] == t_opt.param_groups[0]["lr"], step
+        assert g_s.get_last_lr() == t_s.get_last_lr(), step
+        assert g_opt.param_groups[0]["momentum"] == t_opt.param_groups[0]["momentum"], step
+        lrs.append(g_opt.param_groups[0]["lr"])
+        momenta_seen.add(g_opt.param_groups[0]["momentum"])
+    for p, tp in zip(params, t_params):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=2e-3, atol=2e-4)
+    assert losses[-1] < 0.8 * losses[0]  # it trained
+    if schedule == "plateau":
+        assert len(set(lrs)) >= 3  # the plateau was detected, and more than once
+    else:
+        assert len(momenta_seen) > 100  # OneCycleLR cycled SGD's momentum

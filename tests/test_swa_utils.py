@@ -318,3 +318,29 @@ def test_update_bn_is_not_provided():
     assert not hasattr(gswa, "update_bn")
     assert "update_bn" in gswa.__doc__
     assert sorted(set(tswa.__all__) - {"AveragedModel", "update_bn"}) == sorted(set(gswa.__all__) - {"AveragedParameters"})
+
+
+def test_user_multi_avg_fn_is_called_once_per_dtype():
+    """As AveragedModel calls it once per (device, dtype) group, with the count as an array."""
+    calls = []
+
+    def multi(avgs, curs, n):
+        calls.append(([a.dtype for a in avgs], len(curs), n.dtype, int(n)))
+        for a, c in zip(avgs, curs):
+            a += (c - a) / 2
+
+    arrays = [np.zeros(2, np.float32), np.zeros(3), np.zeros(4, np.float32)]
+    avg = gswa.AveragedParameters(arrays, multi_avg_fn=multi)
+    avg.update_parameters(arrays)
+    assert calls == []  # the first update copies
+    avg.update_parameters([np.ones(2, np.float32), np.ones(3), np.ones(4, np.float32)])
+    assert calls == [([np.float32, np.float32], 2, np.int64, 1), ([np.float64], 1, np.int64, 1)]
+    np.testing.assert_array_equal(avg.params[1], [0.5, 0.5, 0.5])
+
+
+def test_user_avg_fn_result_is_copied_in():
+    avg = gswa.AveragedParameters([np.zeros(3, np.float32)], avg_fn=lambda a, c, n: np.full(3, float(n) + 0.25))
+    avg.update_parameters([np.ones(3, np.float32)])
+    avg.update_parameters([np.ones(3, np.float32)])
+    assert avg.params[0].dtype == np.float32
+    np.testing.assert_array_equal(avg.params[0], np.full(3, 1.25, np.float32))

@@ -30,6 +30,10 @@ Other settings, to see why:
                          and without clipping. With --lr 0.1 clipping rescues it, but
                          it then clips every step.
   --optimizer adam       Adam rescales its steps itself: both runs learn.
+  --schedule NAME        a learning-rate schedule from gradclip.optim.lr_scheduler:
+                         step (StepLR, halving every quarter), cosine (CosineAnnealingLR),
+                         onecycle (OneCycleLR up to --lr and down), plateau
+                         (ReduceLROnPlateau on the training loss); none keeps it constant.
 """
 
 
@@ -74,7 +78,7 @@ def _existing_file(text: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser: ``gradclip demo [options]``."""
-    from .demo.train import DEFAULT_LR, Config
+    from .demo.train import DEFAULT_LR, SCHEDULES, Config
 
     d = Config()
     parser = argparse.ArgumentParser(
@@ -107,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", choices=["lstm", "rnn"], default=d.model,
         help="lstm (default) or rnn, a vanilla tanh RNN (see above)")
     add("--optimizer", choices=["sgd", "adam"], default=d.optimizer, help="(%(default)s)")
+    add("--schedule", choices=list(SCHEDULES), default=d.schedule,
+        help="learning-rate schedule for both runs (%(default)s: constant)")
     add("--loss-reduction", choices=["sum", "mean"], default=d.loss_reduction,
         help="sum (default) or mean the per-character losses over time; "
              "both average over the streams")
@@ -129,6 +135,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         model=args.model, hidden=args.hidden, seq_len=args.seq_len, batch=args.batch,
         steps=args.steps, optimizer=args.optimizer, lr=args.lr, max_norm=args.max_norm,
         norm_type=args.norm_type, loss_reduction=args.loss_reduction, seed=args.seed,
+        schedule=args.schedule,
     )
     try:
         text = load_text(args.text)

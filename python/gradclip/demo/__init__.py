@@ -70,7 +70,8 @@ def run(
         f"{len(corpus.train):,} characters of {text_name} ({corpus.vocab_size} distinct), "
         f"by BPTT over windows of {config.seq_len} characters in {config.batch} streams, "
         f"loss {config.loss_reduction} over time, {config.steps} steps of "
-        f"{config.optimizer.upper()} lr={config.learning_rate:g}; twice from seed "
+        f"{config.optimizer.upper()} lr={config.learning_rate:g}"
+        f"{'' if config.schedule == 'none' else f' ({config.schedule} schedule)'}; twice from seed "
         f"{config.seed}: with clip_grad_norm_(max_norm={config.max_norm:g}, "
         f"norm_type={norm}) and without."
     )

@@ -2,7 +2,8 @@
 
 Each step is the torch idiom: ``optimizer.zero_grad()``, compute the gradients (here by
 the model's own BPTT, instead of ``loss.backward()``) into ``p.grad``,
-``clip_grad_norm_(params, max_norm, norm_type)``, ``optimizer.step()``.
+``clip_grad_norm_(params, max_norm, norm_type)``, ``optimizer.step()``, and, with a
+learning-rate schedule, ``scheduler.step()`` (``gradclip.optim.lr_scheduler``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from ._threads import single_threaded_blas
 from .data import Corpus, windows
 from .models import MODELS, CharModel, uniform_loss
 
-__all__ = ["Config", "RunResult", "train", "evaluate", "DEFAULT_LR"]
+__all__ = ["Config", "RunResult", "train", "evaluate", "DEFAULT_LR", "SCHEDULES", "make_scheduler"]
 
 #: lr when none is given. SGD at 1.0 is the setting where clipping decides the outcome;
 #: Adam normalises its steps itself and needs a small one.
 DEFAULT_LR = {"sgd": 1.0, "adam": 2e-3}
+
+#: The --schedule choices; "none" keeps the lr constant.
+SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau")
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Config:
     norm_type: float = 2.0
     loss_reduction: str = "sum"
     seed: int = 0
+    schedule: str = "none"
 
     @property
     def learning_rate(self) -> float:
@@ -79,6 +84,7 @@ class RunResult:
     nonfinite_step: int | None = None
     heldout_loss: float = math.nan
     wall_time: float = 0.0
+    lrs: np.ndarray | None = None  # the learning rate of each step
 
     @property
     def label(self) -> str:
@@ -125,6 +131,36 @@ def make_optimizer(config: Config, params: list):
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
+#: ReduceLROnPlateau is stepped with the mean training loss of every this many steps (the
+#: demo has no validation pass inside training).
+PLATEAU_WINDOW = 10
+
+
+def make_scheduler(config: Config, optimizer):
+    """The learning-rate scheduler for ``config.schedule`` (None for "none").
+
+    ``step``: StepLR halving the lr at every quarter of the run; ``cosine``:
+    CosineAnnealingLR over the run; ``onecycle``: OneCycleLR peaking at the configured lr
+    (momentum cycled only for Adam's beta1: plain SGD has no momentum to cycle);
+    ``plateau``: ReduceLROnPlateau(factor=0.5, patience=3) on the mean training loss of
+    every ``PLATEAU_WINDOW`` steps.
+    """
+    lrs = optim.lr_scheduler
+    steps = config.steps
+    if config.schedule == "none":
+        return None
+    if config.schedule == "step":
+        return lrs.StepLR(optimizer, step_size=max(1, steps // 4), gamma=0.5)
+    if config.schedule == "cosine":
+        return lrs.CosineAnnealingLR(optimizer, T_max=steps)
+    if config.schedule == "onecycle":
+        return lrs.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
+                              cycle_momentum=config.optimizer == "adam")
+    if config.schedule == "plateau":
+        return lrs.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
 def train(
     corpus: Corpus,
     config: Config,
@@ -145,7 +181,9 @@ def train(
     model = MODELS[config.model](corpus.vocab_size, config.hidden, rng=rng)
     params = model.parameters()
     optimizer = make_optimizer(config, params)
+    scheduler = make_scheduler(config, optimizer)
 
+    lrs = np.full(config.steps, np.nan)
     losses = np.full(config.steps, np.nan)
     norms = np.full(config.steps, np.nan)
     clipped = np.zeros(config.steps, bool)
@@ -184,13 +222,20 @@ def train(
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 result.nonfinite_step = step
                 break
+            lrs[step] = optimizer.param_groups[0]["lr"]
             optimizer.step()
+            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+                if (step + 1) % PLATEAU_WINDOW == 0:
+                    scheduler.step(float(np.mean(losses[step + 1 - PLATEAU_WINDOW : step + 1])))
+            elif scheduler is not None and step + 1 < config.steps:
+                scheduler.step()  # (OneCycleLR allows only total_steps - 1 more steps)
             if progress is not None:
                 progress(step + 1, losses[step], norm, n_clipped)
 
         done = step + 1
         result.losses, result.grad_norms = losses[:done], norms[:done]
         result.clipped = clipped[:done]
+        result.lrs = lrs[:done]
         result.heldout_loss = evaluate(model, corpus.heldout, config.batch)
     result.wall_time = time.perf_counter() - start
     return result
