@@ -178,6 +178,12 @@ if hasattr(_C, "adam_step"):
         "adam_step-ok-amsgrad": (_C.adam_step, lambda: _adam_args(amsgrad=True), None),
         "adam_step-bad-step": (_C.adam_step, lambda: _adam_args(bad_step=True), TypeError),
     })
+CASES.update({
+    "average_step-ok-lerp": (_C.average_step, lambda: [[([f32(3), np.ones((2, 2))], [f32(3), np.ones((2, 2))], False, 0.3)], None, False], None),
+    "average_step-ok-mean": (_C.average_step, lambda: [[(twenty(), twenty(), True, 4)], None, False], None),
+    "average_step-bad-shape": (_C.average_step, lambda: [[([f32(3)], [f32(4)], False, 0.3)], None, False], ValueError),
+    "average_step-bad-weight": (_C.average_step, lambda: [[([f32(3)], [f32(3)], False, "w")], None, False], TypeError),
+})
 # Run before every call of a case, so that each call takes the same path.
 RESETS = {"sgd_step-ok-creates-buffers": _fresh_momentum_buffers}
 
