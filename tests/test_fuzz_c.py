@@ -851,6 +851,9 @@ if case == "sgd_step":
 elif case == "adam_step":
     target += [group_adam(False), group_adam(Evil(target, False))]
     call = lambda: _C.adam_step(target, None, True)
+elif case == "average_step":
+    target += [([np.ones(3)], [np.ones(3)], False, 0.5), ([np.ones(3)], [np.ones(3)], Evil(target, True), 3)]
+    call = lambda: _C.average_step(target, None, False)
 elif case == "clip_grad_norm":
     target += [np.ones(3), np.ones(4)]
     call = lambda: _C.clip_grad_norm(target, Evil(target, 1.0), 2.0, False)
@@ -867,7 +870,7 @@ except Exception as exc:
     print("raised", type(exc).__name__, str(exc).encode("ascii", "replace").decode())
 """
 
-@pytest.mark.parametrize("entry", ["sgd_step", "adam_step", "clip_grad_norm", "total_norm", "clip_grad_value"])
+@pytest.mark.parametrize("entry", ["sgd_step", "adam_step", "average_step", "clip_grad_norm", "total_norm", "clip_grad_value"])
 def test_scalar_whose_conversion_mutates_the_arguments(entry):
     """No entry point may keep borrowed references across a conversion that runs Python code.
     (The optimizer glue did: a use-after-free, fixed in 581ca1e.)

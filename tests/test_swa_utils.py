@@ -344,3 +344,28 @@ def test_user_avg_fn_result_is_copied_in():
     avg.update_parameters([np.ones(3, np.float32)])
     assert avg.params[0].dtype == np.float32
     np.testing.assert_array_equal(avg.params[0], np.full(3, 1.25, np.float32))
+
+
+@pytest.mark.parametrize("which", ["lerp", "mean"])
+def test_threads_give_the_same_bits(which):
+    rng = np.random.default_rng(11)
+    a = [rng.standard_normal(1_500_000).astype(np.float32), rng.standard_normal(700_000)]
+    c = [rng.standard_normal(x.shape).astype(x.dtype) for x in a]
+    before = gradclip.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            gradclip.set_num_threads(n)
+            out = [x.copy() for x in a]
+            if which == "lerp":
+                _averaging.lerp_(out, c, 0.25)
+            else:
+                _averaging.mean_(out, c, 5)
+            results.append(out)
+    finally:
+        gradclip.set_num_threads(before)
+    for x, y in zip(*results):
+        np.testing.assert_array_equal(x, y)
+    want = torch.from_numpy(a[0].copy()).lerp_(torch.from_numpy(c[0]), 0.25) if which == "lerp" else None
+    if want is not None:
+        np.testing.assert_array_equal(results[1][0], want.numpy())
