@@ -227,7 +227,10 @@ class AveragedParameters:
     With neither function, the update is the one ``AveragedModel`` runs on CPU,
     ``avg + (current - avg) / (n_averaged + 1)``, bit for bit (one C call for all arrays).
     The first update copies the current values. Averaged arrays must be float16, float32
-    or float64.
+    or float64 (torch also averages integer buffers, such as batch norm's
+    ``num_batches_tracked``, with ``use_buffers=True``; here such a buffer can only be
+    copied). Where torch's ``zip`` silently ignores extra or missing parameters, or
+    ``copy_`` broadcasts and casts, :meth:`update_parameters` raises ``ValueError``.
 
     Examples
     --------
