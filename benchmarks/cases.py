@@ -419,6 +419,9 @@ def all_cases(quick: bool, workloads: set[str], ops: set[str] | None) -> Iterato
             plan.append((w, f"{kind} step", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, False)))
         for kind in ("SGD", "Adam"):
             plan.append((w, f"clip+{kind} fused", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, True)))
+    from cases_beyond import beyond_plan  # issue 14's features (return_info, AGC, per-example)
+
+    plan += beyond_plan(quick)
     for w, op, _dtype, factory in plan:
         if w in workloads and (ops is None or any(o in op for o in ops)):
             yield factory

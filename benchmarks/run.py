@@ -36,7 +36,7 @@ import harness  # noqa: E402
 import probe as stream  # noqa: E402
 
 TORCH_COLUMNS = ["torch foreach=None", "torch foreach=False", "torch foreach=True", "torch fused"]
-COLUMNS = ["gradclip unfused", *TORCH_COLUMNS, "numpy"]
+COLUMNS = ["gradclip unfused", "gradclip plain", *TORCH_COLUMNS, "torch reference", "numpy"]
 LIMIT_MAX = 1.10
 CLIP_OPS = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_")
 
@@ -127,6 +127,8 @@ def evaluate_targets(r: dict) -> list[dict]:
         checks += [("vs torch", r["torch_best_over_gradclip"], 30.0, True), ("vs NumPy", r["numpy_over_gradclip"], 5.0, True)]
     if w == "W4" and clip:
         checks += [("vs torch", r["torch_best_over_gradclip"], 10.0, True), ("vs NumPy", r["numpy_over_gradclip"], 3.0, True)]
+    if op == "clip_grad_norm_ return_info":  # issue 14: at most 5 % over the plain call
+        checks.append(("vs plain", r["ratios_baseline_over_gradclip"].get("gradclip plain"), 0.95, True))
     out = []
     for name, value, bound, higher in checks:
         ok = None if value is None else (value >= bound if higher else value <= bound)
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (CI smoke test)")
     ap.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
     ap.add_argument("--wide", default="benchmarks/results/latest.md", help="wide Markdown table output path")
-    ap.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,M1", help="comma-separated workloads")
     ap.add_argument("--ops", default=None, help="comma-separated substrings of operation names")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")

@@ -1,6 +1,7 @@
 #include "gc_clip.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "gc_layout.h"
 
@@ -200,6 +201,7 @@ typedef struct {
     const gc_array *arrays;
     gc_run_fn run;
     double a, b;
+    const double *coefs; /* per-array first argument instead of `a`, or NULL */
 } elementwise_ctx;
 
 typedef struct {
@@ -219,6 +221,18 @@ static void clamp_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, pt
     gc_clamp_run(r->dtype, ptrs[0], gc_elements(strides[0], r->dtype), n, r->a, r->b);
 }
 
+static void zero_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
+{
+    const run_args *r = ctx;
+    const size_t itemsize = gc_item_size(r->dtype);
+    if (strides[0] == (ptrdiff_t)itemsize) {
+        memset(ptrs[0], 0, (size_t)n * itemsize);
+        return;
+    }
+    for (ptrdiff_t k = 0; k < n; k++)
+        memset(ptrs[0] + k * strides[0], 0, itemsize);
+}
+
 static ptrdiff_t elementwise_size_of(void *ctx, size_t i)
 {
     return array_size(&((elementwise_ctx *)ctx)->arrays[i]);
@@ -228,13 +242,14 @@ static void elementwise_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t s
 {
     (void)k;
     const elementwise_ctx *ctx = ctx_;
-    run_args args = {ctx->arrays[i].dtype, ctx->a, ctx->b};
+    run_args args = {ctx->arrays[i].dtype, ctx->coefs != NULL ? ctx->coefs[i] : ctx->a, ctx->b};
     walk_block(&ctx->arrays[i], start, stop, ctx->run, &args);
 }
 
-static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, double a, double b)
+static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, double a, double b,
+                             const double *coefs)
 {
-    elementwise_ctx ctx = {arrays, run, a, b};
+    elementwise_ctx ctx = {arrays, run, a, b, coefs};
     ptrdiff_t elements = 0;
     for (size_t i = 0; i < n; i++)
         elements += array_size(&arrays[i]);
@@ -247,7 +262,7 @@ static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, do
     }
     /* One thread: blocks make no difference to elementwise work, so each array is one walk. */
     for (size_t i = 0; i < n; i++) {
-        run_args args = {arrays[i].dtype, a, b};
+        run_args args = {arrays[i].dtype, coefs != NULL ? coefs[i] : a, b};
         prefetch_ahead(arrays, n, i + 2);
         walk_block(&arrays[i], 0, array_size(&arrays[i]), run, &args);
     }
@@ -255,10 +270,20 @@ static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, do
 
 void gc_scale(const gc_array *arrays, size_t n, double coef)
 {
-    for_each_element(arrays, n, scale_run, coef, 0.0);
+    for_each_element(arrays, n, scale_run, coef, 0.0, NULL);
+}
+
+void gc_scale_each(const gc_array *arrays, size_t n, const double *coefs)
+{
+    for_each_element(arrays, n, scale_run, 0.0, 0.0, coefs);
+}
+
+void gc_zero(const gc_array *arrays, size_t n)
+{
+    for_each_element(arrays, n, zero_run, 0.0, 0.0, NULL);
 }
 
 void gc_clamp(const gc_array *arrays, size_t n, double lo, double hi)
 {
-    for_each_element(arrays, n, clamp_run, lo, hi);
+    for_each_element(arrays, n, clamp_run, lo, hi, NULL);
 }

@@ -48,6 +48,12 @@ double gc_clip_coef(double total, double max_norm, int single);
  * list order, as torch does). */
 void gc_scale(const gc_array *arrays, size_t n, double coef);
 
+/* Multiplies array i by coefs[i] (rounded as gc_scale rounds), under gc_scale's rules. */
+void gc_scale_each(const gc_array *arrays, size_t n, const double *coefs);
+
+/* Sets every element of every array to zero (+0.0, NaN and inf included). */
+void gc_zero(const gc_array *arrays, size_t n);
+
 /* Clamps every (real) array to [lo, hi], NaN kept. */
 void gc_clamp(const gc_array *arrays, size_t n, double lo, double hi);
 

@@ -3,7 +3,7 @@
 
 #include <math.h>
 
-static PyObject *float_scalar(double value, int single)
+PyObject *glue_float_scalar(double value, int single)
 {
     PyObject *scalar;
     if (single) {
@@ -20,7 +20,7 @@ static PyObject *float_scalar(double value, int single)
 }
 
 /* torch's error for a non-finite total, when asked for. */
-static int check_finite(double total, const gc_norm *norm, int error_if_nonfinite)
+int glue_check_finite(double total, const gc_norm *norm, int error_if_nonfinite)
 {
     if (!error_if_nonfinite || isfinite(total))
         return 0;
@@ -53,7 +53,7 @@ static int compute_total(batch *b, const gc_norm *norm, int error_if_nonfinite, 
     }
     if (b->single_precision)
         *total = (double)(float)*total;
-    return check_finite(*total, norm, error_if_nonfinite);
+    return glue_check_finite(*total, norm, error_if_nonfinite);
 }
 
 static void run_scale(batch *b, double coef)
@@ -83,7 +83,7 @@ PyObject *py_total_norm(PyObject *module, PyObject *const *args, Py_ssize_t narg
     const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
     const int single = b.single_precision;
     glue_batch_release(&b);
-    return rc < 0 ? NULL : float_scalar(total, single);
+    return rc < 0 ? NULL : glue_float_scalar(total, single);
 }
 
 /* The arguments shared by clip_grad_norm and total_norm_and_coef:
@@ -114,7 +114,7 @@ PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssi
     glue_batch_release(&b);
     if (rc < 0)
         return NULL;
-    PyObject *scalar = float_scalar(total, single);
+    PyObject *scalar = glue_float_scalar(total, single);
     if (scalar == NULL)
         return NULL;
     return Py_BuildValue("(Nd)", scalar, gc_clip_coef(total, max_norm, single));
@@ -140,7 +140,7 @@ PyObject *py_clip_grad_norm(PyObject *module, PyObject *const *args, Py_ssize_t 
     }
     run_scale(&b, gc_clip_coef(total, max_norm, single));
     glue_batch_release(&b);
-    return float_scalar(total, single);
+    return glue_float_scalar(total, single);
 }
 
 /* clip_grads_with_norm(parameters, max_norm, total_norm, single) -> None
@@ -245,5 +245,5 @@ PyObject *py_combine_norms(PyObject *module, PyObject *const *args, Py_ssize_t n
     double total = 0.0;
     if (n > 0)
         total = raw ? gc_raw_total(v, n, &norm) : gc_norms_total(v, n, &norm);
-    return float_scalar(single ? (double)(float)total : total, single);
+    return glue_float_scalar(single ? (double)(float)total : total, single);
 }

@@ -5,6 +5,8 @@
  *   py_args.c    scalar arguments (reals, bools, norm types, argument counts)
  *   py_arrays.c  lists of arrays: resolving items, validating arrays, describing them to C
  *   py_clip.c    the clipping and norm entry points
+ *   py_clip_extra.c  beyond torch: rich results, non-finite policies, per-group thresholds,
+ *                adaptive (unit-wise) and per-example clipping
  *   py_optim.c   the optimizer entry points, one generic step driven by gc_optim_specs.c
  *
  * Entry points are private and positional; keywords, defaults and documentation live in
@@ -120,6 +122,13 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
                  const char *what);
 void glue_batch_release(batch *b);
 
+/* ---- py_clip.c ------------------------------------------------------------------------- */
+
+/* A float32 (single) or float64 NumPy scalar. */
+PyObject *glue_float_scalar(double value, int single);
+/* torch's RuntimeError for a non-finite total norm, when error_if_nonfinite is set. */
+int glue_check_finite(double total, const gc_norm *norm, int error_if_nonfinite);
+
 /* ---- entry points (METH_FASTCALL), listed in py_module.c --------------------------------- */
 
 #define GLUE_ENTRY(name) PyObject *py_##name(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -131,6 +140,12 @@ GLUE_ENTRY(clip_grad_value);
 GLUE_ENTRY(array_norms);
 GLUE_ENTRY(combine_norms);
 GLUE_ENTRY(with_grads);
+/* py_clip_extra.c */
+GLUE_ENTRY(clip_info);
+GLUE_ENTRY(scale_by);
+GLUE_ENTRY(clip_coef);
+GLUE_ENTRY(adaptive_clip);
+GLUE_ENTRY(clip_per_example);
 #define GLUE_OPTIM_ENTRY(name) GLUE_ENTRY(name##_step);
 #include "gc_optim.h"
 GC_OPTIMIZERS(GLUE_OPTIM_ENTRY)

@@ -67,6 +67,12 @@ static PyMethodDef module_methods[] = {
     FASTCALL(array_norms, "array_norms(tensors, norm_type, raw) -> (float64 norms, single)"),
     FASTCALL(combine_norms, "combine_norms(values, norm_type, raw, single) -> total"),
     FASTCALL(with_grads, "with_grads(params, parameter_type, given) -> (keys, values, grads)"),
+    FASTCALL(clip_info, "clip_info(parameters, source_grads, norm_type, max_norms, group_sizes, mode, write) -> "
+                        "(norms, totals, coefs, nonfinite_counts, skipped)"),
+    FASTCALL(scale_by, "scale_by(parameters, coef)"),
+    FASTCALL(clip_coef, "clip_coef(total_norm, max_norm, single) -> float"),
+    FASTCALL(adaptive_clip, "adaptive_clip(values, grads, clip_factor, eps, norm_type)"),
+    FASTCALL(clip_per_example, "clip_per_example(per_example_grads, max_norm) -> (sums, norms)"),
     GC_OPTIMIZERS(OPTIM_METHOD)
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},

@@ -327,8 +327,12 @@ static Py_ssize_t optim_create_buffers(optim_batch *b, const optim_group *groups
     return created;
 }
 
+/* grad_scale: None, one real for every group, or (per-group thresholds) a tuple with one real
+ * or None per group, read by parse_group_scale. */
 static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling *out)
 {
+    if (PyTuple_Check(scale))
+        scale = Py_None;
     out->has_scale = scale != Py_None;
     out->scale = 1.0;
     if (out->has_scale && glue_parse_real(scale, "grad_scale", &out->scale) < 0)
@@ -419,8 +423,16 @@ static PyObject *optim_step(int which, PyObject *const *args, Py_ssize_t nargs)
         PyErr_NoMemory();
         goto done;
     }
+    if (PyTuple_Check(args[1]) && PyTuple_GET_SIZE(args[1]) != ngroups) {
+        PyErr_Format(PyExc_ValueError, "grad_scale has %zd entries for %zd groups", PyTuple_GET_SIZE(args[1]),
+                     ngroups);
+        goto done;
+    }
     for (Py_ssize_t g = 0; g < ngroups; g++) {
         options[g].scaling = scaling;
+        if (PyTuple_Check(args[1]) &&
+            parse_scaling(PyTuple_GET_ITEM(args[1], g), args[2], &options[g].scaling) < 0)
+            goto done;
         if (parse_group(spec, owned, g, &groups[g], &options[g]) < 0)
             goto done;
     }

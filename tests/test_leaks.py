@@ -163,6 +163,24 @@ CASES = {
         lambda: [_resizing_items(), 1.0, 2.0, False],
         None,
     ),
+    # Beyond torch (issue 14)
+    "clip_info-ok-groups-zero": (
+        _C.clip_info,
+        lambda: [[f32(3), np.array([np.nan, 1.0]), WithGrad(f32(2, 2))], True, 2.0, (1.0, 0.5), (1, 2), 3, 1],
+        None,
+    ),
+    "clip_info-ok-heap-skip": (_C.clip_info, lambda: [twenty(np.array([np.inf])), True, 2.0, (1.0,), None, 2, 1], None),
+    "clip_info-raise": (_C.clip_info, lambda: [[f32(3), np.array([np.inf])], False, 2.0, None, None, 1, 0], RuntimeError),
+    "clip_info-bad-sizes": (_C.clip_info, lambda: [[f32(3)], True, 2.0, (1.0, 1.0), (1, 1), 0, 1], ValueError),
+    "clip_info-bad-max": (_C.clip_info, lambda: [[f32(3)], True, 2.0, (-1.0,), None, 0, 1], ValueError),
+    "scale_by-ok": (_C.scale_by, lambda: [[f32(3), WithGrad(np.ones(2))], 0.5], None),
+    "clip_coef-ok": (_C.clip_coef, lambda: [np.float32(3.0), 1.0, True], None),
+    "adaptive_clip-ok": (_C.adaptive_clip, lambda: [[np.ones((3, 2)), f32(4)], [np.ones((3, 2)), f32(4)], 0.01, 1e-3, 2.0], None),
+    "adaptive_clip-ok-heap": (_C.adaptive_clip, lambda: [twenty(), twenty(), 0.01, 1e-3, 2.0], None),
+    "adaptive_clip-mismatch": (_C.adaptive_clip, lambda: [[np.ones((3, 2))], [np.ones((2, 3))], 0.01, 1e-3, 2.0], ValueError),
+    "clip_per_example-ok": (_C.clip_per_example, lambda: [[np.ones((4, 3, 2)), f32(4)], 1.0], None),
+    "clip_per_example-ok-heap": (_C.clip_per_example, lambda: [twenty(f32(3)), 1.0], None),
+    "clip_per_example-mismatch": (_C.clip_per_example, lambda: [[np.ones((4, 3)), f32(3)], 1.0], ValueError),
 }
 if hasattr(_C, "sgd_step"):
     CASES.update({
@@ -171,6 +189,8 @@ if hasattr(_C, "sgd_step"):
         "sgd_step-bad-grad": (_C.sgd_step, lambda: _sgd_args(bad=np.ones((2, 3))), TypeError),
         "sgd_step-aliased": (_C.sgd_step, lambda: _sgd_args(aliased=True), ValueError),
         "sgd_step-bad-group": (_C.sgd_step, lambda: [[(1, 2)], None, True], Exception),
+        "sgd_step-ok-per-group-scale": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], (0.5, None), True], None),
+        "sgd_step-per-group-count": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], (0.5,), True], ValueError),
     })
 if hasattr(_C, "adam_step"):
     CASES.update({

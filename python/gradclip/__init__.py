@@ -18,14 +18,24 @@ from ._clip import (
     parameters_to_vector,
     vector_to_parameters,
 )
+from ._adaptive import AGC, AutoClip, ZClip, adaptive_clip_grad_
+from ._clipinfo import ClipInfo, get_norms
 from ._parameter import Parameter
+from ._per_example import clip_per_example_and_sum
 from ._threads import get_num_threads, set_num_threads
 from . import nn
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGC",
+    "AutoClip",
+    "ClipInfo",
     "Parameter",
+    "ZClip",
+    "adaptive_clip_grad_",
+    "clip_per_example_and_sum",
+    "get_norms",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",

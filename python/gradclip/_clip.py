@@ -13,7 +13,8 @@ from typing import Union
 
 import numpy as np
 
-from . import _C
+from . import _C, _clipinfo
+from ._clipinfo import ClipInfo
 from ._parameter import Parameter
 
 __all__ = [
@@ -79,7 +80,10 @@ def get_total_norm(
     norm_type: float | str = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
-) -> np.floating:
+    *,
+    return_info: bool = False,
+    nonfinite: str = "propagate",
+) -> np.floating | ClipInfo:
     """Compute the norm of a list of arrays, as if their norms were concatenated in one vector.
 
     The equivalent of ``torch.nn.utils.get_total_norm``: the result is the ``norm_type``-norm
@@ -100,10 +104,18 @@ def get_total_norm(
     foreach : bool or None
         Accepted for compatibility and ignored: gradclip always handles the whole list in one
         C call.
+    return_info : bool, default False
+        Return a :class:`gradclip.ClipInfo` (the total, each array's norm, how many are
+        non-finite; ``clip_coef`` 1.0) instead of the total. Same single pass.
+    nonfinite : {'propagate', 'raise', 'skip', 'zero'}, default 'propagate'
+        What a non-finite total means: returned as is (torch); ``RuntimeError`` (as
+        ``error_if_nonfinite=True``, which must not contradict it); returned with
+        ``ClipInfo.skipped`` set; or, ``'zero'``, the total of the arrays whose norm is finite
+        (nothing is modified here: :func:`clip_grad_norm_` zeroes them).
 
     Returns
     -------
-    numpy.float32 or numpy.float64
+    numpy.float32 or numpy.float64 or ClipInfo
         float64 if any array is float64 or complex128, else float32 (also for float16 input,
         whose norm often exceeds float16's range). An empty list gives ``float32(0.0)``.
 
@@ -127,6 +139,8 @@ def get_total_norm(
     _check_foreach(foreach)
     if not isinstance(tensors, _PASS_THROUGH):
         tensors = _as_sequence(tensors, name="tensors")
+    if return_info or nonfinite != "propagate":
+        return _clipinfo._total(tensors, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
     return _C.total_norm(tensors, _norm_type(norm_type), error_if_nonfinite)
 
 
@@ -179,7 +193,10 @@ def clip_grad_norm_(
     norm_type: float | str = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
-) -> np.floating:
+    *,
+    return_info: bool = False,
+    nonfinite: str = "propagate",
+) -> np.floating | ClipInfo:
     """Clip the gradients' total norm in place and return the norm before clipping.
 
     The equivalent of ``torch.nn.utils.clip_grad_norm_``: the total norm is computed as by
@@ -204,10 +221,22 @@ def clip_grad_norm_(
         infinite. Otherwise NaN/inf propagate into the gradients as in torch.
     foreach : bool or None
         Accepted for compatibility and ignored.
+    return_info : bool, default False
+        Return a :class:`gradclip.ClipInfo`: the total, the coefficient applied, whether it
+        clipped, each gradient's norm, how many are non-finite. The per-array norms come out
+        of the same reduction, so this costs no extra pass.
+    nonfinite : {'propagate', 'raise', 'skip', 'zero'}, default 'propagate'
+        What to do when the total norm is NaN or infinite. ``'propagate'``: torch's behaviour
+        (the gradients are scaled by the non-finite coefficient). ``'raise'``: the same as
+        ``error_if_nonfinite=True`` (passing both with different meanings is a
+        ``ValueError``). ``'skip'``: modify nothing and return the non-finite total
+        (``ClipInfo.skipped``), the mixed-precision "skip this step" pattern. ``'zero'``:
+        gradients whose own norm is not finite are set to zero and left out of the total,
+        the rest clipped as usual; the one policy that changes gradients beyond scaling.
 
     Returns
     -------
-    numpy.float32 or numpy.float64
+    numpy.float32 or numpy.float64 or ClipInfo
         The total norm of the gradients before clipping; see :func:`get_total_norm`.
 
     Examples
@@ -222,6 +251,10 @@ def clip_grad_norm_(
     _check_foreach(foreach)
     if not isinstance(parameters, _PASS_THROUGH):
         parameters = _as_sequence(parameters, warn_if_empty_generator=True)
+    if return_info or nonfinite != "propagate":
+        return _clipinfo._clip(
+            parameters, max_norm, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite
+        )
     return _C.clip_grad_norm(parameters, max_norm, _norm_type(norm_type), error_if_nonfinite)
 
 

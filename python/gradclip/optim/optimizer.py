@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 
 from .. import _C, _clip
+from . import _clip_step
 from .._parameter import Parameter
 
 __all__ = ["Optimizer", "ParamsT"]
@@ -504,13 +505,17 @@ class Optimizer:
 
     def clip_and_step(
         self,
-        max_norm: float,
+        max_norm: Optional[float] = None,
         norm_type: Union[float, str] = 2.0,
         *,
         error_if_nonfinite: bool = False,
         grads: Optional[list] = None,
         write_back: bool = True,
-    ) -> np.floating:
+        return_info: bool = False,
+        nonfinite: str = "propagate",
+        per_group: bool = False,
+        clipper: Any = None,
+    ) -> Any:
         """Clip the gradients' total norm and take a step, in one pass.
 
         Equivalent to ``clip_grad_norm_(all_params, max_norm, norm_type,
@@ -532,17 +537,42 @@ class Optimizer:
             Also store the clipped gradients into the gradient arrays, leaving them exactly
             as ``clip_grad_norm_`` would. With False the gradients are left untouched.
 
+        return_info : bool, default False
+            Return a :class:`gradclip.ClipInfo` (per group with ``per_group``) instead of
+            the total norm; no extra pass.
+        nonfinite : {'propagate', 'raise', 'skip', 'zero'}, default 'propagate'
+            As for :func:`gradclip.clip_grad_norm_`. With ``'skip'`` a non-finite total
+            leaves parameters, gradients, state and step counts untouched (no step is taken).
+            With ``'zero'`` the gradients with a non-finite norm are zeroed in place (even
+            with ``write_back=False``) and the step uses zero for them.
+        per_group : bool, default False
+            Clip each parameter group by its own total norm against
+            ``group.get("max_norm", max_norm)`` (a group key, so schedulers and users can
+            change it), in one norm pass and one step. Returns a list with one total (or
+            ClipInfo) per group; ``'skip'`` skips the whole step if any group's total is
+            non-finite.
+        clipper : AutoClip, ZClip or AGC, optional
+            Let an adaptive clipper choose the threshold from this step's total norm (then
+            ``max_norm`` is not needed), still one norm pass and the fused step. ``AGC``
+            scales gradient units in place before a plain step.
+
         Returns
         -------
         numpy.float32 or numpy.float64
             The total norm of the gradients (of every parameter in every group that has
-            one) before clipping, as :func:`gradclip.clip_grad_norm_` returns it.
+            one) before clipping, as :func:`gradclip.clip_grad_norm_` returns it; see
+            ``return_info`` and ``per_group`` for the other forms (``None`` with AGC).
 
         Notes
         -----
         An array that serves as the gradient of two parameters is clipped once here, but
         twice by ``clip_grad_norm_`` (which scales every listed gradient); avoid sharing.
         """
+        if return_info or per_group or clipper is not None or nonfinite != "propagate" or max_norm is None:
+            return _clip_step.clip_and_step(
+                self, max_norm, norm_type, error_if_nonfinite, grads, write_back,
+                return_info, nonfinite, per_group, clipper,
+            )
         try:
             batches = self._collect(grads)
             every_grad = [g for batch in batches for g in batch.grads]

@@ -1,0 +1,71 @@
+"""``Optimizer.clip_and_step`` beyond torch: rich results, non-finite policies, per-group
+thresholds and adaptive clippers. Kept apart so the plain path stays as it was."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .. import _C, _clipinfo
+from .._adaptive import AGC, _NormClipper
+
+
+def clip_and_step(
+    optimizer: Any,
+    max_norm: Optional[float],
+    norm_type: Any,
+    error_if_nonfinite: bool,
+    grads: Optional[list],
+    write_back: bool,
+    return_info: bool,
+    nonfinite: str,
+    per_group: bool,
+    clipper: Any,
+) -> Any:
+    from .._clip import _norm_type
+
+    mode = _clipinfo._mode(nonfinite, error_if_nonfinite)
+    if clipper is not None:
+        if per_group:
+            raise ValueError("clip_and_step() takes per_group=True or a clipper, not both")
+        if not isinstance(clipper, (AGC, _NormClipper)):
+            raise TypeError(f"clipper must be an AutoClip, ZClip or AGC, not {type(clipper).__name__}")
+    elif max_norm is None:
+        raise TypeError("clip_and_step() needs max_norm (or a clipper)")
+    p = _norm_type(norm_type)
+    # Gradients are written only under nonfinite="zero" here; the step applies the coefficients.
+    write = 2 if mode == _clipinfo._ZERO else 0
+    try:
+        batches = optimizer._collect(grads)
+        every_grad = [g for batch in batches for g in batch.grads]
+        if isinstance(clipper, AGC):
+            _C.adaptive_clip(
+                [v for batch in batches for v in batch.values], every_grad,
+                clipper.clip_factor, clipper.eps, _norm_type(clipper.norm_type),
+            )
+            optimizer._apply(batches, None, write_back)
+            return None
+        if per_group:
+            sizes = tuple(len(batch.grads) for batch in batches)
+            max_norms = tuple(batch.group.get("max_norm", max_norm) for batch in batches)
+            result = _C.clip_info(every_grad, True, p, max_norms, sizes, mode, write)
+            if not result[4]:
+                optimizer._apply(batches, result[2], write_back)
+            if not return_info:
+                return list(result[1])
+            bounds = [0]
+            for size in sizes:
+                bounds.append(bounds[-1] + size)
+            return _clipinfo._infos(result, list(zip(bounds[:-1], bounds[1:])))
+        if clipper is not None:
+            result = _C.clip_info(every_grad, True, clipper.norm_type, None, None, mode, write)
+            coef = None if result[4] else clipper._decide(result[1][0])
+            result = (result[0], result[1], (1.0 if coef is None else coef,), result[3], result[4])
+        else:
+            result = _C.clip_info(every_grad, True, p, (max_norm,), None, mode, write)
+            coef = result[2][0]
+        if not result[4]:
+            optimizer._apply(batches, coef, write_back)
+    except Exception:
+        optimizer._explain(grads, writable_grads=write_back)
+        raise
+    return _clipinfo._infos(result)[0] if return_info else result[1][0]
