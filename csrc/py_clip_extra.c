@@ -285,6 +285,39 @@ PyObject *py_clip_coef(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 /* ---------------------------------------------------------------------------------------- */
 /* Units                                                                                     */
 
+/* Whether every array of b still is what it was when validated: the unit-wise entry points
+ * read the arrays' real dims after running Python code (a second collection's conversions, an
+ * allocation's finalisers), which could have re-viewed an array in place (a.shape = ...,
+ * a.dtype = ...). Raises if one changed. */
+static int check_unchanged(const batch *b)
+{
+    for (Py_ssize_t k = 0; k < b->n; k++) {
+        PyArrayObject *a = (PyArrayObject *)b->refs[k];
+        const gc_array *d = &b->arrays[k];
+        ptrdiff_t size = 1, described = 1;
+        for (int i = 0; i < d->ndim; i++)
+            described *= d->shape[i];
+        int same = PyArray_BYTES(a) == d->data && (ptrdiff_t)PyArray_ITEMSIZE(a) == (ptrdiff_t)gc_item_size(d->dtype) &&
+                   !PyArray_ISBYTESWAPPED(a) && PyArray_ISALIGNED(a);
+        for (int i = 0; i < PyArray_NDIM(a); i++)
+            size *= PyArray_DIM(a, i);
+        same &= size == described;
+        if (same && d->ndim == PyArray_NDIM(a)) {
+            for (int i = 0; i < d->ndim; i++)
+                same &= d->shape[i] == PyArray_DIM(a, i) && (d->shape[i] <= 1 || d->strides[i] == PyArray_STRIDE(a, i));
+        }
+        else if (same) {
+            /* described as one contiguous run */
+            same &= d->ndim == 1 && (PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a));
+        }
+        if (!same) {
+            PyErr_Format(PyExc_RuntimeError, "array %zd of the arguments changed while they were being read", k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The units of every array of b (see gc_unitwise.h), from the arrays' real shapes (the batch
  * describes a contiguous array as 1-D): heads[k] is array k's first unit, row_strides[k] the
  * byte distance between its units, counts[k] how many it has. A unit that is itself
@@ -421,8 +454,10 @@ PyObject *py_adaptive_clip(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (glue_collect(st, &gb, args[1], SOURCE_TENSORS, NEED_WRITE, NULL, "grads") < 0)
         goto done;
     have_g = 1;
-    /* Collecting the gradients ran no code that could touch the values' descriptors: those
-     * are copies, and the arrays are held. */
+    /* Collecting the gradients may have run conversions (Python code): the values are read
+     * by their real dims below, so check they are still what was validated. */
+    if (check_unchanged(&pb) < 0)
+        goto done;
     if (pb.n != gb.n) {
         PyErr_Format(PyExc_ValueError, "got %zd parameters but %zd gradients", pb.n, gb.n);
         goto done;
@@ -528,6 +563,8 @@ PyObject *py_clip_per_example(PyObject *module, PyObject *const *args, Py_ssize_
     }
     /* Described after the allocations (which may run a finaliser): only now is nothing left
      * that runs Python code before the kernels. */
+    if (check_unchanged(&b) < 0)
+        goto done;
     describe_rows(&b, 1, s.heads, s.row_strides, s.counts, s.dims);
     /* Example-major: unit b * n + k is example b of array k. */
     for (size_t e = 0; e < B; e++) {

@@ -396,3 +396,35 @@ def test_clipper_through_optimizer_equals_clip_then_step(make, opt_name):
         for x, y in zip(pa, pb):
             np.testing.assert_array_equal(x.data, y.data)
             np.testing.assert_array_equal(x.grad, y.grad)
+
+
+def test_agc_threads_agree_and_bound_holds():
+    rng = np.random.default_rng(8)
+    values = [rng.standard_normal((1200, 900)).astype(np.float32), rng.standard_normal((64, 3, 3, 3)).astype(np.float32)]
+    grads = [(rng.standard_normal(v.shape) * 10).astype(np.float32) for v in values]
+    grads[0][::2] *= np.float32(1e-5)  # half the units below their bound
+    threads = gradclip.get_num_threads()
+    out = []
+    try:
+        for n in (1, 4):
+            gradclip.set_num_threads(n)
+            g = [a.copy() for a in grads]
+            gradclip.adaptive_clip_grad_(values, 0.01, grads=g)
+            out.append(g)
+    finally:
+        gradclip.set_num_threads(threads)
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+    # The property AGC promises: every unit's gradient norm ends at most clip_factor x its
+    # parameter's unit norm (up to rounding), and units below the bound are untouched.
+    for v, g0, g in zip(values, grads, out[0]):
+        axes = tuple(range(1, v.ndim))
+        pn = np.sqrt((v.astype(np.float64) ** 2).sum(axis=axes))
+        gn0 = np.sqrt((g0.astype(np.float64) ** 2).sum(axis=axes))
+        gn = np.sqrt((g.astype(np.float64) ** 2).sum(axis=axes))
+        bound = np.maximum(pn, 1e-3) * 0.01
+        assert (gn <= bound * (1 + 1e-5)).all()
+        below = gn0 < bound * (1 - 1e-5)
+        np.testing.assert_array_equal(g[below], g0[below])
+        assert not np.array_equal(g, g0)
+    assert (np.sqrt((grads[0].astype(np.float64) ** 2).sum(axis=1)) < 0.01 * np.sqrt((values[0].astype(np.float64) ** 2).sum(axis=1))).sum() >= 600

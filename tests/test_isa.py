@@ -49,6 +49,17 @@ SCRIPT = textwrap.dedent(
             _C.average_step([(m, grads, False, 0.3), (v, grads, False, 0.9), (mx, grads, True, step + 2)], None, False)
         for a in params + bufs + adam_params + m + v + mx:
             digest.update(np.ascontiguousarray(a).tobytes())
+    # Beyond torch (issue 14): AGC, per-example clipping, the zero policy with groups.
+    for dtype in (np.float16, np.float32, np.float64):
+        values = [rng.standard_normal((65, 33)).astype(dtype), rng.standard_normal((8, 3, 3, 3)).astype(dtype).T]
+        grads = [rng.standard_normal(v.shape).astype(dtype) for v in values]
+        gradclip.adaptive_clip_grad_(values, 0.05, grads=grads)
+        pe = [rng.standard_normal((33, 40, 7)).astype(dtype)[:, ::2], rng.standard_normal((33, 5)).astype(dtype)]
+        sums, norms = gradclip.clip_per_example_and_sum(pe, 1.0)
+        g = [rng.standard_normal((301, 7)).astype(dtype), np.array([np.inf, 1.0], dtype), rng.standard_normal(9).astype(dtype)]
+        info = _C.clip_info(g, True, 2.0, (1.0, 0.5), (2, 1), 3, 1)
+        for a in grads + sums + [norms] + g + [info[0]]:
+            digest.update(np.ascontiguousarray(a).tobytes())
     print(_C.ISA, digest.hexdigest())
     """
 )

@@ -142,3 +142,26 @@ def test_large_batch_threads_agree():
     ref_sums, _ = opacus_reference(grads, 1.0)
     for s, r in zip(one[0], ref_sums):
         np.testing.assert_allclose(s, r, rtol=1e-4, atol=1e-5)
+
+
+def test_arrays_changed_by_conversion_code_are_refused():
+    """The unit-wise entry points read arrays' real dims after other code may have run: an
+    array re-viewed in place meanwhile (here by a converter of a later item) is refused."""
+    v = np.ones((4, 6))
+
+    class Sneaky:
+        def __array__(self, dtype=None, copy=None):
+            v.dtype = np.float32  # same buffer, twice the elements
+            return np.ones((4, 6))
+
+    gradclip._C._set_converter(lambda obj, writable: np.asarray(obj))
+    try:
+        with pytest.raises(RuntimeError, match="changed while they were being read"):
+            gradclip.adaptive_clip_grad_([v, np.ones(3)], grads=[np.ones((4, 6)), Sneaky()])
+    finally:  # back to the package's own converter (gradclip._interop's, where it exists)
+        interop = getattr(gradclip, "_interop", None)
+        if interop is not None and hasattr(interop, "register"):
+            interop.register(gradclip._C)
+        else:
+            gradclip._C._set_converter(None)
+    assert v.view(np.float64).tolist() == np.ones((4, 6)).tolist()  # nothing written
