@@ -7,8 +7,7 @@ them costs no extra pass over gradient memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,9 +20,11 @@ _MODES = {"propagate": 0, "raise": 1, "skip": 2, "zero": 3}
 _SKIP, _ZERO = _MODES["skip"], _MODES["zero"]
 
 
-@dataclass(frozen=True, eq=False)
-class ClipInfo:
+class ClipInfo(NamedTuple):
     """What a clipping call measured and did: a frozen, picklable record.
+
+    A named tuple (cheap to create: ``return_info=True`` must cost next to nothing), compared
+    field by field (``norms`` with ``np.array_equal``, NaN equal to NaN).
 
     Attributes
     ----------
@@ -56,11 +57,13 @@ class ClipInfo:
         if not isinstance(other, ClipInfo):
             return NotImplemented
         return all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name), equal_nan=True)
-            if f.name == "norms"
-            else _same(getattr(self, f.name), getattr(other, f.name))
-            for f in fields(self)
+            np.array_equal(a, b, equal_nan=True) if isinstance(a, np.ndarray) else _same(a, b)
+            for a, b in zip(self, other)
         )
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     __hash__ = None  # type: ignore[assignment]  # holds an ndarray
 
@@ -90,7 +93,7 @@ def _infos(result: tuple, ranges: list[tuple[int, int]] | None = None) -> list[C
     slice of the norms)."""
     norms, totals, coefs, counts, skipped = result
     if ranges is None:
-        ranges = [(0, len(norms))]
+        return [ClipInfo(totals[0], coefs[0], coefs[0] < 1.0, norms, counts[0], skipped)]
     return [
         ClipInfo(total, coef, coef < 1.0, norms[a:b], count, skipped)
         for total, coef, count, (a, b) in zip(totals, coefs, counts, ranges)
