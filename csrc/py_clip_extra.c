@@ -118,34 +118,34 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     sizes = PyMem_Calloc(ng, sizeof *sizes);
     if (max_norms == NULL || coefs == NULL || totals == NULL || sizes == NULL) {
         PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
     /* Conversions (which may run Python code) before any array is collected. */
     Py_ssize_t listed = 0;
     for (Py_ssize_t g = 0; g < ngroups && sizes_obj != Py_None; g++) {
         sizes[g] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes_obj, g));
         if (sizes[g] == -1 && PyErr_Occurred())
-            goto fail;
+            goto done;
         if (sizes[g] < 0) {
             PyErr_SetString(PyExc_ValueError, "group sizes must not be negative");
-            goto fail;
+            goto done;
         }
         listed += sizes[g];
     }
     for (Py_ssize_t g = 0; g < ngroups && max_obj != Py_None; g++) {
         if (glue_parse_nonnegative(PyTuple_GET_ITEM(max_obj, g), "max_norm", &max_norms[g]) < 0)
-            goto fail;
+            goto done;
     }
     const int flags = ALLOW_COMPLEX | (write != WRITE_NOTHING ? NEED_WRITE : 0);
     if (glue_collect(glue_state(module), &b, args[0], source_grads ? SOURCE_GRADS : SOURCE_TENSORS, flags, &norm,
                      source_grads ? "parameters" : "tensors") < 0)
-        goto fail;
+        goto done;
     collected = 1;
     if (sizes_obj == Py_None)
         sizes[0] = b.n;
     else if (listed != b.n) {
         PyErr_Format(PyExc_ValueError, "group_sizes add up to %zd arrays, but there are %zd", listed, b.n);
-        goto fail;
+        goto done;
     }
     const size_t n = (size_t)b.n;
     const int single = b.single_precision;
@@ -158,7 +158,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (scratch == NULL || norms == NULL || totals_t == NULL || coefs_t == NULL || counts_t == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
     subset = (gc_array *)(scratch + (n > 0 ? n : 1));
     run_norms(b.arrays, n, b.elements, &norm, b.norms);
@@ -178,10 +178,10 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         nonfinite_total |= !isfinite(total);
         PyObject *count = PyLong_FromSsize_t(bad);
         if (count == NULL)
-            goto fail;
+            goto done;
         PyTuple_SET_ITEM(counts_t, g, count);
         if (mode == MODE_RAISE && glue_check_finite(total, &norm, 1) < 0)
-            goto fail;
+            goto done;
     }
     const int skipped = mode == MODE_SKIP && nonfinite_total;
     for (Py_ssize_t g = 0; g < ngroups; g++)
@@ -191,7 +191,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         if (t == NULL || c == NULL) {
             Py_XDECREF(t);
             Py_XDECREF(c);
-            goto fail;
+            goto done;
         }
         PyTuple_SET_ITEM(totals_t, g, t);
         PyTuple_SET_ITEM(coefs_t, g, c);
@@ -233,7 +233,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         }
     }
     result = Py_BuildValue("(OOOOO)", norms, totals_t, coefs_t, counts_t, skipped ? Py_True : Py_False);
-fail:
+done:
     if (collected)
         glue_batch_release(&b);
     Py_XDECREF(norms);

@@ -165,3 +165,21 @@ def test_arrays_changed_by_conversion_code_are_refused():
         else:
             gradclip._C._set_converter(None)
     assert v.view(np.float64).tolist() == np.ones((4, 6)).tolist()  # nothing written
+
+
+@pytest.mark.parametrize("max_norm", [0.1, 1.0, 10.0])
+def test_every_clipped_example_within_max_norm(max_norm):
+    """The DP-SGD property: each example contributes at most max_norm (up to rounding), so
+    the sum's norm is at most B * max_norm; examples whose factor is 1 are summed unchanged."""
+    grads = make_case(7, "transposed", np.float64)
+    sums, norms = gradclip.clip_per_example_and_sum(grads, max_norm)
+    total = np.sqrt(sum(np.sum(s**2) for s in sums))
+    assert total <= B * max_norm * (1 + 1e-12)
+    factor = np.minimum(max_norm * (1.0 / (norms + 1e-6)), 1.0)
+    assert (factor == 1.0).any() and (factor < 1.0).any()
+    for s, g in zip(sums, grads):
+        np.testing.assert_allclose(s, np.einsum("i,i...", factor, g), rtol=1e-12, atol=1e-15)
+    keep = factor == 1.0
+    got, _ = gradclip.clip_per_example_and_sum([g[keep] for g in grads], max_norm)
+    for s, g in zip(got, grads):
+        np.testing.assert_allclose(s, g[keep].sum(axis=0), rtol=1e-12, atol=1e-15)
