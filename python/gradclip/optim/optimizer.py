@@ -515,6 +515,8 @@ class Optimizer:
         nonfinite: str = "propagate",
         per_group: bool = False,
         clipper: Any = None,
+        comm: Any = None,
+        sharded: bool = False,
     ) -> Any:
         """Clip the gradients' total norm and take a step, in one pass.
 
@@ -536,7 +538,6 @@ class Optimizer:
         write_back : bool, default True
             Also store the clipped gradients into the gradient arrays, leaving them exactly
             as ``clip_grad_norm_`` would. With False the gradients are left untouched.
-
         return_info : bool, default False
             Return a :class:`gradclip.ClipInfo` (per group with ``per_group``) instead of
             the total norm; no extra pass.
@@ -555,6 +556,14 @@ class Optimizer:
             Let an adaptive clipper choose the threshold from this step's total norm (then
             ``max_norm`` is not needed), still one norm pass and the fused step. ``AGC``
             scales gradient units in place before a plain step.
+        comm : mpi4py.MPI.Comm, optional
+            Clip by the total norm over every rank of ``comm``, as
+            :func:`gradclip.distributed.clip_grad_norm_` computes it (every rank calls
+            this, and gets the same total and coefficient); then each rank steps its own
+            parameters (not combined with the four options above yet). Without it (the default) nothing about MPI is imported.
+        sharded : bool, default False
+            With ``comm``: each rank's parameters are shards of the same arrays (see
+            :func:`gradclip.distributed.get_total_norm`).
 
         Returns
         -------
@@ -567,7 +576,28 @@ class Optimizer:
         -----
         An array that serves as the gradient of two parameters is clipped once here, but
         twice by ``clip_grad_norm_`` (which scales every listed gradient); avoid sharing.
+
+        With ``comm``, an error in gathering the gradients or in the arguments is raised on
+        every rank before any communication; errors that only the update's own validation
+        finds (a state array of the wrong shape, a hyper-parameter made invalid) are raised
+        on the ranks where they occur, after the total was agreed, with those ranks'
+        parameters unchanged.
         """
+        if comm is not None:
+            if return_info or per_group or clipper is not None or nonfinite != "propagate":
+                raise NotImplementedError(
+                    "clip_and_step(comm=...) does not combine with return_info, nonfinite, "
+                    "per_group or clipper yet"
+                )
+            if max_norm is None:
+                raise TypeError("clip_and_step(comm=...) needs max_norm")
+            from .. import distributed  # mpi4py is needed only here
+
+            return distributed._clip_and_step(
+                self, comm, max_norm, norm_type, error_if_nonfinite, grads, write_back, sharded
+            )
+        if sharded:
+            raise ValueError("sharded=True needs comm")
         if return_info or per_group or clipper is not None or nonfinite != "propagate" or max_norm is None:
             return _clip_step.clip_and_step(
                 self, max_norm, norm_type, error_if_nonfinite, grads, write_back,
