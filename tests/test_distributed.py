@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import gradclip
+import gradclip.optim
 
 MPI_DIR = Path(__file__).parent / "mpi"
 TIMEOUT = 240  # seconds per mpiexec run; the machine may be shared and busy
@@ -124,6 +125,15 @@ def test_data_parallel_training(ranks, tmp_path, training_module):
         if name == "float64":
             for p, r in zip(params(), whole_params):
                 assert np.max(np.abs(p - r)) <= 1e-8 * np.max(np.abs(r))
+
+
+@needs_mpi
+def test_example_data_parallel():
+    example = Path(__file__).resolve().parent.parent / "examples" / "data_parallel.py"
+    if not example.exists():
+        pytest.skip("examples/ is not next to the tests")
+    output = _mpirun(2, example, "--steps", "20")
+    assert "2 rank(s), 8 streams each; parameters identical on every rank: True" in output, output
 
 
 def test_import_gradclip_does_not_import_mpi():
