@@ -219,27 +219,47 @@ def _grads_of(parameters: object, *, warn_if_empty_generator: bool = False) -> t
     return grads, names
 
 
-def _may_self_overlap(a: np.ndarray) -> bool:
-    """Whether two elements of ``a`` may share memory (the C layer's test, in Python)."""
-    if a.size == 0 or a.flags.c_contiguous or a.flags.f_contiguous:
-        return False
+# Views larger than this that fail the quick disjointness test are refused, as by the C layer.
+_OVERLAP_ENUMERATION_LIMIT = 1 << 20
+
+
+def _self_overlap(a: np.ndarray) -> int:
+    """The C layer's exact test, in Python: 0 when no two elements of ``a`` share memory,
+    1 when some do, 2 when ``a`` is too large a view to check."""
+    if a.size <= 1 or a.flags.c_contiguous or a.flags.f_contiguous:
+        return 0
     dims = sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1)
+    if any(s == 0 for s, _ in dims):
+        return 1  # a broadcast dimension
     extent = a.itemsize
     for stride, n in dims:
         if stride < extent:
-            return True
+            break
         extent += stride * (n - 1)
-    return False
+    else:
+        return 0  # each stride clears everything the smaller ones span
+    if a.size > _OVERLAP_ENUMERATION_LIMIT:
+        return 2
+    offsets = np.zeros(1, np.int64)
+    for stride, n in dims:
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).reshape(-1)
+    return int(np.unique(offsets).size < offsets.size)
 
 
 def _check_writable(arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
     for a, name in zip(arrays, names):
         if not a.flags.writeable:
             raise ValueError(f"{name} is read-only; gradients are modified in place")
-        if _may_self_overlap(a):
+        overlap = _self_overlap(a)
+        if overlap == 1:
             raise ValueError(
                 f"{name} has elements that share memory (a broadcast or as_strided view); it "
                 "cannot be modified in place"
+            )
+        if overlap == 2:
+            raise ValueError(
+                f"{name} is a view whose elements may share memory, and with {a.size} elements "
+                "it is too large to check exactly; pass a copy (np.ascontiguousarray) instead"
             )
 
 

@@ -319,6 +319,30 @@ def check_clip_coefficient(comm):
     ex.done()
 
 
+def check_overlap_test_matches_c(comm):
+    """The writability checks made before any communication refuse exactly the views the
+    C layer refuses (read-only, broadcast, overlapping as_strided views)."""
+    from numpy.lib.stride_tricks import as_strided
+
+    from gradclip import _C
+
+    ex = Expect()
+    rng = np.random.default_rng(11)
+    base = np.zeros(4096)
+    views = [np.broadcast_to(np.zeros(1), (4,)), np.zeros((3, 4))[:, ::2], np.zeros((4, 4)).T[::-1]]
+    for _ in range(300):
+        ndim = int(rng.integers(1, 4))
+        shape = tuple(int(n) for n in rng.integers(1, 5, ndim))
+        strides = tuple(int(s) * 8 for s in rng.integers(-6, 7, ndim))
+        offset = 8 * 2048
+        views.append(as_strided(base[offset // 8:], shape=shape, strides=strides, writeable=True))
+    for v in views:
+        mine, _ = outcome(lambda: dist._check_writable([v], ["parameters[0]"]))
+        c, _ = outcome(lambda: _C.clip_grads_with_norm([v], 1.0, 0.0, False))  # scales by 1 at most
+        ex(mine == c, f"shape {v.shape} strides {v.strides}: {mine} vs C {c}")
+    ex.done()
+
+
 def _optimizers(params):
     return [
         lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
@@ -388,5 +412,6 @@ if __name__ == "__main__":
         check_errors_on_every_rank,
         check_clip_grad_norm,
         check_clip_coefficient,
+        check_overlap_test_matches_c,
         check_clip_and_step,
     ])
