@@ -8,6 +8,7 @@ them. tests/test_distributed.py compares them with `reference` run in one proces
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -105,6 +106,11 @@ def main() -> None:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    expected = os.environ.get("GRADCLIP_MPI_RANKS")
+    if expected is not None and int(expected) != comm.Get_size():
+        print(f"expected {expected} ranks, comm has {comm.Get_size()}: mpiexec and mpi4py use "
+              "different MPI libraries", flush=True)
+        sys.exit(2)
     results = {}
     for dtype in DTYPES:
         params, norms = train_distributed(comm, dtype)
