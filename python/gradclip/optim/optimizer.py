@@ -560,7 +560,7 @@ class Optimizer:
             Clip by the total norm over every rank of ``comm``, as
             :func:`gradclip.distributed.clip_grad_norm_` computes it (every rank calls
             this, and gets the same total and coefficient); then each rank steps its own
-            parameters (not combined with the four options above yet). Without it (the default) nothing about MPI is imported.
+            parameters. Not combined with the four options above yet. Without it (the default) nothing about MPI is imported.
         sharded : bool, default False
             With ``comm``: each rank's parameters are shards of the same arrays (see
             :func:`gradclip.distributed.get_total_norm`).
