@@ -24,7 +24,11 @@
 #define GC_OPTIMIZERS(X)                                                                                        \
     X(sgd)                                                                                                      \
     X(adam)                                                                                                     \
-    X(average)
+    X(average)                                                                                                     \
+    X(adagrad)                                                                                                  \
+    X(rmsprop)                                                                                                  \
+    X(adadelta)                                                                                                 \
+    X(adamax)
 
 enum {
 #define GC_OPTIM_ENUM(name) GC_OPTIM_##name,
@@ -63,6 +67,8 @@ typedef struct {
     const ptrdiff_t *strides[GC_OPTIM_MAXOPS]; /* bytes */
     int fresh;    /* the creatable buffer is new: the kernel initialises it */
     int zero_dim; /* the parameter is 0-d (torch promotes 0-d operands) */
+    int pairs;    /* the parameter is complex, its operands viewed as real pairs (ops that torch
+                     runs on the complex tensor itself round differently, e.g. add(alpha=)) */
     const gc_optim_options *options;
     double derived[GC_OPTIM_MAXDERIVED]; /* from the spec's prepare, e.g. the step count */
 } gc_optim_item;

@@ -5,9 +5,14 @@
 #include "gc_optim_sgd.h"
 #include "gc_optim_adam.h"
 #include "gc_optim_average.h"
+#include "gc_optim_adagrad.h"
+#include "gc_optim_rmsprop.h"
+#include "gc_optim_adadelta.h"
+#include "gc_optim_adamax.h"
 
 /* The parameters, so the next inclusion can define them afresh. */
 #undef EFFECTIVE_GRAD
+#undef COUPLED_DECAY
 #undef GC_INLINE
 #undef KERNEL
 #undef GC_CAT

@@ -2,8 +2,14 @@
  * per parameter before its elements are updated. See gc_optim.h. */
 #include "gc_optim.h"
 
+#include <math.h>
+
+#include "gc_optim_adadelta.h"
+#include "gc_optim_adagrad.h"
 #include "gc_optim_adam.h"
 #include "gc_optim_average.h"
+#include "gc_optim_adamax.h"
+#include "gc_optim_rmsprop.h"
 #include "gc_optim_sgd.h"
 
 /* ---- SGD ---------------------------------------------------------------------------------- */
@@ -47,6 +53,69 @@ static int average_nops(const double *h)
     return 2;
 }
 
+/* ---- Adagrad ------------------------------------------------------------------------------ */
+
+static const char *const adagrad_operands[] = {"params", "grads", "state_sums"};
+static const char *const step_scalars[] = {"state_steps"};
+static const char *const adagrad_hparams[ADAGRAD_NH] = {"lr", "weight_decay", "lr_decay", "eps", "?maximize"};
+
+static int adagrad_nops(const double *h)
+{
+    (void)h;
+    return 3;
+}
+
+static void adagrad_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    *scalars[0] += 1.0f;
+    const double step = (double)*scalars[0];
+    item->derived[ADAGRAD_CLR] = h[ADAGRAD_LR] / (1.0 + (step - 1.0) * h[ADAGRAD_LR_DECAY]);
+}
+
+/* ---- RMSprop ------------------------------------------------------------------------------ */
+
+/* Without centered, the momentum buffers take operand 3 (see gc_optim_rmsprop.h). */
+static const char *const rmsprop_operands[] = {"params", "grads", "square_avgs", "grad_avgs", "momentum_buffers"};
+static const char *const rmsprop_hparams[RMSPROP_NH] = {"lr", "alpha", "eps", "weight_decay", "momentum",
+                                                        "?centered", "?maximize"};
+
+static int rmsprop_nops(const double *h)
+{
+    return 3 + (h[RMSPROP_CENTERED] != 0.0) + (h[RMSPROP_MOMENTUM] > 0.0);
+}
+
+/* The step counts of optimizers that only count. */
+static void count_step(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    (void)item;
+    (void)h;
+    *scalars[0] += 1.0f;
+}
+
+/* ---- Adadelta ----------------------------------------------------------------------------- */
+
+static const char *const adadelta_operands[] = {"params", "grads", "square_avgs", "acc_deltas"};
+static const char *const adadelta_hparams[ADADELTA_NH] = {"lr", "rho", "eps", "weight_decay", "?maximize"};
+
+static int four_ops(const double *h)
+{
+    (void)h;
+    return 4;
+}
+
+/* ---- Adamax ------------------------------------------------------------------------------- */
+
+static const char *const adamax_operands[] = {"params", "grads", "exp_avgs", "exp_infs"};
+static const char *const adamax_hparams[ADAMAX_NH] = {"lr", "beta1", "beta2", "eps", "weight_decay", "?maximize"};
+
+static void adamax_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    *scalars[0] += 1.0f;
+    /* bias_correction = 1 - beta1 ** step; clr = lr / bias_correction (Python floats) */
+    const double bias_correction = 1.0 - pow(h[ADAMAX_BETA1], (double)*scalars[0]);
+    item->derived[ADAMAX_CLR] = h[ADAMAX_LR] / bias_correction;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 
 const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
@@ -77,4 +146,52 @@ const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
                           .nops = average_nops,
                           .written = 1u,
                           .creatable = -1},
+    [GC_OPTIM_adagrad] = {.name = "adagrad",
+                          .operands = adagrad_operands,
+                          .max_ops = 3,
+                          .scalars = step_scalars,
+                          .nscalars = 1,
+                          .hparams = adagrad_hparams,
+                          .nh = ADAGRAD_NH,
+                          .nops = adagrad_nops,
+                          .written = 1u | 4u,
+                          .creatable = -1,
+                          .complex_ok = 1,
+                          .prepare = adagrad_prepare},
+    [GC_OPTIM_rmsprop] = {.name = "rmsprop",
+                          .operands = rmsprop_operands,
+                          .max_ops = 5,
+                          .scalars = step_scalars,
+                          .nscalars = 1,
+                          .hparams = rmsprop_hparams,
+                          .nh = RMSPROP_NH,
+                          .nops = rmsprop_nops,
+                          .written = 1u | 4u | 8u | 16u,
+                          .creatable = -1,
+                          .complex_ok = 1,
+                          .prepare = count_step},
+    [GC_OPTIM_adadelta] = {.name = "adadelta",
+                           .operands = adadelta_operands,
+                           .max_ops = 4,
+                           .scalars = step_scalars,
+                           .nscalars = 1,
+                           .hparams = adadelta_hparams,
+                           .nh = ADADELTA_NH,
+                           .nops = four_ops,
+                           .written = 1u | 4u | 8u,
+                           .creatable = -1,
+                           .complex_ok = 1,
+                           .prepare = count_step},
+    [GC_OPTIM_adamax] = {.name = "adamax",
+                         .operands = adamax_operands,
+                         .max_ops = 4,
+                         .scalars = step_scalars,
+                         .nscalars = 1,
+                         .hparams = adamax_hparams,
+                         .nh = ADAMAX_NH,
+                         .nops = four_ops,
+                         .written = 1u | 4u | 8u,
+                         .creatable = -1,
+                         .complex_ok = 1,
+                         .prepare = adamax_prepare},
 };

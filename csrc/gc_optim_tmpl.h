@@ -33,6 +33,11 @@
             (g) = -(g);                                                                        \
     } while (0)
 
+/* grad.add(param, alpha=wd), the L2 penalty most optimizers add before anything else: an fma,
+ * except for a complex parameter, where torch adds on the complex tensors and its complex
+ * multiply-add rounds the product first. Needs s->wd (ALPHA(wd)) and s->wd_c ((C)wd). */
+#define COUPLED_DECAY(g, p, pairs) ((pairs) ? ROUND((g) + ROUND((p) * s->wd_c)) : ROUND(FMA((p), s->wd, (g))))
+
 /* The loops take their options as separate int arguments and are always inlined: called with
  * literal flags and unit strides, each copy is specialised and vectorised by the compiler;
  * called with run-time values, it is the general loop. */

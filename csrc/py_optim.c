@@ -104,6 +104,7 @@ static ptrdiff_t *describe_item(gc_optim_item *it, PyObject **ops, int nops, ptr
     it->ndim = nd;
     it->nops = nops;
     it->zero_dim = ndim == 0;
+    it->pairs = pairs;
     it->shape = dims;
     if (flat) {
         dims[0] = pairs ? 2 * size : size;

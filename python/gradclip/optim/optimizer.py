@@ -22,6 +22,7 @@ __all__ = ["Optimizer", "ParamsT"]
 ParamsT = Union[Iterable[Any], Iterable[dict[str, Any]], Iterable[tuple[str, Any]]]
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 
 
 def _is_param(obj: object) -> bool:
@@ -340,17 +341,24 @@ class Optimizer:
 
         self.param_groups.append(param_group)
 
-    @staticmethod
-    def _check_param(param: object, where: str = "one of the params") -> None:
+    #: Whether complex64/complex128 parameters are accepted (their kernels view them as real
+    #: pairs, as torch's single-tensor code does).
+    _supports_complex = False
+
+    @classmethod
+    def _check_param(cls, param: object, where: str = "one of the params") -> None:
         if not _is_param(param):
             raise TypeError(
                 "optimizer can only optimize gradclip.Parameter objects or NumPy arrays, "
                 f"but {where} is " + _typename(param)
             )
         value = _value(param)
-        if value.dtype not in _FLOAT_DTYPES:
+        if value.dtype not in _FLOAT_DTYPES and not (cls._supports_complex and value.dtype in _COMPLEX_DTYPES):
+            kinds = "float16, float32, float64, complex64 or complex128" if cls._supports_complex else (
+                "float16, float32 or float64"
+            )
             raise TypeError(
-                "optimizer can only optimize float16, float32 or float64 arrays in native "
+                f"optimizer can only optimize {kinds} arrays in native "
                 f"byte order, but {where} has dtype {value.dtype}"
             )
         if not value.flags.writeable:

@@ -1,0 +1,94 @@
+"""The torch-parity tests every elementwise optimizer gets, parametrised by one table.
+
+A test module calls :func:`parity_tests` with the optimizer's name and its measured bounds and
+binds the returned test functions at module level (pytest collects them there). The numbers
+come from tests/optim_parity.py; see there for what is compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optim_parity import (
+    TORCH_HAS_FMA,
+    VECTOR_LAYOUTS,
+    check_clip_and_step,
+    run_parity,
+    split_tensor_lr,
+    torch_optim_inputs,
+)
+
+REAL = [np.float32, np.float64]
+COMPLEX = [np.complex64, np.complex128]
+needs_fma = pytest.mark.skipif(not TORCH_HAS_FMA, reason="torch's CPU kernels use FMA only on AVX2/AVX512")
+
+
+def _mode(dtype: Any) -> str:
+    # gradclip.Parameter holds real arrays only: complex parameters are plain ndarrays.
+    return "ndarray" if np.dtype(dtype).kind == "c" else "parameter"
+
+
+def parity_tests(name: str, bounds: dict, float16_bounds: dict, complex_ok: bool = True) -> dict:
+    """Test functions for optimizer ``name`` over torch's own configurations.
+
+    ``bounds[dtype name]``: per-key ulp bounds of one step against real torch (gradclip's
+    arrays reset to torch's after every step); ``float16_bounds``: the same for float16 in
+    layouts that make torch take its scalar loops.
+    """
+    configs = torch_optim_inputs(name)
+    ids = [desc for desc, _ in configs]
+    dtypes = REAL + (COMPLEX if complex_ok else [])
+
+    @needs_fma
+    @pytest.mark.parametrize("dtype", dtypes, ids=lambda d: np.dtype(d).name)
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_bitwise_with_a_correctly_rounded_sqrt(kwargs, dtype):
+        # torch's own code with only its sqrt made correctly rounded: every other operation
+        # must give the same bits, in every layout, over the whole run (state_dict reload too).
+        kw, tkw = split_tensor_lr(kwargs)
+        run_parity(name, kw, dtype, ulps=0, exact_sqrt=True, mode=_mode(dtype), torch_kwargs=tkw)
+
+    @pytest.mark.parametrize("dtype", dtypes, ids=lambda d: np.dtype(d).name)
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_matches_torch_within_the_measured_bound_per_step(kwargs, dtype):
+        kw, tkw = split_tensor_lr(kwargs)
+        run_parity(name, kw, dtype, ulps=bounds[np.dtype(dtype).name], resync=True, mode=_mode(dtype),
+                   torch_kwargs=tkw)
+
+    @pytest.mark.parametrize("mode", ["parameter", "ndarray"])
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_whole_run_stays_close_to_torch(kwargs, mode):
+        # Without resetting: the differences of single steps do not grow into a divergence.
+        kw, tkw = split_tensor_lr(kwargs)
+        worst = run_parity(name, kw, np.float64, ulps=10**9, mode=mode, torch_kwargs=tkw)
+        assert max(worst.values()) <= bounds["whole_run_float64"], worst
+
+    @needs_fma
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_float16_matches_torch_bitwise_on_its_vectorised_path(kwargs):
+        kw, tkw = split_tensor_lr(kwargs)
+        run_parity(name, kw, np.float16, ulps=0, layouts=VECTOR_LAYOUTS, torch_kwargs=tkw)
+
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_float16_in_layouts_torch_runs_through_its_scalar_loop(kwargs):
+        kw, tkw = split_tensor_lr(kwargs)
+        run_parity(name, kw, np.float16, ulps=float16_bounds, resync=True, torch_kwargs=tkw)
+
+    @pytest.mark.parametrize("write_back", [True, False])
+    @pytest.mark.parametrize("dtype", [np.float16] + dtypes, ids=lambda d: np.dtype(d).name)
+    @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
+    def test_clip_and_step_is_clip_grad_norm_then_step_bit_for_bit(kwargs, dtype, write_back):
+        kw, _ = split_tensor_lr(kwargs)
+        check_clip_and_step(name, kw, dtype, write_back=write_back, max_norm=0.5)
+
+    return {f.__name__: f for f in (
+        test_bitwise_with_a_correctly_rounded_sqrt,
+        test_matches_torch_within_the_measured_bound_per_step,
+        test_whole_run_stays_close_to_torch,
+        test_float16_matches_torch_bitwise_on_its_vectorised_path,
+        test_float16_in_layouts_torch_runs_through_its_scalar_loop,
+        test_clip_and_step_is_clip_grad_norm_then_step_bit_for_bit,
+    )}
