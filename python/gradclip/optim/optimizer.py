@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
 from copy import deepcopy
 from itertools import chain
@@ -14,8 +15,20 @@ import numpy as np
 from .. import _C, _clip
 from . import _clip_step
 from .._parameter import Parameter
+from ._hooks import (
+    RemovableHandle,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+    with_step_hooks,
+)
 
-__all__ = ["Optimizer", "ParamsT"]
+__all__ = [
+    "Optimizer",
+    "ParamsT",
+    "RemovableHandle",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
+]
 
 #: What an optimizer accepts as ``params``: parameters (``Parameter`` objects or float
 #: ndarrays), ``(name, parameter)`` pairs, or dicts defining parameter groups.
@@ -223,10 +236,32 @@ class Optimizer:
     a list with one array (or ``None``) per parameter, in the order of the parameters over
     all groups. Plain ndarray parameters need ``grads``. A parameter whose gradient is
     ``None`` is skipped, as in torch. Every array is validated before anything is modified.
+
+    Hooks are torch's: ``register_step_pre_hook``/``register_step_post_hook`` (and the global
+    ones in :mod:`gradclip.optim.optimizer`) run around :meth:`step` *and*
+    :meth:`clip_and_step`, also around a subclass's own ``step``;
+    ``register_state_dict_pre_hook``/``post_hook`` around :meth:`state_dict`,
+    ``register_load_state_dict_pre_hook``/``post_hook`` around :meth:`load_state_dict`. Each
+    returns a :class:`~gradclip.optim.optimizer.RemovableHandle`. Hooks are not copied by
+    ``copy.deepcopy`` or pickling (as in torch).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # torch patches the class's step on first instantiation (_patch_step_function); here
+        # every subclass that defines its own step (or clip_and_step) gets the wrapper once.
+        super().__init_subclass__(**kwargs)
+        for name in ("step", "clip_and_step"):
+            if name in cls.__dict__:
+                setattr(cls, name, with_step_hooks(cls.__dict__[name]))
+
+    def _init_hooks(self) -> None:
+        for name in _HOOK_DICTS:
+            if name not in self.__dict__:
+                setattr(self, name, OrderedDict())
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
+        self._init_hooks()
         # A single array would otherwise be iterated row by row.
         if _is_param(params):
             raise TypeError(
@@ -253,6 +288,7 @@ class Optimizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._init_hooks()
 
     def __repr__(self) -> str:
         lines = [self.__class__.__name__ + " ("]
@@ -261,6 +297,123 @@ class Optimizer:
             lines.extend(f"    {key}: {group[key]}" for key in sorted(group) if key != "params")
         lines.append(")")
         return "\n".join(lines)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """Register a hook called before each :meth:`step` and :meth:`clip_and_step`.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs)``; ``args`` starts
+            with the optimizer. A returned pair replaces the call's arguments (for the next
+            hooks and the call). Runs after the global pre hooks, in registration order.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._optimizer_step_pre_hooks)
+        self._optimizer_step_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """Register a hook called after each :meth:`step` and :meth:`clip_and_step`.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer, args, kwargs) -> None``, with the arguments the call got (as
+            replaced by pre hooks). Runs before the global post hooks; not called if the step
+            raised.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._optimizer_step_post_hooks)
+        self._optimizer_step_post_hooks[handle.id] = hook
+        return handle
+
+    def _register(self, hooks: OrderedDict, hook: Callable, prepend: bool) -> RemovableHandle:
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register a hook called as ``hook(optimizer)`` at the start of :meth:`state_dict`.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer) -> None``.
+        prepend : bool, default False
+            Run before the hooks registered so far instead of after them.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return self._register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register a hook called as ``hook(optimizer, state_dict)`` at the end of :meth:`state_dict`.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer, state_dict) -> None or dict``: may modify ``state_dict`` in place
+            or return a new one, which the next hooks receive and ``state_dict()`` returns.
+        prepend : bool, default False
+            Run before the hooks registered so far instead of after them.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return self._register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register a hook called as ``hook(optimizer, state_dict)`` before :meth:`load_state_dict` loads.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer, state_dict) -> None or dict``: receives a shallow copy of the
+            argument; a returned dict is loaded instead (and passed to the next hooks).
+        prepend : bool, default False
+            Run before the hooks registered so far instead of after them.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return self._register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register a hook called as ``hook(optimizer)`` after :meth:`load_state_dict` has loaded.
+
+        Parameters
+        ----------
+        hook : callable
+            ``hook(optimizer) -> None``.
+        prepend : bool, default False
+            Run before the hooks registered so far instead of after them.
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return self._register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
     # -- parameter groups ------------------------------------------------------------------
 
@@ -475,6 +628,7 @@ class Optimizer:
 
     # -- stepping ------------------------------------------------------------------------------
 
+    @with_step_hooks
     def step(
         self, closure: Optional[Callable[[], Any]] = None, *, grads: Optional[list] = None
     ) -> Any:
@@ -511,6 +665,7 @@ class Optimizer:
             raise
         return loss
 
+    @with_step_hooks
     def clip_and_step(
         self,
         max_norm: Optional[float] = None,
@@ -590,6 +745,10 @@ class Optimizer:
         finds (a state array of the wrong shape, a hyper-parameter made invalid) are raised
         on the ranks where they occur, after the total was agreed, with those ranks'
         parameters unchanged.
+
+        The step hooks (:meth:`register_step_pre_hook`, :meth:`register_step_post_hook` and
+        the global ones) run around this call as around :meth:`step`, with this call's
+        arguments: it is a step.
         """
         if comm is not None:
             if return_info or per_group or clipper is not None or nonfinite != "propagate":
@@ -636,6 +795,8 @@ class Optimizer:
             not copies, as in torch); ``"param_groups"``: a list of dicts with every
             hyper-parameter and ``"params"`` as a list of indices.
         """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
         param_mappings: dict[int, int] = {}
         start_index = 0
 
@@ -652,7 +813,12 @@ class Optimizer:
         packed_state = {
             (param_mappings[id(k)] if _is_param(k) else k): v for k, v in self.state.items()
         }
-        return {"state": packed_state, "param_groups": param_groups}
+        state_dict = {"state": packed_state, "param_groups": param_groups}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            hook_result = post_hook(self, state_dict)
+            if hook_result is not None:
+                state_dict = hook_result
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state saved by :meth:`state_dict` (or torch's, with CPU tensors).
@@ -677,6 +843,10 @@ class Optimizer:
         that two optimizers never update the same buffer.
         """
         state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            hook_result = pre_hook(self, state_dict)
+            if hook_result is not None:
+                state_dict = hook_result
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
 
@@ -711,6 +881,18 @@ class Optimizer:
 
         param_groups = [update_group(g, ng) for g, ng in zip(groups, saved_groups)]
         self.__setstate__({"state": state, "param_groups": param_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+
+_HOOK_DICTS = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
 
 
 def _is_array_like(value: object) -> bool:
