@@ -204,6 +204,32 @@ CASES.update({
     "average_step-bad-shape": (_C.average_step, lambda: [[([f32(3)], [f32(4)], False, 0.3)], None, False], ValueError),
     "average_step-bad-weight": (_C.average_step, lambda: [[([f32(3)], [f32(3)], False, "w")], None, False], TypeError),
 })
+
+
+def _adaptive_args(name, nbuf, hyper, bad=False):
+    params, grads = [np.ones(5), f32(2, 3)], [np.full(5, 0.5), f32(2, 3, fill=0.25)]
+    bufs = [[np.full_like(p, 0.5) for p in params] for _ in range(nbuf)]
+    steps = [np.array(0.0, np.float32), np.array(0.0, np.float32)]
+    if bad:
+        bufs[-1][1] = np.ones((3, 2), np.float32)
+    return [[(params, grads, *bufs, steps, *hyper)], 0.5, False]
+
+
+# Steps that only move the arrays slightly: the leak loops call them thousands of times.
+for _name, _nbuf, _hyper in [
+    ("adagrad", 1, (1e-9, 0.01, 0.1, 1e-10, False)),
+    ("rmsprop", 3, (1e-9, 0.99, 1e-8, 0.01, 0.5, True, True)),
+    ("adadelta", 2, (1e-9, 0.9, 1e-6, 0.01, False)),
+    ("adamax", 2, (1e-9, 0.9, 0.999, 1e-8, 0.01, True)),
+]:
+    if hasattr(_C, f"{_name}_step"):
+        CASES.update({
+            f"{_name}_step-ok": (getattr(_C, f"{_name}_step"), lambda a=(_name, _nbuf, _hyper): _adaptive_args(*a), None),
+            f"{_name}_step-bad-shape": (
+                getattr(_C, f"{_name}_step"), lambda a=(_name, _nbuf, _hyper): _adaptive_args(*a, bad=True), ValueError,
+            ),
+        })
+
 # Run before every call of a case, so that each call takes the same path.
 RESETS = {"sgd_step-ok-creates-buffers": _fresh_momentum_buffers}
 
