@@ -26,6 +26,9 @@ COMPLEX = [np.complex64, np.complex128]
 needs_fma = pytest.mark.skipif(not TORCH_HAS_FMA, reason="torch's CPU kernels use FMA only on AVX2/AVX512")
 
 
+LARGE_LAYOUTS = [((650_003,), lambda x: x), ((1003, 1031), lambda x: x[::2, 1:])]
+
+
 def _mode(dtype: Any) -> str:
     # gradclip.Parameter holds real arrays only: complex parameters are plain ndarrays.
     return "ndarray" if np.dtype(dtype).kind == "c" else "parameter"
@@ -84,7 +87,17 @@ def parity_tests(name: str, bounds: dict, float16_bounds: dict, complex_ok: bool
         kw, _ = split_tensor_lr(kwargs)
         check_clip_and_step(name, kw, dtype, write_back=write_back, max_norm=0.5)
 
+    @needs_fma
+    @pytest.mark.parametrize("dtype", REAL, ids=lambda d: np.dtype(d).name)
+    def test_large_arrays_bitwise_with_a_correctly_rounded_sqrt(dtype):
+        # An odd-sized contiguous array (vector loop + remainder) and a strided view, together
+        # over the threading threshold (2**20 elements): several threads, blocks, remainders.
+        kw, tkw = split_tensor_lr(configs[-1][1])
+        run_parity(name, kw, dtype, ulps=0, exact_sqrt=True, steps=3, save_at=2, layouts=LARGE_LAYOUTS,
+                   torch_kwargs=tkw)
+
     return {f.__name__: f for f in (
+        test_large_arrays_bitwise_with_a_correctly_rounded_sqrt,
         test_bitwise_with_a_correctly_rounded_sqrt,
         test_matches_torch_within_the_measured_bound_per_step,
         test_whole_run_stays_close_to_torch,

@@ -60,6 +60,19 @@ SCRIPT = textwrap.dedent(
         info = _C.clip_info(g, True, 2.0, (1.0, 0.5), (2, 1), 3, 1)
         for a in grads + sums + [norms] + g + [info[0]]:
             digest.update(np.ascontiguousarray(a).tobytes())
+    from gradclip import optim
+    for name, kw in [("Adagrad", dict(lr_decay=0.1, weight_decay=0.1)), ("RMSprop", dict(centered=True, momentum=0.5)),
+                     ("RMSprop", dict(weight_decay=0.1)), ("Adadelta", dict(weight_decay=0.1)), ("Adamax", dict(weight_decay=0.1))]:
+        for dtype in (np.float16, np.float32, np.float64, np.complex64, np.complex128):
+            params = [rng.standard_normal((65, 33)).astype(dtype), rng.standard_normal(130).astype(dtype)[::2]]
+            opt = getattr(optim, name)(params, **kw)
+            for step in range(3):
+                grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+                opt.clip_and_step(5.0, grads=grads) if step == 1 else opt.step(grads=grads)
+            for p in params:
+                digest.update(np.ascontiguousarray(p).tobytes())
+                for value in opt.state[p].values():
+                    digest.update(np.ascontiguousarray(value).tobytes())
     print(_C.ISA, digest.hexdigest())
     """
 )

@@ -145,3 +145,99 @@ def test_groups_must_be_a_sequence_of_tuples(name):
     with pytest.raises(TypeError):
         getattr(_C, f"{name}_step")([], None)
     assert getattr(_C, f"{name}_step")([], None, True) == 0
+
+
+# ----------------------------------------------------------------------------------------
+# Structured fuzzing: group tuples whose every slot is drawn valid or broken; the call must
+# succeed exactly when every slot is valid, and change nothing when it raises.
+
+from hypothesis import given, note  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_fuzz_c import FUZZ, call, draw_threads  # noqa: E402
+
+_OPERAND_KINDS = ["ok"] * 6 + ["strided", "fortran", "dtype", "shape", "read_only", "none", "junk", "alias"]
+_STEP_KINDS = ["ok"] * 8 + ["float64", "read_only", "float", "1d"]
+_HYPER_KINDS = ["ok"] * 10 + ["nan", "inf", "str", "complex"]
+
+
+def _normal(rng, shape):
+    return np.asarray(rng.standard_normal(shape))  # an ndarray also for shape ()
+
+
+def _operand(kind, shape, dtype, rng, param, writable=True):
+    if kind == "alias":
+        return param, param is not None
+    if kind == "none":
+        return None, False
+    if kind == "junk":
+        return "junk", False
+    if kind == "dtype":
+        return _normal(rng, shape).astype(np.float32 if dtype != np.float32 else np.float64), False
+    if kind == "shape":
+        return _normal(rng, shape + (1,)).astype(dtype), False
+    if kind == "strided":
+        big = _normal(rng, tuple(2 * n for n in shape)).astype(dtype)
+        a = big[tuple(slice(None, None, 2) for _ in shape) + (Ellipsis,)]  # a view, also when 0-d
+    elif kind == "fortran":
+        a = np.array(_normal(rng, shape), dtype=dtype, order="F")  # asfortranarray makes 0-d 1-d
+    else:
+        a = np.array(np.abs(_normal(rng, shape)), dtype=dtype)  # np.abs of a 0-d array is a scalar
+    if kind == "read_only":
+        a.flags.writeable = False
+        return a, not writable
+    return a, True
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_adaptive_steps(data):
+    draw = data.draw
+    draw_threads(data)
+    name = draw(st.sampled_from(sorted(SPECS)), label="entry point")
+    nbuf, hyper = SPECS[name]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+    scale = draw(st.sampled_from([None, 0.5, 2.0]), label="grad_scale")
+    write_back = draw(st.booleans(), label="write_back")
+    groups, valid = [], True
+    for _ in range(draw(st.integers(0, 2), label="ngroups")):
+        lists = [[] for _ in range(3 + nbuf)]
+        for _ in range(draw(st.integers(0, 3), label="items")):
+            dtype = draw(st.sampled_from([np.float16, np.float32, np.float64, np.complex64, np.complex128]))
+            shape = tuple(draw(st.lists(st.integers(1, 4), max_size=2)))
+            pkind = draw(st.sampled_from(["ok", "ok", "strided", "read_only", "junk"]))
+            param, ok = _operand(pkind, shape, dtype, rng, None)
+            valid &= ok
+            lists[0].append(param)
+            param_arr = param if isinstance(param, np.ndarray) else None
+            for k in range(1, 2 + nbuf):
+                kind = draw(st.sampled_from(_OPERAND_KINDS))
+                # the gradient may be read-only unless the clipped gradient is written back
+                a, ok = _operand(kind, shape, dtype, rng, param_arr, writable=(k > 1 or (scale is not None and write_back)))
+                if kind == "alias":
+                    ok = False
+                valid &= ok
+                lists[k].append(a)
+            skind = draw(st.sampled_from(_STEP_KINDS))
+            step = {"ok": np.array(1.0, np.float32), "float64": np.array(1.0), "float": 1.0,
+                    "1d": np.zeros(1, np.float32)}.get(skind)
+            if skind == "read_only":
+                step = np.array(1.0, np.float32)
+                step.flags.writeable = False
+            valid &= skind == "ok"
+            lists[-1].append(step)
+        hypers = list(hyper)
+        for i in range(len(hypers)):
+            kind = draw(st.sampled_from(_HYPER_KINDS))
+            if isinstance(hypers[i], bool):
+                continue
+            hypers[i] = {"ok": hypers[i], "nan": float("nan"), "inf": float("inf"), "str": "x", "complex": 1j}[kind]
+            valid &= kind in ("ok", "nan", "inf")
+        groups.append((*lists, *hypers))
+    watched = [a for g in groups for lst in g if isinstance(lst, list) for a in lst if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in watched]
+    ok, result = call(getattr(_C, f"{name}_step"), groups, scale, write_back)
+    note(f"{name}: ok={ok} result={result!r} valid={valid}")
+    if not ok:
+        for a, b in zip(watched, before):
+            assert np.array_equal(a, b, equal_nan=True), "changed on error"
+    assert ok == valid, f"valid={valid} but ok={ok}: {result!r}"
