@@ -24,7 +24,7 @@
 #define GC_OPTIMIZERS(X)                                                                                        \
     X(sgd)                                                                                                      \
     X(adam)                                                                                                     \
-    X(average)                                                                                                     \
+    X(average)                                                                                                  \
     X(adagrad)                                                                                                  \
     X(rmsprop)                                                                                                  \
     X(adadelta)                                                                                                 \

@@ -7,8 +7,8 @@
 #include "gc_optim_adadelta.h"
 #include "gc_optim_adagrad.h"
 #include "gc_optim_adam.h"
-#include "gc_optim_average.h"
 #include "gc_optim_adamax.h"
+#include "gc_optim_average.h"
 #include "gc_optim_rmsprop.h"
 #include "gc_optim_sgd.h"
 

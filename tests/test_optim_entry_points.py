@@ -153,7 +153,8 @@ def test_groups_must_be_a_sequence_of_tuples(name):
 
 from hypothesis import given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_fuzz_c import FUZZ, call, draw_threads  # noqa: E402
+from test_fuzz_c import FUZZ, draw_threads  # noqa: E402
+from test_fuzz_c import call as checked_call  # noqa: E402
 
 _OPERAND_KINDS = ["ok"] * 6 + ["strided", "fortran", "dtype", "shape", "read_only", "none", "junk", "alias"]
 _STEP_KINDS = ["ok"] * 8 + ["float64", "read_only", "float", "1d"]
@@ -235,7 +236,7 @@ def test_fuzz_adaptive_steps(data):
         groups.append((*lists, *hypers))
     watched = [a for g in groups for lst in g if isinstance(lst, list) for a in lst if isinstance(a, np.ndarray)]
     before = [a.copy() for a in watched]
-    ok, result = call(getattr(_C, f"{name}_step"), groups, scale, write_back)
+    ok, result = checked_call(getattr(_C, f"{name}_step"), groups, scale, write_back)
     note(f"{name}: ok={ok} result={result!r} valid={valid}")
     if not ok:
         for a, b in zip(watched, before):

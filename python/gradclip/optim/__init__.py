@@ -10,9 +10,9 @@ pass, with the same numbers as ``clip_grad_norm_`` followed by ``step``.
 learning-rate schedulers and weight averaging, for these optimizers.
 """
 
+from . import lr_scheduler, swa_utils
 from .adadelta import Adadelta
 from .adagrad import Adagrad
-from . import lr_scheduler, swa_utils
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
@@ -20,4 +20,6 @@ from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Optimizer", "RMSprop", "SGD", "lr_scheduler", "swa_utils"]
+__all__ = [
+    "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Optimizer", "RMSprop", "SGD", "lr_scheduler", "swa_utils",
+]
