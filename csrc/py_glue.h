@@ -8,6 +8,7 @@
  *   py_clip_extra.c  beyond torch: rich results, non-finite policies, per-group thresholds,
  *                adaptive (unit-wise) and per-example clipping
  *   py_optim.c   the optimizer entry points, one generic step driven by gc_optim_specs.c
+ *   py_linalg.c  vector algebra over lists of arrays (dot, axpy, copy), for LBFGS
  *
  * Entry points are private and positional; keywords, defaults and documentation live in
  * python/gradclip. They still trust nothing: every argument is checked, every array is
@@ -146,6 +147,9 @@ GLUE_ENTRY(scale_by);
 GLUE_ENTRY(clip_coef);
 GLUE_ENTRY(adaptive_clip);
 GLUE_ENTRY(clip_per_example);
+GLUE_ENTRY(list_dot);
+GLUE_ENTRY(list_axpy);
+GLUE_ENTRY(list_copy);
 #define GLUE_OPTIM_ENTRY(name) GLUE_ENTRY(name##_step);
 #include "gc_optim.h"
 GC_OPTIMIZERS(GLUE_OPTIM_ENTRY)

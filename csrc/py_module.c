@@ -74,6 +74,9 @@ static PyMethodDef module_methods[] = {
     FASTCALL(adaptive_clip, "adaptive_clip(values, grads, clip_factor, eps, norm_type)"),
     FASTCALL(clip_per_example, "clip_per_example(per_example_grads, max_norm) -> (sums, norms)"),
     GC_OPTIMIZERS(OPTIM_METHOD)
+    FASTCALL(list_dot, "list_dot(xs, ys) -> float: the dot product over all pairs (a side may be one flat array)"),
+    FASTCALL(list_axpy, "list_axpy(ys, alpha, xs): ys += alpha * xs in place, as torch's add_(alpha=)"),
+    FASTCALL(list_copy, "list_copy(dst, src): dst[...] = src; src items may have a .grad (None: zeros)"),
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},

@@ -16,10 +16,12 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
+from .lbfgs import LBFGS
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = [
-    "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Optimizer", "RMSprop", "SGD", "lr_scheduler", "swa_utils",
+    "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "LBFGS", "Optimizer", "RMSprop", "SGD",
+    "lr_scheduler", "swa_utils",
 ]

@@ -1,0 +1,482 @@
+"""L-BFGS, mirroring ``torch.optim.LBFGS``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .. import _C, _clip
+from .._parameter import Parameter
+from .optimizer import Optimizer, ParamsT, _check_real, _typename, _value
+
+__all__ = ["LBFGS"]
+
+
+# torch's LBFGS works on 0-d tensors of the parameters' dtype and on Python floats. NumPy
+# scalars of that dtype behave the same (NumPy 2 converts a Python float to the scalar's dtype
+# before an operation, as torch converts it to the tensor's), with one exception, spelled out
+# here: torch computes ``number / tensor`` as ``tensor.reciprocal() * number``.
+def _div(num: Any, den: Any) -> Any:
+    if isinstance(den, (np.generic, np.ndarray)) and not isinstance(num, (np.generic, np.ndarray)):
+        return np.reciprocal(den) * num
+    return num / den
+
+
+def _sqrt(x: Any) -> Any:
+    return np.sqrt(x) if isinstance(x, (np.generic, np.ndarray)) else math.sqrt(x)
+
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    # torch.optim.lbfgs._cubic_interpolate, operation for operation.
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - _div(3 * (f1 - f2), x1 - x2)
+    d2_square = d1**2 - g1 * g2
+    if d2_square >= 0:
+        d2 = _sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * _div(g2 + d2 - d1, g2 - g1 + 2 * d2)
+        else:
+            min_pos = x1 - (x1 - x2) * _div(g1 + d2 - d1, g1 - g2 + 2 * d2)
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe(obj_func, dot, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    # torch.optim.lbfgs._strong_wolfe, step for step (flat vectors are 1-D ndarrays).
+    d_norm = np.max(np.abs(d))
+    g = g.copy()
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals = 1
+    gtd_new = dot(g_new, d)
+
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket = [t]
+            bracket_f = [f_new]
+            bracket_g = [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
+        t_prev = tmp
+        f_prev = f_new
+        g_prev = g_new.copy()
+        gtd_prev = gtd_new
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = dot(g_new, d)
+        ls_iter += 1
+
+    if ls_iter == max_ls:
+        bracket = [0, t]
+        bracket_f = [f, f_new]
+        bracket_g = [g, g_new]
+
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                    t = max(bracket) - eps
+                else:
+                    t = min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = dot(g_new, d)
+        ls_iter += 1
+
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos] = t
+            bracket_f[high_pos] = f_new
+            bracket_g[high_pos] = g_new.copy()
+            bracket_gtd[high_pos] = gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos] = bracket[low_pos]
+                bracket_f[high_pos] = bracket_f[low_pos]
+                bracket_g[high_pos] = bracket_g[low_pos]
+                bracket_gtd[high_pos] = bracket_gtd[low_pos]
+            bracket[low_pos] = t
+            bracket_f[low_pos] = f_new
+            bracket_g[low_pos] = g_new.copy()
+            bracket_gtd[low_pos] = gtd_new
+
+    t = bracket[low_pos]
+    f_new = bracket_f[low_pos]
+    g_new = bracket_g[low_pos]
+    return f_new, g_new, t, ls_func_evals
+
+
+class LBFGS(Optimizer):
+    r"""L-BFGS, as ``torch.optim.LBFGS``: a closure-based quasi-Newton method.
+
+    Parameters
+    ----------
+    params : iterable
+        :class:`gradclip.Parameter` objects (the closure sets their ``.grad``), all of one
+        dtype (float16, float32 or float64). One parameter group only, as in torch.
+    lr : float, default 1
+        Learning rate (the initial step length of every iteration).
+    max_iter : int, default 20
+        Maximal number of iterations per :meth:`step`.
+    max_eval : int, optional
+        Maximal number of function evaluations per :meth:`step` (default
+        ``max_iter * 5 // 4``).
+    tolerance_grad : float, default 1e-7
+        Stop when the largest gradient magnitude is at most this.
+    tolerance_change : float, default 1e-9
+        Stop when the loss or the step changes less than this.
+    history_size : int, default 100
+        Number of curvature pairs kept.
+    line_search_fn : {None, 'strong_wolfe'}, default None
+        Fixed steps of ``lr``, or a line search satisfying the strong Wolfe conditions.
+
+    Raises
+    ------
+    ValueError
+        A negative ``lr``; more than one parameter group (torch's messages).
+    TypeError
+        Parameters of different dtypes, or plain ndarrays (no ``.grad`` for the closure to set).
+
+    Notes
+    -----
+    As torch, every parameter is part of one flat vector: the state (kept, as torch keeps it,
+    under the first parameter) holds flat 1-D ndarrays ``d``, ``prev_flat_grad``, and lists
+    ``old_dirs``, ``old_stps`` of them; ``t``, ``H_diag`` and the ``ro``/``al`` entries are
+    scalars of the parameters' dtype (torch's 0-d tensors) or Python numbers where torch has
+    them; ``prev_loss`` a float; ``n_iter`` and ``func_evals`` ints. A state dict saved by
+    torch loads here and continues.
+
+    The vector algebra runs in C over the whole parameter list (``gradclip._C.list_dot``,
+    ``list_axpy``, ``list_copy``): copying the gradients into the flat vector, moving the
+    parameters along a direction (torch's ``add_(alpha=)``, an fma, bit for bit) and the dot
+    products of the two-loop recursion. torch's dot products are MKL's, in the dtype and in
+    an order of its own; gradclip's are accumulated in float64 (float16/float32, where the
+    products are exact) or with a compensated sum (float64) and rounded once, so they are at
+    least as accurate and reproducible on every machine, but not bit-identical to torch's.
+    Parameters and losses therefore agree with torch to a measured tolerance (see the README),
+    not bit for bit.
+
+    Unlike torch, which promotes mixed dtypes when it concatenates, gradclip needs one dtype.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1,
+        max_iter: int = 20,
+        max_eval: Optional[int] = None,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-9,
+        history_size: int = 100,
+        line_search_fn: Optional[str] = None,
+    ) -> None:
+        _check_real(lr, "lr")
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if max_eval is None:
+            max_eval = max_iter * 5 // 4
+        defaults = {
+            "lr": lr,
+            "max_iter": max_iter,
+            "max_eval": max_eval,
+            "tolerance_grad": tolerance_grad,
+            "tolerance_change": tolerance_change,
+            "history_size": history_size,
+            "line_search_fn": line_search_fn,
+        }
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        self._params = self.param_groups[0]["params"]
+        for p in self._params:
+            if not isinstance(p, Parameter):
+                raise TypeError(
+                    "LBFGS reads the gradients its closure computes from each parameter's .grad, "
+                    f"so its parameters must be gradclip.Parameter objects, not {_typename(p)}"
+                )
+        dtypes = {_value(p).dtype for p in self._params}
+        if len(dtypes) > 1:
+            raise TypeError(
+                "LBFGS treats all parameters as one vector, so they must share one dtype, got "
+                + ", ".join(sorted(str(dt) for dt in dtypes))
+            )
+        self._numel_cache: Optional[int] = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102 - torch's
+        super().add_param_group(param_group)
+
+    # -- the flat vector ------------------------------------------------------------------
+
+    def _dtype(self) -> np.dtype:
+        return _value(self._params[0]).dtype
+
+    def _numel(self) -> int:
+        if self._numel_cache is None:
+            self._numel_cache = sum(_value(p).size for p in self._params)
+        return self._numel_cache
+
+    def _dot(self, x: np.ndarray, y: np.ndarray) -> np.generic:
+        return self._dtype().type(_C.list_dot(x, y))
+
+    def _abs_sum(self, x: np.ndarray) -> np.generic:
+        # torch's x.abs().sum(), accumulated in float64 and rounded once.
+        return self._dtype().type(_C.total_norm(x, 1.0, False))
+
+    def _gather_flat_grad(self) -> np.ndarray:
+        flat = np.empty(self._numel(), dtype=self._dtype())
+        _C.list_copy(flat, self._params)  # .grad of each, zeros where None
+        return flat
+
+    def _add_grad(self, step_size: Any, update: np.ndarray) -> None:
+        _C.list_axpy([_value(p) for p in self._params], step_size, update)
+
+    def _clone_param(self) -> np.ndarray:
+        flat = np.empty(self._numel(), dtype=self._dtype())
+        _C.list_copy(flat, [_value(p) for p in self._params])
+        return flat
+
+    def _set_param(self, params_data: np.ndarray) -> None:
+        _C.list_copy([_value(p) for p in self._params], params_data)
+
+    def _directional_evaluate(self, closure, x, t, d):
+        self._add_grad(t, d)
+        loss = float(closure())
+        flat_grad = self._gather_flat_grad()
+        self._set_param(x)
+        return loss, flat_grad
+
+    # -- stepping ---------------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+        """Perform one optimization step (up to ``max_iter`` iterations).
+
+        Parameters
+        ----------
+        closure : callable
+            Re-evaluates the model: sets every parameter's ``.grad`` and returns the loss
+            (anything ``float()`` accepts). Called several times per step.
+
+        Returns
+        -------
+        object
+            What the first call of ``closure`` returned.
+        """
+        if len(self.param_groups) != 1:
+            raise AssertionError(f"Expected exactly one param_group, but got {len(self.param_groups)}")
+        group = self.param_groups[0]
+        lr = float(group["lr"])
+        max_iter = group["max_iter"]
+        max_eval = group["max_eval"]
+        tolerance_grad = group["tolerance_grad"]
+        tolerance_change = group["tolerance_change"]
+        line_search_fn = group["line_search_fn"]
+        history_size = group["history_size"]
+        dot = self._dot
+
+        # Global state, registered under the first parameter as torch does.
+        state = self.state[self._params[0]]
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+
+        orig_loss = closure()
+        loss = float(orig_loss)
+        current_evals = 1
+        state["func_evals"] += 1
+
+        flat_grad = self._gather_flat_grad()
+        opt_cond = np.max(np.abs(flat_grad)) <= tolerance_grad
+        if opt_cond:
+            return orig_loss
+
+        d = state.get("d")
+        t = state.get("t")
+        old_dirs = state.get("old_dirs")
+        old_stps = state.get("old_stps")
+        ro = state.get("ro")
+        H_diag = state.get("H_diag")
+        prev_flat_grad = state.get("prev_flat_grad")
+        prev_loss = state.get("prev_loss")
+
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+
+            # -- direction --
+            if state["n_iter"] == 1:
+                d = -flat_grad
+                old_dirs = []
+                old_stps = []
+                ro = []
+                H_diag = 1
+            else:
+                y = flat_grad - prev_flat_grad
+                s = d * t
+                ys = dot(y, s)
+                if ys > 1e-10:
+                    if len(old_dirs) == history_size:
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(_div(1.0, ys))
+                    H_diag = ys / dot(y, y)
+
+                num_old = len(old_dirs)
+                if "al" not in state:
+                    state["al"] = [None] * history_size
+                al = state["al"]
+
+                # The two-loop recursion, on one buffer.
+                q = -flat_grad
+                for i in range(num_old - 1, -1, -1):
+                    al[i] = dot(old_stps[i], q) * ro[i]
+                    _C.list_axpy(q, -al[i], old_dirs[i])
+                d = r = q * H_diag
+                for i in range(num_old):
+                    be_i = dot(old_dirs[i], r) * ro[i]
+                    _C.list_axpy(r, al[i] - be_i, old_stps[i])
+
+            if prev_flat_grad is None:
+                prev_flat_grad = flat_grad.copy()
+            else:
+                prev_flat_grad[...] = flat_grad
+            prev_loss = loss
+
+            # -- step length --
+            if state["n_iter"] == 1:
+                t = min(1.0, _div(1.0, self._abs_sum(flat_grad))) * lr
+            else:
+                t = lr
+
+            gtd = dot(flat_grad, d)
+            if gtd > -tolerance_change:
+                break
+
+            ls_func_evals = 0
+            if line_search_fn is not None:
+                if line_search_fn != "strong_wolfe":
+                    raise RuntimeError("only 'strong_wolfe' is supported")
+                x_init = self._clone_param()
+
+                def obj_func(x, t, d):
+                    return self._directional_evaluate(closure, x, t, d)
+
+                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
+                    obj_func, dot, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals
+                )
+                self._add_grad(t, d)
+                opt_cond = np.max(np.abs(flat_grad)) <= tolerance_grad
+            else:
+                self._add_grad(t, d)
+                if n_iter != max_iter:
+                    # Re-evaluated except in the last iteration, as torch.
+                    loss = float(closure())
+                    flat_grad = self._gather_flat_grad()
+                    opt_cond = np.max(np.abs(flat_grad)) <= tolerance_grad
+                    ls_func_evals = 1
+
+            current_evals += ls_func_evals
+            state["func_evals"] += ls_func_evals
+
+            # -- stopping --
+            if n_iter == max_iter:
+                break
+            if current_evals >= max_eval:
+                break
+            if opt_cond:
+                break
+            if np.max(np.abs(d * t)) <= tolerance_change:
+                break
+            if abs(loss - prev_loss) < tolerance_change:
+                break
+
+        state["d"] = d
+        state["t"] = t
+        state["old_dirs"] = old_dirs
+        state["old_stps"] = old_stps
+        state["ro"] = ro
+        state["H_diag"] = H_diag
+        state["prev_flat_grad"] = prev_flat_grad
+        state["prev_loss"] = prev_loss
+        return orig_loss
+
+    def clip_and_step(  # type: ignore[override]
+        self,
+        max_norm: float,
+        norm_type: Union[float, str] = 2.0,
+        *,
+        closure: Callable[[], Any],
+        error_if_nonfinite: bool = False,
+    ) -> Any:
+        """Take a step with the gradient of every closure evaluation clipped.
+
+        LBFGS evaluates its closure several times per step, and each evaluation replaces the
+        gradients, so clipping once before :meth:`step` would be undone at once. Here every
+        evaluation is followed by ``clip_grad_norm_(params, max_norm, norm_type,
+        error_if_nonfinite)``: exactly ``step(clipped_closure)``. Not fused (LBFGS is not
+        elementwise): clip, then step.
+
+        Parameters
+        ----------
+        max_norm : float
+            The largest allowed total norm.
+        norm_type : float or {'inf', '-inf'}, default 2.0
+            The order of the norm.
+        closure : callable
+            As in :meth:`step`.
+        error_if_nonfinite : bool, default False
+            Raise ``RuntimeError`` if a total norm is NaN or infinite.
+
+        Returns
+        -------
+        object
+            What the first call of ``closure`` returned (as :meth:`step`).
+        """
+        params = self._params
+
+        def clipped() -> Any:
+            loss = closure()
+            _clip.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
+            return loss
+
+        return self.step(clipped)

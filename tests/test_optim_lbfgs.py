@@ -1,0 +1,461 @@
+"""LBFGS against torch.optim.LBFGS on real closures, and the list algebra it runs on.
+
+gradclip's LBFGS does every operation torch's does, in the same order and rounding, except its
+reductions (dot products and ``abs().sum()``), which it accumulates in float64 / compensated
+instead of calling MKL. The first tests substitute torch's own reductions and demand bit
+identity over many closure evaluations (both line searches, float32/float64, including a
+diverging run): everything but the reductions is exact. The next ones measure gradclip as it
+ships against torch: the tolerances asserted are the measured differences with a margin.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import gradclip
+from gradclip import Parameter, _C, optim
+from gradclip.demo.models import CharRNN
+from gradclip.optim.lbfgs import LBFGS
+
+DTYPES = [np.float32, np.float64]
+LINE_SEARCHES = [None, "strong_wolfe"]
+TORCH_STATE_KEYS = ["func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss"]
+
+
+@pytest.fixture
+def torch_reductions(monkeypatch):
+    """Make gradclip's LBFGS use torch's dot product and abs().sum()."""
+
+    def dot(self, x, y):
+        return self._dtype().type(torch.from_numpy(x).dot(torch.from_numpy(y)).item())
+
+    def abs_sum(self, x):
+        return self._dtype().type(torch.from_numpy(x).abs().sum().item())
+
+    monkeypatch.setattr(LBFGS, "_dot", dot)
+    monkeypatch.setattr(LBFGS, "_abs_sum", abs_sum)
+
+
+# -- problems: a NumPy loss and gradient, evaluated for both sides ------------------------
+
+
+def least_squares(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((40, 7)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    init = [(0.1 * rng.standard_normal((7, 3))).astype(dtype), np.zeros(3, dtype)]
+
+    def f(W, c):
+        r = A @ W + c - b[:, None]
+        return 0.5 * float(np.sum(r.astype(np.float64) ** 2)), [A.T @ r, r.sum(axis=0)]
+
+    return init, f
+
+
+def rnn(dtype, seed=1):
+    """The demo's character RNN on one window: loss and BPTT gradients."""
+    rng = np.random.default_rng(seed)
+    model = CharRNN(12, 10, rng=rng, dtype=dtype, init_std=0.3)
+    inputs, targets = rng.integers(0, 12, (8, 3)), rng.integers(0, 12, (8, 3))
+    names = list(model.params)
+    init = [p.data.copy() for p in model.parameters()]
+
+    def f(*values):
+        for p, v in zip(model.parameters(), values):
+            p.data[...] = v
+        loss, cache = model.forward(inputs, targets, model.initial_state(3))
+        grads, _ = model.backward(cache)
+        return loss, [grads[n] for n in names]
+
+    return init, f
+
+
+PROBLEMS = {"least_squares": least_squares, "rnn": rnn}
+
+
+class Side:
+    """One optimizer over copies of the initial values, with a closure calling f."""
+
+    def __init__(self, kind, init, f, **kwargs):
+        self.kind = kind
+        if kind == "torch":
+            self.params = [torch.tensor(x.copy()) for x in init]
+            self.opt = torch.optim.LBFGS(self.params, **kwargs)
+        else:
+            self.params = [Parameter(x.copy()) for x in init]
+            self.opt = optim.LBFGS(self.params, **kwargs)
+        self.f = f
+        self.evaluations = 0
+
+    def values(self):
+        return [p.detach().numpy() if self.kind == "torch" else p.data for p in self.params]
+
+    def closure(self):
+        self.evaluations += 1
+        loss, grads = self.f(*[v.copy() for v in self.values()])
+        for p, g in zip(self.params, grads):
+            p.grad = torch.from_numpy(g.copy()) if self.kind == "torch" else g.copy()
+        return loss
+
+    def step(self):
+        return self.opt.step(self.closure)
+
+    def state(self):
+        return self.opt.state[self.params[0]]
+
+
+def assert_same_state(ours, theirs, exact=True):
+    assert list(ours) == [k for k in TORCH_STATE_KEYS + ["al"] if k in theirs]
+    for key, value in theirs.items():
+        _same(ours[key], value, key)
+
+
+def _same(ours, theirs, what):
+    if isinstance(theirs, torch.Tensor):
+        expected = theirs.numpy()
+        got = np.asarray(ours)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, what
+        np.testing.assert_array_equal(got, expected, err_msg=what)
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), what
+        for i, (o, t) in enumerate(zip(ours, theirs)):
+            _same(o, t, f"{what}[{i}]")
+    else:
+        assert ours == theirs and type(ours) is type(theirs), (what, ours, theirs)
+
+
+# -- bit identity, reductions aside --------------------------------------------------------
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_identical_given_torchs_reductions(torch_reductions, problem, line_search_fn, dtype):
+    init, f = PROBLEMS[problem](dtype)
+    # lr 0.5 with fixed steps makes the RNN diverge on step 4: large numbers, still exact.
+    kwargs = dict(lr=0.5 if line_search_fn is None else 1.0, line_search_fn=line_search_fn, history_size=5)
+    ours, theirs = Side("gradclip", init, f, **kwargs), Side("torch", init, f, **kwargs)
+    for step in range(6):
+        assert ours.step() == theirs.step()
+        assert ours.evaluations == theirs.evaluations
+        for a, b in zip(ours.values(), theirs.values()):
+            np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+        state, tstate = ours.state(), theirs.state()
+        for key in ("func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss"):
+            if isinstance(tstate[key], torch.Tensor):
+                np.testing.assert_array_equal(np.asarray(state[key]), tstate[key].numpy(), err_msg=key)
+                assert np.asarray(state[key]).dtype == tstate[key].numpy().dtype, key
+            elif isinstance(tstate[key], list):
+                assert len(state[key]) == len(tstate[key]), key
+                for o, t in zip(state[key], tstate[key]):
+                    np.testing.assert_array_equal(np.asarray(o), t.numpy(), err_msg=key)
+            else:
+                assert state[key] == tstate[key], key
+        assert list(state) == list(tstate)
+
+
+# -- as shipped: measured tolerances ------------------------------------------------------
+
+# The relative difference of the parameters (max |ours - torch| / max |torch|) measured after
+# the steps below, and the bound asserted (a margin of ~5-10x over the worst measurement).
+# float64: 1.6e-16 (least squares), 6e-15 / 1.8e-13 (RNN, 20 iterations, fixed / Wolfe).
+# float32: 1.8e-7 (least squares), 3.2e-6 / 1.4e-5 (RNN).
+TOLERANCE = {np.float32: 1e-4, np.float64: 2e-12}
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_least_squares_matches_torch(line_search_fn, dtype):
+    init, f = least_squares(dtype)
+    ours, theirs = Side("gradclip", init, f, line_search_fn=line_search_fn), Side("torch", init, f, line_search_fn=line_search_fn)
+    for _ in range(3):
+        ours.step(), theirs.step()
+    scale = max(float(np.abs(b).max()) for b in theirs.values())
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ours.values(), theirs.values()))
+    assert diff <= TOLERANCE[dtype] * scale
+    # Converged to the least-squares solution, as torch.
+    A_loss, _ = f(*ours.values())
+    B_loss, _ = f(*theirs.values())
+    assert A_loss == pytest.approx(B_loss, rel=10 * TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rnn_step_matches_torch(line_search_fn, dtype):
+    # One step is 20 iterations (up to 25 evaluations) on the demo's RNN and its BPTT gradient.
+    init, f = rnn(dtype)
+    kwargs = dict(lr=0.5 if line_search_fn is None else 1.0, line_search_fn=line_search_fn)
+    ours, theirs = Side("gradclip", init, f, **kwargs), Side("torch", init, f, **kwargs)
+    loss0 = ours.step()
+    assert loss0 == theirs.step()
+    assert ours.evaluations == theirs.evaluations
+    scale = max(float(np.abs(b).max()) for b in theirs.values())
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ours.values(), theirs.values()))
+    assert diff <= TOLERANCE[dtype] * scale
+    assert f(*ours.values())[0] < 0.1 * loss0  # it learned
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+def test_state_keys_and_types_like_torch(torch_reductions, line_search_fn):
+    init, f = rnn(np.float32)
+    ours, theirs = Side("gradclip", init, f, line_search_fn=line_search_fn), Side("torch", init, f, line_search_fn=line_search_fn)
+    ours.step(), theirs.step()
+    ours.step(), theirs.step()
+    state, tstate = ours.state(), theirs.state()
+    assert list(state) == list(tstate)
+    for key in ("d", "prev_flat_grad"):
+        assert isinstance(state[key], np.ndarray) and state[key].ndim == 1
+    assert isinstance(state["n_iter"], int) and isinstance(state["func_evals"], int)
+    assert isinstance(state["prev_loss"], float)
+    assert all(isinstance(r, np.float32) for r in state["ro"])
+    # Only the first parameter holds state, as in torch.
+    assert len(ours.opt.state) == 1 and len(theirs.opt.state) == 1
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+def test_state_dict_round_trip_continues_exactly(line_search_fn):
+    init, f = rnn(np.float64)
+    a = Side("gradclip", init, f, line_search_fn=line_search_fn, lr=0.5)
+    b = Side("gradclip", init, f, line_search_fn=line_search_fn, lr=0.5)
+    a.step(), b.step()
+    sd = copy.deepcopy(b.opt.state_dict())
+    b.opt = optim.LBFGS(b.params, line_search_fn=line_search_fn, lr=0.5)
+    b.opt.load_state_dict(sd)
+    for _ in range(2):
+        assert a.step() == b.step()
+        for x, y in zip(a.values(), b.values()):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_torch_state_dict_loads_and_continues(torch_reductions):
+    init, f = rnn(np.float32)
+    ours, theirs = Side("gradclip", init, f, line_search_fn="strong_wolfe"), Side("torch", init, f, line_search_fn="strong_wolfe")
+    theirs.step()
+    for p, v in zip(ours.params, theirs.values()):
+        p.data[...] = v
+    ours.opt.load_state_dict(copy.deepcopy(theirs.opt.state_dict()))
+    for _ in range(2):
+        assert ours.step() == theirs.step()
+        for x, y in zip(ours.values(), theirs.values()):
+            np.testing.assert_array_equal(x, y)
+
+
+# -- clip_and_step -------------------------------------------------------------------------
+
+
+def test_clip_and_step_clips_every_evaluation():
+    init, f = rnn(np.float64)
+    a = Side("gradclip", init, f, line_search_fn="strong_wolfe")
+    b = Side("gradclip", init, f, line_search_fn="strong_wolfe")
+    norms = []
+
+    def clipped():
+        loss = b.closure()
+        norms.append(gradclip.clip_grad_norm_(b.params, 0.5))
+        return loss
+
+    for _ in range(2):
+        a.opt.clip_and_step(0.5, closure=a.closure)
+        b.opt.step(clipped)
+        for x, y in zip(a.values(), b.values()):
+            np.testing.assert_array_equal(x, y)
+    assert max(norms) > 0.5  # clipping fired
+    for p in a.params:  # the gradients left behind are clipped ones
+        assert p.grad is not None
+    assert float(gradclip.get_total_norm([p.grad for p in a.params])) <= 0.5 * (1 + 1e-6)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_constructor_errors_like_torch():
+    p, q = Parameter(np.zeros(3)), Parameter(np.zeros(2))
+    tp, tq = torch.zeros(3), torch.zeros(2)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        optim.LBFGS([p], lr=-1)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        torch.optim.LBFGS([tp], lr=-1)
+    msg = r"LBFGS doesn't support per-parameter options \(parameter groups\)"
+    with pytest.raises(ValueError, match=msg):
+        optim.LBFGS([{"params": [p]}, {"params": [q]}])
+    with pytest.raises(ValueError, match=msg):
+        torch.optim.LBFGS([{"params": [tp]}, {"params": [tq]}])
+    assert optim.LBFGS([p]).defaults == {k: v for k, v in torch.optim.LBFGS([tp]).defaults.items()}
+
+
+def test_gradclip_specific_errors():
+    with pytest.raises(TypeError, match="must share one dtype"):
+        optim.LBFGS([Parameter(np.zeros(3)), Parameter(np.zeros(3, np.float32))])
+    with pytest.raises(TypeError, match="gradclip.Parameter"):
+        optim.LBFGS([np.zeros(3)])
+    p = Parameter(np.ones(3))
+    opt = optim.LBFGS([p], line_search_fn="nope")
+
+    def closure():
+        p.grad = np.ones(3)
+        return 1.0
+
+    with pytest.raises(RuntimeError, match="only 'strong_wolfe' is supported"):
+        opt.step(closure)
+
+
+def test_bad_gradient_raises_before_moving():
+    p, q = Parameter(np.ones(3)), Parameter(np.ones((2, 2)))
+    opt = optim.LBFGS([p, q])
+
+    def closure():
+        p.grad = np.ones(3)
+        q.grad = np.ones((2, 2), np.float32)  # wrong dtype
+        return 1.0
+
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step(closure)
+    assert (p.data == 1).all() and (q.data == 1).all()
+
+
+def test_none_gradient_reads_as_zero():
+    # torch's _gather_flat_grad: a parameter without a gradient contributes zeros.
+    p, q = Parameter(np.ones(3)), Parameter(np.full(2, 5.0))
+    tp, tq = torch.ones(3, dtype=torch.float64), torch.full((2,), 5.0, dtype=torch.float64)
+    opt, topt = optim.LBFGS([p, q]), torch.optim.LBFGS([tp, tq])
+
+    def closure():
+        p.grad = 2 * p.data
+        return float(np.sum(p.data**2))
+
+    def tclosure():
+        tp.grad = 2 * tp.detach().clone()
+        return float((tp**2).sum())
+
+    opt.step(closure), topt.step(tclosure)
+    np.testing.assert_allclose(p.data, tp.numpy(), rtol=1e-14, atol=1e-300)
+    np.testing.assert_array_equal(q.data, tq.numpy())
+
+
+# -- the list algebra ----------------------------------------------------------------------
+
+LAYOUTS = [
+    lambda x: x,
+    lambda x: np.asfortranarray(x),
+    lambda x: x[::-1],
+    lambda x: np.repeat(x, 2, axis=0)[::2],
+]
+
+
+def _lists(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (5,), (), (2, 3, 2), (0, 3)]
+    return [np.asarray(rng.standard_normal(s) * 3).astype(dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_list_dot_is_accurate(dtype, layout):
+    xs = [LAYOUTS[layout](x) if x.ndim else x for x in _lists(dtype, 0)]
+    ys = [LAYOUTS[layout](y) if y.ndim else y for y in _lists(dtype, 1)]
+    from fractions import Fraction
+
+    exact = sum(
+        (Fraction(float(a)) * Fraction(float(b)) for x, y in zip(xs, ys) for a, b in zip(x.ravel(), y.ravel())),
+        Fraction(0),
+    )
+    got = _C.list_dot(xs, ys)
+    assert abs(Fraction(got) - exact) <= abs(exact) * Fraction(2.0**-50)  # well under a float64 ulp x 8
+    flat = np.concatenate([x.ravel() for x in xs])
+    # A flat vector pairs with the list in C order (the summation order may differ by layout).
+    assert np.dtype(dtype).type(_C.list_dot(flat, ys)) == np.dtype(dtype).type(got)
+    assert np.dtype(dtype).type(got) == np.dtype(dtype).type(float(exact))
+
+
+# float16 only contiguous (see below).
+AXPY_CASES = [(np.float16, 0)] + [(dt, layout) for dt in (np.float32, np.float64) for layout in range(len(LAYOUTS))]
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="torch fuses only with FMA"
+)
+@pytest.mark.parametrize("dtype,layout", AXPY_CASES)
+@pytest.mark.parametrize("alpha", [0.3, -1.7, np.float32(0.1)])
+def test_list_axpy_is_torchs_add(dtype, layout, alpha):
+    lists = _lists
+    if dtype == np.float16:
+        # torch's float16 add is an fma in float only in its vectorised loop; its scalar loop
+        # (the last n % 64 elements of a contiguous run, and strided views) rounds alpha * x
+        # to float16 first. gradclip always fuses: compare where torch is vectorised.
+        lists = lambda dtype, seed: [  # noqa: E731
+            np.random.default_rng(seed).standard_normal(s).astype(dtype) for s in [(64,), (2, 64), (128,)]
+        ]
+    ys = [LAYOUTS[layout](y) if y.ndim else y.copy() for y in lists(dtype, 0)]
+    xs = lists(dtype, 1)
+    expected = [torch.from_numpy(np.ascontiguousarray(y).copy()) for y in ys]
+    for e, x in zip(expected, xs):
+        e.add_(torch.from_numpy(x), alpha=float(alpha))
+    _C.list_axpy(ys, alpha, xs)
+    for y, e in zip(ys, expected):
+        np.testing.assert_array_equal(y, e.numpy())
+    # From a flat vector, as LBFGS moves its parameters.
+    ys2 = [LAYOUTS[layout](y) if y.ndim else y.copy() for y in lists(dtype, 0)]
+    _C.list_axpy(ys2, alpha, np.concatenate([x.ravel() for x in xs]))
+    for y, e in zip(ys2, expected):
+        np.testing.assert_array_equal(y, e.numpy())
+
+
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+def test_list_copy_both_ways(layout):
+    xs = [LAYOUTS[layout](x) if x.ndim else x for x in _lists(np.float32)]
+    flat = np.full(sum(x.size for x in xs), np.nan, np.float32)
+    _C.list_copy(flat, xs)
+    np.testing.assert_array_equal(flat, np.concatenate([x.ravel() for x in xs]))
+    back = [LAYOUTS[layout](np.zeros_like(x)) if x.ndim else np.zeros_like(x) for x in xs]
+    _C.list_copy(back, flat)
+    for a, b in zip(back, xs):
+        np.testing.assert_array_equal(a, b)
+    # Sources with a .grad; None reads as zeros shaped like .data.
+    params = [Parameter(np.ones_like(x)) for x in xs]
+    for p, x in zip(params, xs):
+        p.grad = x
+    params[1].grad = None
+    _C.list_copy(flat, params)
+    expected = [x.ravel() for x in xs]
+    expected[1] = np.zeros(xs[1].size, np.float32)
+    np.testing.assert_array_equal(flat, np.concatenate(expected))
+
+
+def test_list_entry_points_refuse_bad_input_and_change_nothing():
+    ys = [np.ones(3), np.ones((2, 2))]
+    before = [y.copy() for y in ys]
+    bad = [
+        (ys, 1.0, [np.ones(3)]),  # lengths differ
+        (ys, 1.0, [np.ones(3), np.ones(4)]),  # shapes differ
+        (ys, 1.0, [np.ones(3), np.ones((2, 2), np.float32)]),  # dtypes differ
+        (ys, 1.0, np.ones(6)),  # flat too short
+        (ys, 1.0, np.ones(8)),  # flat too long
+        (ys, 1.0, np.ones((7, 1))),  # flat not 1-D
+        (ys, 1.0, np.ones(14)[::2]),  # flat not contiguous
+        (ys, "x", np.ones(7)),  # alpha not a number
+        (ys, 1.0, [np.ones(3), "x"]),
+        (ys, 1.0, 3),
+        ([np.ones(3)[::0] if False else np.broadcast_to(1.0, (3,)), ys[1]], 1.0, [np.ones(3), np.ones((2, 2))]),
+        ([ys[0], ys[0][::-1].reshape(3)], 1.0, [ys[0], ys[0]]),  # shares memory within a pair
+        ([np.ones(3, np.int64), ys[1]], 1.0, [np.ones(3), np.ones((2, 2))]),
+    ]
+    for args in bad:
+        with pytest.raises((TypeError, ValueError)):
+            _C.list_axpy(*args)
+        for y, b in zip(ys, before):
+            np.testing.assert_array_equal(y, b)
+    with pytest.raises(TypeError):
+        _C.list_dot([np.ones(3)], [object()])
+    with pytest.raises(TypeError):
+        _C.list_dot([np.ones(3)])
+    with pytest.raises(ValueError):
+        _C.list_copy(np.ones(3), [None])  # no shape for a None
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.ones(3)
+        ro.flags.writeable = False
+        _C.list_copy([ro], [np.zeros(3)])
