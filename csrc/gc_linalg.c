@@ -105,6 +105,47 @@ static void axpy_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptr
     }
 }
 
+static void lerp_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
+{
+    const axpy_args *a = ctx; /* alpha: the weight */
+    const ptrdiff_t i0 = gc_elements(strides[0], a->dtype), i1 = gc_elements(strides[1], a->dtype);
+    switch (a->dtype) {
+    case GC_FLOAT16: {
+        gc_half *x = (gc_half *)ptrs[0];
+        const gc_half *e = (const gc_half *)ptrs[1];
+        const float w = (float)a->alpha;
+        const int small = fabsf(w) < 0.5f;
+        for (ptrdiff_t k = 0; k < n; k++) {
+            const float s = gc_half_to_float(x[k * i0]), t = gc_half_to_float(e[k * i1]), diff = t - s;
+            x[k * i0] = gc_float_to_half(small ? fmaf(w, diff, s) : fmaf(w - 1.0f, diff, t));
+        }
+        break;
+    }
+    case GC_FLOAT32: {
+        float *x = (float *)ptrs[0];
+        const float *e = (const float *)ptrs[1];
+        const float w = (float)a->alpha;
+        const int small = fabsf(w) < 0.5f;
+        for (ptrdiff_t k = 0; k < n; k++) {
+            const float s = x[k * i0], t = e[k * i1], diff = t - s;
+            x[k * i0] = small ? fmaf(w, diff, s) : fmaf(w - 1.0f, diff, t);
+        }
+        break;
+    }
+    default: {
+        double *x = (double *)ptrs[0];
+        const double *e = (const double *)ptrs[1];
+        const double w = a->alpha;
+        const int small = fabs(w) < 0.5;
+        for (ptrdiff_t k = 0; k < n; k++) {
+            const double s = x[k * i0], t = e[k * i1], diff = t - s;
+            x[k * i0] = small ? fma(w, diff, s) : fma(w - 1.0, diff, t);
+        }
+        break;
+    }
+    }
+}
+
 static void copy_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     const gc_dtype dtype = *(const gc_dtype *)ctx;
@@ -171,6 +212,14 @@ void gc_pairs_axpy(const gc_pair *pairs, size_t n, double alpha)
     for (size_t i = 0; i < n; i++) {
         axpy_args args = {pairs[i].dtype, alpha};
         walk_pair(&pairs[i], 2, axpy_run, &args);
+    }
+}
+
+void gc_pairs_lerp(const gc_pair *pairs, size_t n, double weight)
+{
+    for (size_t i = 0; i < n; i++) {
+        axpy_args args = {pairs[i].dtype, weight};
+        walk_pair(&pairs[i], 2, lerp_run, &args);
     }
 }
 

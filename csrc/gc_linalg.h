@@ -34,6 +34,10 @@ double gc_pairs_dot(const gc_pair *pairs, size_t n);
 /* x0 = x0 + alpha * x1 with torch's add_(alpha=) rounding, for every pair. */
 void gc_pairs_axpy(const gc_pair *pairs, size_t n, double alpha);
 
+/* x0 = x0.lerp(x1, w) as torch computes it with a scalar weight: fma(w, x1 - x0, x0) when
+ * |w| < 0.5, else fma(w - 1, x1 - x0, x1), in the compute type (float for float16). */
+void gc_pairs_lerp(const gc_pair *pairs, size_t n, double weight);
+
 /* x0 = x1 (or 0 where data[1] is NULL), for every pair. */
 void gc_pairs_copy(const gc_pair *pairs, size_t n);
 

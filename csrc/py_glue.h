@@ -150,6 +150,7 @@ GLUE_ENTRY(clip_per_example);
 GLUE_ENTRY(list_dot);
 GLUE_ENTRY(list_axpy);
 GLUE_ENTRY(list_copy);
+GLUE_ENTRY(list_lerp);
 #define GLUE_OPTIM_ENTRY(name) GLUE_ENTRY(name##_step);
 #include "gc_optim.h"
 GC_OPTIMIZERS(GLUE_OPTIM_ENTRY)

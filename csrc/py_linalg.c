@@ -383,6 +383,26 @@ PyObject *py_list_axpy(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* list_lerp(xs, ends, weight) -> None: x = x.lerp(end, weight) in place, torch's rounding. */
+PyObject *py_list_lerp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pair_batch b;
+    double weight;
+    if (glue_check_nargs("list_lerp", nargs, 3) < 0 || glue_parse_real(args[2], "weight", &weight) < 0 ||
+        collect_pairs(glue_state(module), &b, args[0], args[1], SIDE_WRITTEN, 0, "xs", "ends") < 0)
+        return NULL;
+    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        gc_pairs_lerp(b.pairs, (size_t)b.n, weight);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        gc_pairs_lerp(b.pairs, (size_t)b.n, weight);
+    }
+    batch_done(&b);
+    Py_RETURN_NONE;
+}
+
 /* list_copy(dst, src) -> None: dst[...] = src in place; src items may be objects with a .grad
  * (None: zeros) or None. */
 PyObject *py_list_copy(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

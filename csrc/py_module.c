@@ -76,6 +76,7 @@ static PyMethodDef module_methods[] = {
     GC_OPTIMIZERS(OPTIM_METHOD)
     FASTCALL(list_dot, "list_dot(xs, ys) -> float: the dot product over all pairs (a side may be one flat array)"),
     FASTCALL(list_axpy, "list_axpy(ys, alpha, xs): ys += alpha * xs in place, as torch's add_(alpha=)"),
+    FASTCALL(list_lerp, "list_lerp(xs, ends, weight): xs = xs.lerp(ends, weight) in place, as torch's lerp_"),
     FASTCALL(list_copy, "list_copy(dst, src): dst[...] = src; src items may have a .grad (None: zeros)"),
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},

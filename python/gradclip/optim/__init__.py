@@ -12,16 +12,18 @@ learning-rate schedulers and weight averaging, for these optimizers.
 
 from . import lr_scheduler, swa_utils
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
 from .lbfgs import LBFGS
+from .muon import Muon
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = [
-    "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "LBFGS", "Optimizer", "RMSprop", "SGD",
-    "lr_scheduler", "swa_utils",
+    "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "LBFGS", "Muon", "Optimizer",
+    "RMSprop", "SGD", "lr_scheduler", "swa_utils",
 ]
