@@ -273,6 +273,29 @@ def _run(fn, args, expected, n):
             del result
 
 
+class _GradOf:
+    def __init__(self, grad, data):
+        self.grad, self.data = grad, data
+
+
+# The list algebra of LBFGS (py_linalg.c): flat and list sides, .grad sources, errors.
+CASES.update({
+    "list_dot-ok": (_C.list_dot, lambda: [[f32(3), np.ones((2, 2))], [f32(3), np.ones((2, 2))]], None),
+    "list_dot-flat": (_C.list_dot, lambda: [np.ones(7), [np.ones(3), np.ones((2, 2))]], None),
+    "list_dot-shape": (_C.list_dot, lambda: [[np.ones(3)], [np.ones(4)]], ValueError),
+    "list_dot-not-array": (_C.list_dot, lambda: [[np.ones(3)], ["x"]], TypeError),
+    "list_axpy-ok": (_C.list_axpy, lambda: [[np.ones(3), np.ones((2, 2)).T], 0.5, np.ones(7)], None),
+    "list_axpy-short-flat": (_C.list_axpy, lambda: [[np.ones(3)], 0.5, np.ones(2)], ValueError),
+    "list_axpy-alias": (_C.list_axpy, lambda: (lambda a: [[a], 1.0, [a]])(np.ones(3)), ValueError),
+    "list_axpy-bad-alpha": (_C.list_axpy, lambda: [[np.ones(3)], "a", [np.ones(3)]], TypeError),
+    "list_lerp-ok": (_C.list_lerp, lambda: [[np.ones(3)], [np.zeros(3)], 0.3], None),
+    "list_copy-grads": (_C.list_copy, lambda: [np.empty(5), [_GradOf(np.ones(3), None), _GradOf(None, np.ones(2))]], None),
+    "list_copy-grad-raises": (_C.list_copy, lambda: [np.empty(3), [RaisingGrad()]], LookupError),
+    "list_copy-none-no-shape": (_C.list_copy, lambda: [np.empty(3), [None]], ValueError),
+    "list_copy-read-only": (_C.list_copy, lambda: [[_read_only()], [np.ones(3)]], ValueError),
+})
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_refcounts_unchanged(case):
     fn, factory, expected = CASES[case]

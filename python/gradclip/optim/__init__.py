@@ -22,8 +22,9 @@ from .muon import Muon
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
+from .sparse_adam import SparseAdam
 
 __all__ = [
     "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "LBFGS", "Muon", "Optimizer",
-    "RMSprop", "SGD", "lr_scheduler", "swa_utils",
+    "RMSprop", "SGD", "SparseAdam", "lr_scheduler", "swa_utils",
 ]

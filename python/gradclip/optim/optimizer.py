@@ -244,6 +244,42 @@ class Optimizer:
     ``register_load_state_dict_pre_hook``/``post_hook`` around :meth:`load_state_dict`. Each
     returns a :class:`~gradclip.optim.optimizer.RemovableHandle`. Hooks are not copied by
     ``copy.deepcopy`` or pickling (as in torch).
+
+    Writing your own optimizer is torch's pattern: subclass, pass the defaults to
+    ``super().__init__``, and write a ``step`` that loops over :attr:`param_groups`, reads
+    ``p.grad``, updates ``p.data`` *in place* and keeps per-parameter state in
+    ``self.state[p]`` (a dict, created empty on first access). :meth:`state_dict`,
+    :meth:`load_state_dict` (arrays copied and cast to the parameter's dtype, except a
+    ``"step"`` entry), :meth:`zero_grad`, :meth:`add_param_group` and
+    :meth:`clip_and_step` (``clip_grad_norm_`` then your ``step()``) work unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradclip import Parameter
+    >>> from gradclip.optim import Optimizer
+    >>> class MomentumSGD(Optimizer):
+    ...     def __init__(self, params, lr=0.1, momentum=0.9):
+    ...         super().__init__(params, {"lr": lr, "momentum": momentum})
+    ...     def step(self, closure=None):
+    ...         loss = closure() if closure is not None else None
+    ...         for group in self.param_groups:
+    ...             for p in group["params"]:
+    ...                 if p.grad is None:
+    ...                     continue
+    ...                 state = self.state[p]
+    ...                 if "buf" not in state:
+    ...                     state["buf"] = np.zeros_like(p.data)
+    ...                 state["buf"] *= group["momentum"]
+    ...                 state["buf"] += p.grad
+    ...                 p.data -= group["lr"] * state["buf"]   # in place
+    ...         return loss
+    >>> w = Parameter(np.array([1.0, 2.0]))
+    >>> opt = MomentumSGD([w])
+    >>> w.grad = np.array([1.0, 1.0])
+    >>> opt.step()
+    >>> w.data
+    array([0.9, 1.9])
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -770,6 +806,14 @@ class Optimizer:
                 self, max_norm, norm_type, error_if_nonfinite, grads, write_back,
                 return_info, nonfinite, per_group, clipper,
             )
+        if type(self)._apply is Optimizer._apply:
+            # A subclass with its own step() (see the class notes): clip, then step.
+            if grads is not None:
+                raise TypeError(f"{type(self).__name__}.clip_and_step() takes no grads=: set each parameter's .grad")
+            params = [p for group in self.param_groups for p in group["params"]]
+            total_norm = _clip.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
+            self.step()
+            return total_norm
         try:
             batches = self._collect(grads)
             every_grad = [g for batch in batches for g in batch.grads]
