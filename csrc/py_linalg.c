@@ -186,17 +186,21 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
         }
     }
     /* From here on no Python code runs. Validate and describe. */
+    /* Each pair takes a shape and two strides of max(ndim, 1) entries (0-d as 1-D), ndim
+     * being that of whichever array gives the pair its shape: reserve for the largest. */
     Py_ssize_t ndims = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
+        int nd = 1;
         for (int s = 0; s < 2; s++) {
-            PyObject *a = refs[2 * i + s];
-            if (a != NULL && a != Py_None)
-                ndims += PyArray_NDIM((PyArrayObject *)a);
-            else if (likes[i] != NULL)
-                ndims += PyArray_NDIM((PyArrayObject *)likes[i]);
+            PyObject *a = both_arrays ? refs[s] : refs[2 * i + s];
+            if (a != NULL && a != Py_None && PyArray_NDIM((PyArrayObject *)a) > nd)
+                nd = PyArray_NDIM((PyArrayObject *)a);
         }
+        if (likes[i] != NULL && PyArray_NDIM((PyArrayObject *)likes[i]) > nd)
+            nd = PyArray_NDIM((PyArrayObject *)likes[i]);
+        ndims += 3 * (Py_ssize_t)nd;
     }
-    dims = PyMem_Malloc(((size_t)ndims * 3 + 3) * sizeof(ptrdiff_t) + 1);
+    dims = PyMem_Malloc((size_t)ndims * sizeof(ptrdiff_t) + 1);
     if (dims == NULL) {
         PyErr_NoMemory();
         goto done;
