@@ -13,7 +13,7 @@ second moment is elementwise: bit-identical); accumulated over 30 steps: params 
 import numpy as np
 import pytest
 import torch
-from optim_parity import check_clip_and_step, run_parity
+from optim_parity import VECTOR_LAYOUTS, check_clip_and_step, run_parity
 
 from gradclip import Parameter, optim
 
@@ -117,3 +117,12 @@ def test_bad_state_raises_and_changes_nothing():
     with pytest.raises(ValueError, match="shape"):
         opt.step(grads=[np.ones((3, 4)), np.ones(3)])
     np.testing.assert_array_equal(w.data, before[0])
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_float16_matches_torch(kwargs):
+    # Vectors and an 8x16 matrix (sizes torch's float16 kernels vectorise; see optim_parity):
+    # measured bit-identical in every configuration but maximize with weight decay (<= 128 ulp
+    # over 30 steps, cause not isolated).
+    bound = {"param": 256, "*": 0} if kwargs.get("maximize") else 0
+    run_parity("Adafactor", kwargs, np.float16, ulps=bound, layouts=VECTOR_LAYOUTS)

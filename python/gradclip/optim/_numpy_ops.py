@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["norm", "round_bf16", "scaled_grad"]
+__all__ = ["mul_", "norm", "round_bf16", "scaled_grad"]
 
 
 def scaled_grad(grad: np.ndarray, grad_scale: Optional[float], write_back: bool) -> np.ndarray:
@@ -30,6 +30,15 @@ def scaled_grad(grad: np.ndarray, grad_scale: Optional[float], write_back: bool)
         grad[...] = scaled
         return grad
     return scaled
+
+
+def mul_(x: np.ndarray, scalar: float) -> None:
+    """``x.mul_(scalar)`` in place: the scalar in torch's compute type (float32 for float16,
+    whose product is computed in float32 and rounded once)."""
+    if x.dtype == np.float16:
+        x[...] = (x.astype(np.float32) * np.float32(scalar)).astype(np.float16)
+    else:
+        x *= x.dtype.type(scalar)
 
 
 def norm(x: np.ndarray, axis: Optional[int] = None) -> Any:

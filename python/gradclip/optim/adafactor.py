@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _C
+from ._numpy_ops import mul_
 from ._numpy_ops import norm as _norm
 from ._numpy_ops import scaled_grad
 from .adam import _STEP_DTYPE, _as_step
@@ -184,7 +185,7 @@ class Adafactor(Optimizer):
                 rho_t = min(lr, 1 / (step_float**0.5))
                 alpha = max(eps2, float(_norm(value)) / (value.size**0.5)) * rho_t
                 if weight_decay != 0:
-                    value *= dtype(1 - lr * weight_decay)
+                    mul_(value, 1 - lr * weight_decay)
                 if grad.ndim > 1:
                     row_var, col_var = state["row_var"], state["col_var"]
                     row_mean = _norm(grad, -1)
@@ -206,7 +207,10 @@ class Adafactor(Optimizer):
                     _C.list_lerp(variance, grad_squared, one_minus_beta2_t)
                     var_estimate = variance.copy()
                 update = np.maximum(var_estimate, dtype(eps1 * eps1))
-                update = 1 / np.sqrt(update)
+                if value.dtype == np.float16:  # torch's rsqrt rounds once, from float32
+                    update = (1 / np.sqrt(update.astype(np.float32))).astype(np.float16)
+                else:
+                    update = 1 / np.sqrt(update)
                 update *= grad
                 denom = max(1.0, float(_norm(update)) / ((update.size**0.5) * d))
                 _C.list_axpy(value, -alpha / denom, np.asarray(update))

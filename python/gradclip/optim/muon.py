@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _C
-from ._numpy_ops import norm, round_bf16, scaled_grad
+from ._numpy_ops import mul_, norm, round_bf16, scaled_grad
 from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_real, _check_state_array, _dicts_of, _value
 
 __all__ = ["Muon", "zeropower_via_newtonschulz"]
@@ -222,6 +222,6 @@ class Muon(Optimizer):
                     update = buf
                 update = zeropower_via_newtonschulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
                 adjusted_lr = _adjust_lr(lr, group["adjust_lr_fn"], value.shape)
-                value *= value.dtype.type(1 - lr * weight_decay)
+                mul_(value, 1 - lr * weight_decay)
                 # torch adds the bfloat16 update to the parameter in the parameter's dtype.
                 _C.list_axpy(value, -adjusted_lr, update.astype(value.dtype))
