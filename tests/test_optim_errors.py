@@ -290,6 +290,38 @@ def test_plain_arrays_need_grads():
         opt.step()
 
 
+@pytest.mark.parametrize("read_only", [(0, 0), (0, 1), (1, 2)], ids=str)
+def test_zero_grad_in_place_refuses_a_read_only_gradient_before_zeroing_any(read_only):
+    """zero_grad(set_to_none=False) checks every gradient first: a read-only one (in any
+    group, at any position) raises naming it, and no gradient has been zeroed."""
+    params = [Parameter(np.ones(3)) for _ in range(5)]
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1)
+    for p in params:
+        p.grad = np.full(3, 7.0)
+    params[3].grad = None  # skipped, but still counted in the numbering
+    group, position = read_only
+    index = [0, 2][group] + position
+    params[index].grad.flags.writeable = False
+    with pytest.raises(ValueError, match=rf"parameter {index} \(in param_groups\[{group}\]\) is read-only"):
+        opt.zero_grad(set_to_none=False)
+    for p in params:
+        if p.grad is not None:
+            np.testing.assert_array_equal(p.grad, 7.0)
+    opt.zero_grad()  # setting to None writes no array: fine
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("closure", [[np.ones(2)], (np.ones(2),), np.ones(2), 1.0])
+def test_gradients_passed_to_step_positionally(closure):
+    """step([dW, db]) (min-char-rnn's habit): the message says the positional argument is the
+    closure and where gradients go; nothing changes."""
+    w = np.zeros(2)
+    opt = optim.SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match=r"positional argument is closure.*step\(grads=\[\.\.\.\]\)"):
+        opt.step(closure)
+    np.testing.assert_array_equal(w, 0.0)
+
+
 def test_read_only_gradient_with_write_back():
     opt, arrays = warmed_up("Adam")
     grads = good_grads(arrays)

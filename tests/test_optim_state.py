@@ -325,3 +325,32 @@ def test_state_lookups_used_by_a_step_agree_with_the_mapping():
     opt.load_state_dict(opt.state_dict())
     check(opt.state)
     np.testing.assert_array_equal(_get_each(opt.state, params, "momentum_buffer")[0], 7.0)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [[[0, 1, 0]], [[0, 0, 1, 0]], [[0, 1], [2, 3, 2]], [[1, 0, 1, 1], [2]]],
+    ids=str,
+)
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_state_dict_numbers_a_parameter_listed_twice_as_torch(layout):
+    """torch numbers a parameter listed twice in a group by its last position; the state is
+    keyed by that number, and loading the state dict back pairs it with the same parameter."""
+    n = 1 + max(i for group in layout for i in group)
+    values = [np.full(2, float(i + 1)) for i in range(n)]
+    tensors = [torch.tensor(v) for v in values]
+    opt = optim.SGD([{"params": [values[i] for i in g]} for g in layout], lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD([{"params": [tensors[i] for i in g]} for g in layout], lr=0.1, momentum=0.9)
+    # Each parameter gets momentum state keyed by the parameter, however often it is listed.
+    for v, t in zip(values, tensors):
+        opt.state[v]["momentum_buffer"] = v * 10
+        topt.state[t]["momentum_buffer"] = torch.tensor(v * 10)
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+    assert sorted(sd["state"]) == sorted(tsd["state"])
+    for key, state in sd["state"].items():
+        np.testing.assert_array_equal(state["momentum_buffer"], tsd["state"][key]["momentum_buffer"].numpy())
+    reloaded = optim.SGD([{"params": [values[i] for i in g]} for g in layout], lr=0.1, momentum=0.9)
+    reloaded.load_state_dict(tsd)
+    for v in values:
+        np.testing.assert_array_equal(reloaded.state[v]["momentum_buffer"], v * 10)

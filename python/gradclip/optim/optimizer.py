@@ -57,6 +57,15 @@ def _typename(obj: object) -> str:
     return cls.__qualname__ if module in ("builtins", "") else f"{module}.{cls.__qualname__}"
 
 
+def _group_offsets(groups: list[dict[str, Any]]) -> list[int]:
+    """The index over all groups of each group's first parameter."""
+    offsets, start = [], 0
+    for group in groups:
+        offsets.append(start)
+        start += len(group["params"])
+    return offsets
+
+
 def _describe(index: int, group_index: int) -> str:
     return f"parameter {index} (in param_groups[{group_index}])"
 
@@ -567,18 +576,39 @@ class Optimizer:
             unless it gets a gradient), or, if False, fill the existing gradient arrays with
             zeros in place.
 
+        Raises
+        ------
+        ValueError
+            With ``set_to_none=False``, a gradient is read-only (naming the parameter);
+            raised before any gradient is zeroed.
+
         Notes
         -----
         Plain ndarray parameters have no ``.grad``; their gradients are whatever arrays the
         caller passes to :meth:`step`, so there is nothing to reset here.
         """
-        for group in self.param_groups:
-            for p in group["params"]:
-                if isinstance(p, Parameter) and p.grad is not None:
-                    if set_to_none:
-                        p.grad = None
-                    else:
-                        p.grad.fill(0)
+        with_grad = [
+            (p, index, group_index)
+            for group_index, group in enumerate(self.param_groups)
+            for index, p in enumerate(group["params"])
+            if isinstance(p, Parameter) and p.grad is not None
+        ]
+        if set_to_none:
+            for p, _, _ in with_grad:
+                p.grad = None
+            return
+        # Every gradient is checked before the first is zeroed: an error changes nothing.
+        grads = [(p.grad, index, group_index) for p, index, group_index in with_grad]
+        offsets = _group_offsets(self.param_groups)
+        for grad, index, group_index in grads:
+            if not grad.flags.writeable:
+                where = _describe(offsets[group_index] + index, group_index)
+                raise ValueError(
+                    f"the gradient of {where} is read-only, but zero_grad(set_to_none=False) "
+                    "fills it with zeros in place"
+                )
+        for grad, _, _ in grads:
+            grad.fill(0)
 
     def _collect(self, grads: Optional[object]) -> list[_Batch]:
         """The parameters that have a gradient, group by group, without validation.
@@ -693,6 +723,13 @@ class Optimizer:
         """
         loss = None
         if closure is not None:
+            if not callable(closure):
+                # The min-char-rnn habit, step([dW, db]): say where gradients go.
+                raise TypeError(
+                    "step()'s positional argument is closure, a callable that re-evaluates "
+                    f"the model, not {_typename(closure)}; pass the gradients as "
+                    "step(grads=[...])"
+                )
             loss = closure()
         try:
             self._apply(self._collect(grads), None, True)
@@ -834,8 +871,9 @@ class Optimizer:
         Returns
         -------
         dict
-            ``"state"``: a dict from parameter index (position over all groups, first
-            occurrence) to that parameter's state dict (the optimizer's own dicts and arrays,
+            ``"state"``: a dict from parameter index (position over all groups; for a
+            parameter listed twice in a group, its last position, as in torch) to that
+            parameter's state dict (the optimizer's own dicts and arrays,
             not copies, as in torch); ``"param_groups"``: a list of dicts with every
             hyper-parameter and ``"params"`` as a list of indices.
         """
@@ -847,8 +885,11 @@ class Optimizer:
         def pack_group(group: dict[str, Any]) -> dict[str, Any]:
             nonlocal start_index
             packed = {k: v for k, v in group.items() if k != "params"}
-            for i, p in enumerate(group["params"], start_index):
-                param_mappings.setdefault(id(p), i)
+            # As torch: a parameter listed twice in one group gets the index of its last
+            # occurrence ([p, q, p] -> [2, 1, 2]), one from an earlier group keeps its own.
+            param_mappings.update(
+                {id(p): i for i, p in enumerate(group["params"], start_index) if id(p) not in param_mappings}
+            )
             packed["params"] = [param_mappings[id(p)] for p in group["params"]]
             start_index += len(packed["params"])
             return packed
