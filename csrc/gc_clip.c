@@ -1,5 +1,7 @@
 #include "gc_clip.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,32 +90,145 @@ static int arrays_disjoint(const gc_array *arrays, size_t n)
 /* ---------------------------------------------------------------------------------------- */
 /* Norms                                                                                     */
 
+/* A partial accumulation: for sums, the exact value is approximately hi + lo (lo is only
+ * kept where the kernels compensate, see gc_norm_run). */
+typedef struct {
+    double hi, lo;
+} accumulation;
+
+static accumulation acc_identity(const gc_norm *norm)
+{
+    const accumulation a = {gc_norm_identity(norm), 0.0};
+    return a;
+}
+
+static accumulation acc_combine(const gc_norm *norm, accumulation a, accumulation b)
+{
+    accumulation r = {gc_norm_combine(norm, a.hi, b.hi), 0.0};
+    if (norm->kind == GC_NORM_POW || norm->scale != 1.0) {
+        double e;
+        gc_two_sum(a.hi, b.hi, &r.hi, &e);
+        r.lo = isfinite(r.hi) ? (a.lo + b.lo) + e : 0.0;
+    }
+    return r;
+}
+
+/* sum^(1/p), from a sum known to about 2^-100: the root of hi + lo in long double (where it
+ * has at least 64 bits), so that neither the sum's last bit nor the rounding of 1/p is
+ * multiplied by 1/p (pow(sum, 1.0/p) in double loses up to ~10 ulp for p = 0.1 and up to
+ * ~100 for p = 3.5 near 1e300). */
+static double pow_root(double hi, double lo, double p)
+{
+    if (!(isfinite(hi) && hi > 0.0))
+        return pow(hi, 1.0 / p); /* 0, inf, NaN: torch's results */
+#if LDBL_MANT_DIG >= 64
+    return (double)powl((long double)hi + (long double)lo, 1.0L / (long double)p);
+#else
+    (void)lo;
+    return pow(hi, 1.0 / p);
+#endif
+}
+
+static double acc_finish(const gc_norm *norm, accumulation a)
+{
+    switch (norm->kind) {
+    case GC_NORM_TWO:
+        if (norm->scale != 1.0)
+            return pow_root(a.hi, a.lo, 2.0);
+        return sqrt(a.hi);
+    case GC_NORM_POW:
+        return pow_root(a.hi, a.lo, norm->p);
+    default:
+        return a.hi;
+    }
+}
+
 typedef struct {
     gc_dtype dtype;
     const gc_norm *norm;
-    double acc;
+    accumulation acc;
 } norm_run_ctx;
 
 static void norm_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     norm_run_ctx *c = ctx;
     const ptrdiff_t inc = gc_elements(strides[0], c->dtype);
-    c->acc = gc_norm_combine(c->norm, c->acc, gc_norm_run(c->dtype, ptrs[0], inc, n, c->norm));
+    accumulation run;
+    run.hi = gc_norm_run(c->dtype, ptrs[0], inc, n, c->norm, &run.lo);
+    c->acc = acc_combine(c->norm, c->acc, run);
 }
 
-static double block_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t start, ptrdiff_t stop)
+static accumulation block_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t start, ptrdiff_t stop)
 {
-    norm_run_ctx ctx = {a->dtype, norm, gc_norm_identity(norm)};
+    norm_run_ctx ctx = {a->dtype, norm, acc_identity(norm)};
     walk_block(a, start, stop, norm_run, &ctx);
     return ctx.acc;
+}
+
+/* Whether an array's sum of |x|^p (p > 0) may have lost precision to underflow: each term
+ * below DBL_MIN lost bits, which matters when the whole sum is within the array's size of
+ * DBL_MIN. Such an array is reduced again with its elements scaled by a power of two
+ * (exactly), and the norm scaled back: torch's float64 result there is 0 or a few correct
+ * bits, gradclip's is accurate. Overflow is left as it is: an inf where torch's float64 sum
+ * overflows too is part of the parity (error_if_nonfinite). */
+static int may_have_underflowed(const gc_norm *norm, double sum, ptrdiff_t size)
+{
+    if (norm->kind != GC_NORM_TWO && norm->kind != GC_NORM_POW)
+        return 0;
+    if (!(norm->p > 0.0) || !(sum < (double)size * 0x1p-1020))
+        return 0; /* NaN, inf, large sums; negative p: a zero sum is torch's inf */
+    return 1;
+}
+
+static double rescaled_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t size)
+{
+    const gc_norm max_abs = {GC_NORM_INF, INFINITY, 1.0};
+    const double largest = block_norm(a, &max_abs, 0, size).hi;
+    if (!(largest > 0.0) || !isfinite(largest))
+        return NAN; /* all zeros: nothing to rescue */
+    /* largest * 2^-e is in [1, 2); for a subnormal largest 2^-e would overflow: stop at
+     * 2^1023, which still lifts every power far above the underflow threshold. */
+    const int e = ilogb(largest) < -1023 ? -1023 : ilogb(largest);
+    gc_norm scaled = *norm;
+    scaled.scale = ldexp(1.0, -e);
+    accumulation acc = acc_identity(norm);
+    for (ptrdiff_t start = 0; start < size; start += GC_BLOCK)
+        acc = acc_combine(&scaled, acc, block_norm(a, &scaled, start, start + GC_BLOCK < size ? start + GC_BLOCK : size));
+    return ldexp(acc_finish(&scaled, acc), e);
+}
+
+/* torch's norm of a one-element vector is |x| exactly (1 or 0 for p = 0), whatever p: no
+ * power, so [1e200] neither overflows nor [1e-310] underflows. */
+static double single_norm(const gc_norm *norm, double value_abs)
+{
+    if (norm->kind == GC_NORM_ZERO)
+        return (double)(value_abs != 0.0);
+    return value_abs;
+}
+
+static double finish_array(const gc_array *a, const gc_norm *norm, accumulation acc)
+{
+    const ptrdiff_t size = array_size(a);
+    if (size == 1) {
+        const gc_norm max_abs = {GC_NORM_INF, INFINITY, 1.0};
+        return single_norm(norm, block_norm(a, &max_abs, 0, 1).hi);
+    }
+    if (may_have_underflowed(norm, acc.hi, size)) {
+        const double rescued = rescaled_norm(a, norm, size);
+        if (!isnan(rescued))
+            return rescued;
+    }
+    return acc_finish(norm, acc);
 }
 
 typedef struct {
     const gc_array *arrays;
     size_t n;
     const gc_norm *norm;
-    double *acc;      /* sequential: running accumulation per array */
-    double *partials; /* parallel: one accumulation per block */
+    int finish;               /* store finished norms (else plain accumulations) */
+    double *norms;            /* sequential: per array, as they complete */
+    accumulation running;     /* sequential: the array being reduced */
+    accumulation *partials;   /* parallel: one accumulation per block */
 } total_ctx;
 
 static ptrdiff_t total_size_of(void *ctx, size_t i)
@@ -126,11 +241,18 @@ static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t st
     total_ctx *ctx = ctx_;
     if (start == 0)
         prefetch_ahead(ctx->arrays, ctx->n, i + 2);
-    const double block = block_norm(&ctx->arrays[i], ctx->norm, start, stop);
-    if (ctx->partials != NULL)
+    const accumulation block = block_norm(&ctx->arrays[i], ctx->norm, start, stop);
+    if (ctx->partials != NULL) {
         ctx->partials[k] = block;
-    else
-        ctx->acc[i] = gc_norm_combine(ctx->norm, ctx->acc[i], block);
+        return;
+    }
+    /* One thread visits the blocks of an array in order, one array after the other. */
+    if (start == 0)
+        ctx->running = acc_identity(ctx->norm);
+    ctx->running = acc_combine(ctx->norm, ctx->running, block);
+    if (stop == array_size(&ctx->arrays[i]))
+        ctx->norms[i] = ctx->finish ? finish_array(&ctx->arrays[i], ctx->norm, ctx->running)
+                                    : ctx->running.hi + ctx->running.lo;
 }
 
 void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms, int finish)
@@ -141,9 +263,10 @@ void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, doubl
         const ptrdiff_t size = array_size(&arrays[i]);
         elements += size;
         nblocks += (size_t)((size + GC_BLOCK - 1) / GC_BLOCK);
-        norms[i] = gc_norm_identity(norm);
+        /* An empty array has no block: its norm is the identity's. */
+        norms[i] = finish ? acc_finish(norm, acc_identity(norm)) : gc_norm_identity(norm);
     }
-    total_ctx ctx = {arrays, n, norm, norms, NULL};
+    total_ctx ctx = {arrays, n, norm, finish, norms, {0.0, 0.0}, NULL};
     /* Threads write one partial per block; the partials are combined below, in block order,
      * exactly as the sequential path combines them as it goes. */
     if (elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
@@ -153,34 +276,85 @@ void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, doubl
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             const ptrdiff_t size = array_size(&arrays[i]);
+            if (size == 0)
+                continue;
+            accumulation acc = acc_identity(norm);
             for (ptrdiff_t start = 0; start < size; start += GC_BLOCK)
-                norms[i] = gc_norm_combine(norm, norms[i], ctx.partials[k++]);
+                acc = acc_combine(norm, acc, ctx.partials[k++]);
+            norms[i] = finish ? finish_array(&arrays[i], norm, acc) : acc.hi + acc.lo;
         }
         free(ctx.partials);
     }
-    if (finish) {
-        for (size_t i = 0; i < n; i++)
-            norms[i] = gc_norm_finish(norm, norms[i]);
-    }
-}
-
-double gc_norms_total(const double *norms, size_t n, const gc_norm *norm)
-{
-    return gc_norm_finish(norm, gc_norm_run(GC_FLOAT64, norms, 1, (ptrdiff_t)n, norm));
 }
 
 double gc_raw_total(const double *accumulations, size_t n, const gc_norm *norm)
 {
-    double acc = gc_norm_identity(norm);
-    for (size_t i = 0; i < n; i++)
-        acc = gc_norm_combine(norm, acc, accumulations[i]);
-    return gc_norm_finish(norm, acc);
+    accumulation acc = acc_identity(norm);
+    for (size_t i = 0; i < n; i++) {
+        const accumulation a = {accumulations[i], 0.0};
+        acc = acc_combine(norm, acc, a);
+    }
+    return acc_finish(norm, acc);
 }
 
 double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms)
 {
     gc_array_norms(arrays, n, norm, norms, 1);
     return gc_norms_total(norms, n, norm);
+}
+
+double gc_norms_total(const double *norms, size_t n, const gc_norm *norm)
+{
+    if (n == 1)
+        return single_norm(norm, fabs(norms[0]));
+    switch (norm->kind) {
+    case GC_NORM_ZERO:
+    case GC_NORM_INF:
+    case GC_NORM_NEGINF:
+        /* Exact whatever the order: counts, maxima and minima. */
+        return gc_norm_run(GC_FLOAT64, norms, 1, (ptrdiff_t)n, norm, NULL);
+    default:
+        break;
+    }
+    /* Sums of n norms (one per array, so few): in long double, where every power of a double
+     * is in range and a sum of thousands of terms keeps 64 bits, then rounded once. torch sums
+     * in float64: where that sum overflows (or, for negative p, underflows to 0, whose root is
+     * inf) torch's total is inf, and so is gradclip's. */
+    const double p = norm->p;
+#if LDBL_MANT_DIG >= 64
+    typedef long double wide;
+#else
+    typedef double wide;
+#endif
+    wide sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const wide v = (wide)fabs(norms[i]);
+        switch (norm->kind) {
+        case GC_NORM_ONE:
+            sum += v;
+            break;
+        case GC_NORM_TWO:
+            sum += v * v;
+            break;
+        default:
+            sum += (v == 0 && p < 0) ? (wide)INFINITY : (wide)powl(v, (wide)p);
+            break;
+        }
+    }
+    if (sum > (wide)DBL_MAX)
+        return norm->kind == GC_NORM_POW && p < 0 ? 0.0 : INFINITY;
+    if (sum != sum)
+        return NAN;
+    if (norm->kind == GC_NORM_POW && p < 0 && sum < (wide)DBL_TRUE_MIN / 2)
+        return INFINITY;
+    switch (norm->kind) {
+    case GC_NORM_ONE:
+        return (double)sum;
+    case GC_NORM_TWO:
+        return (double)sqrtl(sum);
+    default:
+        return (double)powl(sum, 1.0L / (long double)p);
+    }
 }
 
 double gc_clip_coef(double total, double max_norm, int single)

@@ -31,7 +31,16 @@ double gc_total_norm(const gc_array *arrays, size_t n, const gc_norm *norm, doub
 /* The two halves of gc_total_norm. gc_array_norms stores each array's norm in norms[i], or with
  * `finish` unset its accumulation before the final step (sum |x|^p, max |x|, count...);
  * gc_norms_total is the total from finished per-array norms, exactly as gc_total_norm forms it,
- * so the total over several processes' arrays can be formed from their norms alone. */
+ * so the total over several processes' arrays can be formed from their norms alone.
+ *
+ * Finished norms follow torch where it is exact and improve on it where it is not: a
+ * one-element array's norm is |x| (1 or 0 for p = 0), and so is the total over one norm;
+ * sums of |x|^p (p not 1, 2) are compensated and rooted in extended precision; an array whose
+ * powers underflowed is reduced again with its elements scaled by a power of two; the total
+ * sums the powers of the norms in long double. Where torch's float64 sum overflows (or, for
+ * p < 0, underflows to 0) the result is inf as torch's. An accumulation (finish unset) is a
+ * plain double: the compensation's low part is added to it, and gc_raw_total has neither the
+ * one-element rule nor the underflow rescue (it only sees sums). */
 void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, double *norms, int finish);
 double gc_norms_total(const double *norms, size_t n, const gc_norm *norm);
 

@@ -12,7 +12,7 @@
 
 gc_norm gc_norm_from_p(double p)
 {
-    gc_norm norm = {GC_NORM_POW, p};
+    gc_norm norm = {GC_NORM_POW, p, 1.0};
     if (p == 0.0)
         norm.kind = GC_NORM_ZERO;
     else if (p == 1.0)
@@ -52,9 +52,9 @@ const char *gc_select_isa(const char *request)
     return "baseline";
 }
 
-double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)
+double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo)
 {
-    return kernels.norm_run(dtype, x, inc, n, norm);
+    return kernels.norm_run(dtype, x, inc, n, norm, lo);
 }
 
 void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double coef)

@@ -71,6 +71,9 @@ typedef enum {
 typedef struct {
     gc_norm_kind kind;
     double p;
+    /* 1, or a power of two every |x| is multiplied by before it is powered (exactly): the
+     * second pass gc_clip.c makes over an array whose powers underflowed. */
+    double scale;
 } gc_norm;
 
 gc_norm gc_norm_from_p(double p);
@@ -124,8 +127,22 @@ static inline double gc_norm_finish(const gc_norm *norm, double acc)
     }
 }
 
-/* Accumulation over one run, in float64 whatever the input dtype. */
-double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm);
+/* Exact sum of two doubles as hi + lo (Knuth's TwoSum; needs round-to-nearest and no
+ * contraction, which the build guarantees). */
+static inline void gc_two_sum(double a, double b, double *hi, double *lo)
+{
+    const double s = a + b;
+    const double bb = s - a;
+    *hi = s;
+    *lo = (a - (s - bb)) + (b - bb);
+}
+
+/* Accumulation over one run, in float64 whatever the input dtype. For GC_NORM_POW (and any
+ * norm with scale != 1) the sum is compensated: the exact sum of the terms is the result plus
+ * *lo (set when lo is not NULL; 0 for the other norms), so that the root taken at the end,
+ * which multiplies relative errors by 1/p, starts from a sum accurate to the last bit. A
+ * non-finite result comes with *lo = 0. */
+double gc_norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo);
 
 /* x *= coef in place. The product is rounded as torch rounds it: float32 and float64 in their
  * own precision, float16 computed in float32 then rounded, complex as (re*c - im*0, re*0 + im*c).
@@ -137,7 +154,7 @@ void gc_scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double co
 void gc_clamp_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, double lo, double hi);
 
 typedef struct {
-    double (*norm_run)(gc_dtype, const void *, ptrdiff_t, ptrdiff_t, const gc_norm *);
+    double (*norm_run)(gc_dtype, const void *, ptrdiff_t, ptrdiff_t, const gc_norm *, double *);
     void (*scale_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double);
     void (*clamp_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double, double);
 } gc_kernel_table;

@@ -61,7 +61,6 @@
 #define ACC_SQUARE(a, v) ((a) += (v) * (v))
 #define ACC_ABS(a, v) ((a) += fabs(v))
 #define ACC_NONZERO(a, v) ((a) += (double)((v) != 0.0))
-#define ACC_POW(a, v) ((a) += pow(fabs(v), p))
 /* NaN is sticky: once a lane holds NaN no comparison replaces it. */
 #define ACC_MAX(a, v)                                                                          \
     do {                                                                                       \
@@ -93,15 +92,64 @@ static inline double merge_lanes(const gc_norm *norm, const double *acc)
     return level[0];
 }
 
+/* Compensated lanes (GC_NORM_POW and the rescaled second pass): lane j keeps its sum as
+ * acc[j] + comp[j]; merged in the same fixed tree, the low parts summed alongside. */
+#define ACC_COMPENSATED(j, term)                                                               \
+    do {                                                                                       \
+        double hi_, lo_;                                                                       \
+        gc_two_sum(acc[j], (term), &hi_, &lo_);                                                \
+        acc[j] = hi_;                                                                          \
+        comp[j] += lo_;                                                                        \
+    } while (0)
+
+static inline double merge_compensated(const double *acc, const double *comp, double *lo)
+{
+    double hi[GC_LANES], low[GC_LANES];
+    for (int j = 0; j < GC_LANES; j++) {
+        hi[j] = acc[j];
+        low[j] = comp[j];
+    }
+    for (int width = GC_LANES / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) {
+            double s, e;
+            gc_two_sum(hi[j], hi[j + width], &s, &e);
+            hi[j] = s;
+            low[j] = (low[j] + low[j + width]) + e;
+        }
+    /* inf - inf in the error terms: a non-finite sum has no meaningful low part. */
+    if (lo != NULL)
+        *lo = isfinite(hi[0]) ? low[0] : 0.0;
+    return hi[0];
+}
+
 /* One accumulation function per element type. LOAD(x, k) reads element k as a double; for
  * complex types the "element" is |z| (or |z|^2 for the 2-norm, which needs no square root). */
 #define DEFINE_NORM_RUN(NAME, T, LOAD, LOAD_SQUARE)                                              \
-    static double NAME(const T *restrict x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)     \
+    static double NAME(const T *restrict x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo) \
     {                                                                                          \
         const double p = norm->p;                                                              \
         double acc[GC_LANES];                                                                  \
         for (int j = 0; j < GC_LANES; j++)                                                     \
             acc[j] = gc_norm_identity(norm);                                                   \
+        if (lo != NULL)                                                                        \
+            *lo = 0.0;                                                                         \
+        if (norm->scale != 1.0 || norm->kind == GC_NORM_POW) {                                 \
+            /* pow (or the rescaling) dominates: a plain strided loop, compensated. */          \
+            const double scale = norm->scale;                                                  \
+            const int square = norm->kind == GC_NORM_TWO;                                      \
+            double comp[GC_LANES] = {0.0};                                                     \
+            ptrdiff_t i = 0;                                                                   \
+            for (; i + GC_LANES <= n; i += GC_LANES)                                           \
+                for (int j = 0; j < GC_LANES; j++) {                                           \
+                    const double v = fabs(LOAD(x, (i + j) * inc)) * scale;                     \
+                    ACC_COMPENSATED(j, square ? v * v : pow(v, p));                            \
+                }                                                                              \
+            for (int j = 0; i < n; i++, j++) {                                                 \
+                const double v = fabs(LOAD(x, i * inc)) * scale;                               \
+                ACC_COMPENSATED(j, square ? v * v : pow(v, p));                                \
+            }                                                                                  \
+            return merge_compensated(acc, comp, lo);                                           \
+        }                                                                                      \
         switch (norm->kind) {                                                                  \
         case GC_NORM_TWO:                                                                      \
             GC_LANE_LOOP(LOAD_SQUARE, x, inc, n, acc, ACC_SUM);                                \
@@ -119,8 +167,7 @@ static inline double merge_lanes(const gc_norm *norm, const double *acc)
             GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_MIN);                                       \
             break;                                                                             \
         case GC_NORM_POW:                                                                      \
-            GC_LANE_LOOP(LOAD, x, inc, n, acc, ACC_POW);                                       \
-            break;                                                                             \
+            break; /* above */                                                                 \
         }                                                                                      \
         (void)p;                                                                               \
         return merge_lanes(norm, acc);                                                         \
@@ -130,10 +177,16 @@ static inline double merge_lanes(const gc_norm *norm, const double *acc)
 #define LOAD_REAL_SQUARE(x, k) ((double)(x)[k] * (double)(x)[k])
 #define LOAD_HALF(x, k) ((double)gc_half_to_float((x)[k]))
 #define LOAD_HALF_SQUARE(x, k) (LOAD_HALF(x, k) * LOAD_HALF(x, k))
-/* Complex elements: x points at interleaved (re, im) pairs. */
+/* Complex elements: x points at interleaved (re, im) pairs. |z|^2 follows hypot's rule: an
+ * infinite component makes it inf even when the other is NaN (as torch's |z|). */
 #define LOAD_CABS(x, k) hypot((double)(x)[2 * (k)], (double)(x)[2 * (k) + 1])
-#define LOAD_CABS_SQUARE(x, k)                                                                 \
-    ((double)(x)[2 * (k)] * (double)(x)[2 * (k)] + (double)(x)[2 * (k) + 1] * (double)(x)[2 * (k) + 1])
+#define LOAD_CABS_SQUARE(x, k) cabs_square((double)(x)[2 * (k)], (double)(x)[2 * (k) + 1])
+
+static inline double cabs_square(double re, double im)
+{
+    const double s = re * re + im * im;
+    return (fabs(re) == INFINITY || fabs(im) == INFINITY) ? INFINITY : s;
+}
 
 DEFINE_NORM_RUN(norm_run_f16, gc_half, LOAD_HALF, LOAD_HALF_SQUARE)
 DEFINE_NORM_RUN(norm_run_f32, float, LOAD_REAL, LOAD_REAL_SQUARE)
@@ -188,23 +241,26 @@ static void scale_f16_contiguous(gc_half *restrict x, ptrdiff_t n, float c)
 #define GC_HAVE_HALF_VECTORS 0
 #endif
 
-static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm)
+static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo)
 {
     switch (dtype) {
     case GC_FLOAT16:
 #if GC_HAVE_HALF_VECTORS
-        if (inc == 1 && norm->kind == GC_NORM_TWO)
+        if (inc == 1 && norm->kind == GC_NORM_TWO && norm->scale == 1.0) {
+            if (lo != NULL)
+                *lo = 0.0;
             return sumsq_f16_contiguous(x, n, norm);
+        }
 #endif
-        return norm_run_f16(x, inc, n, norm);
+        return norm_run_f16(x, inc, n, norm, lo);
     case GC_FLOAT32:
-        return norm_run_f32(x, inc, n, norm);
+        return norm_run_f32(x, inc, n, norm, lo);
     case GC_FLOAT64:
-        return norm_run_f64(x, inc, n, norm);
+        return norm_run_f64(x, inc, n, norm, lo);
     case GC_COMPLEX64:
-        return norm_run_c64(x, inc, n, norm);
+        return norm_run_c64(x, inc, n, norm, lo);
     case GC_COMPLEX128:
-        return norm_run_c128(x, inc, n, norm);
+        return norm_run_c128(x, inc, n, norm, lo);
     }
     return NAN;
 }

@@ -10,26 +10,53 @@ import numpy as np
 INF = float("inf")
 
 
-def vector_norm(x, p):
-    """torch.linalg.vector_norm(x, p) in float64 (complex elements contribute |z|)."""
+def _sum_norm(a, p, accurate):
+    """(sum |a|^p)^(1/p) for finite p != 0. Where torch's float64 sum overflows (or, for
+    p < 0, underflows to 0) the result is torch's; elsewhere, with ``accurate``, the value
+    free of intermediate underflow (every |a| divided by the dominant one first)."""
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        naive = np.sum(a**p)
+        if np.isnan(naive):
+            return float("nan")
+        if np.isinf(naive):
+            return INF if p > 0 else 0.0
+        if p < 0 and naive == 0:
+            return INF
+        m = a.max() if p > 0 else a.min()
+        if not accurate or m == 0:
+            return float(naive ** (1.0 / p))
+        return float(m * np.sum((a / m) ** p) ** (1.0 / p))
+
+
+def vector_norm(x, p, *, accurate=None):
+    """gradclip's torch.linalg.vector_norm(x, p) in float64 (complex elements contribute |z|,
+    with hypot's rule: an infinite component makes |z| inf even if the other is NaN).
+
+    As torch, a one-element vector's norm is |x| (for p = 0, whether x != 0), with no power
+    that could overflow or underflow. For p > 0 (``accurate`` unset) gradclip also rescues
+    sums whose terms underflowed; for p < 0 the per-array sum is plain float64 as torch's."""
     a = np.abs(np.asarray(x).astype(np.complex128 if np.iscomplexobj(x) else np.float64)).ravel()
     if a.size == 0 and (p == INF or p == -INF or p < 0):
         raise RuntimeError("no identity")
+    if a.size == 1:
+        return float(a[0] != 0) if p == 0 else float(a[0])
     if p == 0:
         return float(np.count_nonzero(a))
     if p == INF or p == -INF:
         if np.isnan(a).any():
             return float("nan")
         return float(a.max() if p == INF else a.min())
-    with np.errstate(divide="ignore", over="ignore"):
-        return float(np.sum(a**p) ** (1.0 / p))
+    if a.size == 0:
+        return 0.0
+    return _sum_norm(a, p, p > 0 if accurate is None else accurate)
 
 
 def total_norm(arrays, p):
-    """torch's get_total_norm: the p-norm of the per-array p-norms, in float64."""
+    """torch's get_total_norm: the p-norm of the per-array p-norms, in float64 (the outer norm
+    free of intermediate underflow: gradclip forms it in extended precision)."""
     if len(arrays) == 0:
         return 0.0
-    return vector_norm(np.array([vector_norm(a, p) for a in arrays]), p)
+    return vector_norm(np.array([vector_norm(a, p) for a in arrays]), p, accurate=True)
 
 
 def result_dtype(arrays):
