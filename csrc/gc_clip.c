@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gc_half.h"
 #include "gc_layout.h"
 
 static ptrdiff_t array_size(const gc_array *a)
@@ -380,12 +381,52 @@ typedef struct {
 
 typedef struct {
     gc_dtype dtype;
+    int zero_dim;
     double a, b;
 } run_args;
+
+/* torch multiplies two 0-dim tensors in the wider of their types and rounds once: a 0-d
+ * float32 (float16, complex64) gradient times a float64 coefficient is computed in float64
+ * (complex128) and rounded to the gradient's dtype (float16 through float32, as c10 converts a
+ * double), where an array with dimensions takes the coefficient rounded to its own precision.
+ * A float32 coefficient is exactly a double, and then the product in double rounded once is
+ * the product in float, so the rule needs no flag for the coefficient's precision. Complex:
+ * (re*c - im*0, re*0 + im*c), see gc_scale_run. */
+static void scale_zero_dim(gc_dtype dtype, char *x, double c)
+{
+    switch (dtype) {
+    case GC_FLOAT16: {
+        gc_half h;
+        memcpy(&h, x, sizeof h);
+        h = gc_float_to_half((float)((double)gc_half_to_float(h) * c));
+        memcpy(x, &h, sizeof h);
+        break;
+    }
+    case GC_FLOAT32: {
+        float *f = (float *)(void *)x;
+        *f = (float)((double)*f * c);
+        break;
+    }
+    case GC_COMPLEX64: {
+        float *z = (float *)(void *)x;
+        const double re = z[0], im = z[1];
+        z[0] = (float)(re * c - im * 0.0);
+        z[1] = (float)(re * 0.0 + im * c);
+        break;
+    }
+    default: /* float64, complex128: already the wider type */
+        gc_scale_run(dtype, x, 1, 1, c);
+        break;
+    }
+}
 
 static void scale_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
     const run_args *r = ctx;
+    if (r->zero_dim) {
+        scale_zero_dim(r->dtype, ptrs[0], r->a);
+        return;
+    }
     gc_scale_run(r->dtype, ptrs[0], gc_elements(strides[0], r->dtype), n, r->a);
 }
 
@@ -416,7 +457,7 @@ static void elementwise_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t s
 {
     (void)k;
     const elementwise_ctx *ctx = ctx_;
-    run_args args = {ctx->arrays[i].dtype, ctx->coefs != NULL ? ctx->coefs[i] : ctx->a, ctx->b};
+    run_args args = {ctx->arrays[i].dtype, ctx->arrays[i].zero_dim, ctx->coefs != NULL ? ctx->coefs[i] : ctx->a, ctx->b};
     walk_block(&ctx->arrays[i], start, stop, ctx->run, &args);
 }
 
@@ -436,7 +477,7 @@ static void for_each_element(const gc_array *arrays, size_t n, gc_run_fn run, do
     }
     /* One thread: blocks make no difference to elementwise work, so each array is one walk. */
     for (size_t i = 0; i < n; i++) {
-        run_args args = {arrays[i].dtype, coefs != NULL ? coefs[i] : a, b};
+        run_args args = {arrays[i].dtype, arrays[i].zero_dim, coefs != NULL ? coefs[i] : a, b};
         prefetch_ahead(arrays, n, i + 2);
         walk_block(&arrays[i], 0, array_size(&arrays[i]), run, &args);
     }

@@ -43,7 +43,7 @@ GC_INLINE void KERNEL(adam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T
                                  T *restrict m_, ptrdiff_t im, T *restrict v_, ptrdiff_t iv, T *restrict vmax_,
                                  ptrdiff_t ix, const KERNEL(adam_scalars_) *restrict s, int has_scale,
                                  int write_back, int maximize, int decay, int decoupled, int amsgrad,
-                                 int small_weight)
+                                 int small_weight, int scalar)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
@@ -53,7 +53,7 @@ GC_INLINE void KERNEL(adam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T
             if (decoupled)
                 p = ROUND(p * s->decay);
             else
-                g = ROUND(FMA(p, s->wd, g));
+                g = ROUND(ADD_ALPHA(scalar, g, s->wd, p));
         }
         const C m0 = LOAD(m_[i * im]);
         const C diff = g - m0;
@@ -82,25 +82,40 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     T *vmax_ = amsgrad ? (T *)ptrs[4] : NULL;
     const ptrdiff_t ip = inc[0], ig = inc[1], im = inc[2], iv = inc[3], ix = amsgrad ? inc[4] : 1;
     const KERNEL(adam_scalars_) s = KERNEL(adam_scalars)(o, it->derived[ADAM_STEP]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped;
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int decay = h[ADAM_WEIGHT_DECAY] != 0.0, decoupled = h[ADAM_DECOUPLED] != 0.0;
+    if (decay && !decoupled) {
+        /* grad.add(param, alpha=weight_decay) (see ADD_ALPHA): vectorised up to `end` over a
+         * contiguous parameter, scalar over a strided one. */
+        int flat;
+        const ptrdiff_t end = KERNEL(torch_vector_end)(it, ptrs, inc, n, &flat);
+        const ptrdiff_t nv = !flat || end < 0 ? 0 : end;
+        if (nv < n)
+            KERNEL(adam_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, m_ + nv * im, im, v_ + nv * iv, iv,
+                              amsgrad ? vmax_ + nv * ix : NULL, ix, &s, has_scale, write_back, maximize, decay,
+                              decoupled, amsgrad, s.small_weight, 1);
+        n = nv;
+    }
     const int contiguous = ip == 1 && ig == 1 && im == 1 && iv == 1;
     if (contiguous && !maximize && !amsgrad && s.small_weight && (!has_scale || write_back)) {
         /* Adam and AdamW with their usual settings, with or without fused clipping. */
         const int adamw = decay && decoupled;
         if (decay && !decoupled)
-            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, has_scale, has_scale, 0, 1, 0, 0, 1);
+            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, has_scale, has_scale, 0, 1, 0, 0, 1, 0);
         else if (adamw && has_scale)
-            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 1, 1, 0, 1, 1, 0, 1);
+            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 1, 1, 0, 1, 1, 0, 1, 0);
         else if (adamw)
-            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 0, 0, 0, 1, 1, 0, 1);
+            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 0, 0, 0, 1, 1, 0, 1, 0);
         else if (has_scale)
-            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 1, 1, 0, 0, 0, 0, 1);
+            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 1, 1, 0, 0, 0, 0, 1, 0);
         else
-            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 0, 0, 0, 0, 0, 0, 1);
+            KERNEL(adam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, vmax_, 1, &s, 0, 0, 0, 0, 0, 0, 1, 0);
         return;
     }
     KERNEL(adam_loop)(n, param, ip, grad, ig, m_, im, v_, iv, vmax_, ix, &s, has_scale, write_back, maximize,
-                      decay, decoupled, amsgrad, s.small_weight);
+                      decay, decoupled, amsgrad, s.small_weight, 0);
 }
 #endif /* SUFFIX */

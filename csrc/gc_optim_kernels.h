@@ -13,6 +13,10 @@
 /* The parameters, so the next inclusion can define them afresh. */
 #undef EFFECTIVE_GRAD
 #undef COUPLED_DECAY
+#undef ADD_ALPHA
+#undef SCALAR_TAIL
+#undef CLIP_ZERO_DIM
+#undef WIDE_SCALE
 #undef GC_INLINE
 #undef KERNEL
 #undef GC_CAT

@@ -13,6 +13,8 @@
 #define ALPHA(x) ((float)(x))
 #define FMA fmaf
 #define SQRT sqrtf
+#define WIDE_SCALE(x, c) ((float)((double)(x) * (c)))
+#define SCALAR_TAIL 0
 #define SUFFIX _f32
 #include "gc_optim_kernels.h"
 
@@ -24,6 +26,8 @@
 #define ALPHA(x) ((double)(x))
 #define FMA fma
 #define SQRT sqrt
+#define WIDE_SCALE(x, c) ((x) * (c))
+#define SCALAR_TAIL 0
 #define SUFFIX _f64
 #include "gc_optim_kernels.h"
 
@@ -41,6 +45,10 @@ static inline float round_half(float x)
 #define ALPHA(x) round_half((float)(x))
 #define FMA fmaf
 #define SQRT sqrtf
+#define WIDE_SCALE(x, c) round_half((float)((double)(x) * (c)))
+/* torch's scalar loop takes the last n % 32 elements of a contiguous float16 run (measured
+ * with torch 2.13 on an AVX-512 CPU; see the README). */
+#define SCALAR_TAIL 32
 #define SUFFIX _f16
 #include "gc_optim_kernels.h"
 

@@ -29,20 +29,20 @@ static KERNEL(sgd_scalars_) KERNEL(sgd_scalars)(const gc_optim_options *o)
 GC_INLINE void KERNEL(sgd_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                 T *restrict buf, ptrdiff_t ib, const KERNEL(sgd_scalars_) *restrict s,
                                 int has_scale, int write_back, int maximize, int decay, int momentum,
-                                int nesterov, int fresh)
+                                int nesterov, int fresh, int scalar_wd, int scalar_buf, int scalar_param)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
         EFFECTIVE_GRAD(g, grad, i * ig);
         const C p = LOAD(param[i * ip]);
         if (decay)
-            g = ROUND(FMA(p, s->wd, g));
+            g = ROUND(ADD_ALPHA(scalar_wd, g, s->wd, p));
         if (momentum) {
-            C b = fresh ? g : ROUND(FMA(g, s->damp_alpha, ROUND(LOAD(buf[i * ib]) * s->momentum)));
+            C b = fresh ? g : ROUND(ADD_ALPHA(scalar_buf, ROUND(LOAD(buf[i * ib]) * s->momentum), s->damp_alpha, g));
             buf[i * ib] = STORE(b);
-            g = nesterov ? ROUND(FMA(b, s->momentum_alpha, g)) : b;
+            g = nesterov ? ROUND(ADD_ALPHA(scalar_buf, g, s->momentum_alpha, b)) : b;
         }
-        param[i * ip] = STORE(FMA(g, s->neg_lr, p));
+        param[i * ip] = STORE(ADD_ALPHA(scalar_param, p, s->neg_lr, g));
     }
 }
 
@@ -55,23 +55,44 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
     T *buf = momentum ? (T *)ptrs[2] : NULL;
     const ptrdiff_t ip = inc[0], ig = inc[1], ib = momentum ? inc[2] : 1;
     const KERNEL(sgd_scalars_) s = KERNEL(sgd_scalars)(o);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped;
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[SGD_MAXIMIZE] != 0.0, nesterov = h[SGD_NESTEROV] != 0.0, fresh = it->fresh;
     const int plain = !decay && !maximize && !nesterov && !fresh;
+    /* Which of torch's loops computes each add(alpha) (see ADD_ALPHA): over a contiguous
+     * parameter every add is vectorised up to `end`; over a strided one, the adds that read
+     * the parameter or the original gradient are scalar, while the momentum adds read
+     * contiguous temporaries (weight decay's result, the buffer), vectorised up to `end`. */
+    int flat;
+    const ptrdiff_t end = KERNEL(torch_vector_end)(it, ptrs, inc, n, &flat);
+    if (!flat || end < n) {
+        const ptrdiff_t nv = end < 0 ? 0 : end;
+        if (!flat && nv > 0)
+            KERNEL(sgd_loop)(nv, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
+                             nesterov, fresh, 1, !decay, 1);
+        if (nv < n)
+            KERNEL(sgd_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, momentum ? buf + nv * ib : NULL, ib,
+                             &s, has_scale, write_back, maximize, decay, momentum, nesterov, fresh, 1, 1, 1);
+        if (!flat)
+            return;
+        n = nv;
+    }
     if (ip == 1 && ig == 1 && ib == 1 && plain && (!has_scale || write_back)) {
         /* The common cases (with or without momentum, with or without fused clipping),
          * specialised so they vectorise. */
         if (momentum && has_scale)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 1, 0, 0);
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0);
         else if (momentum)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 1, 0, 0);
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0);
         else if (has_scale)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 0, 0, 0);
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
         else
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 0, 0, 0);
+            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         return;
     }
     KERNEL(sgd_loop)(n, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
-                     nesterov, fresh);
+                     nesterov, fresh, 0, 0, 0);
 }
 #endif /* SUFFIX */

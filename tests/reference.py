@@ -75,6 +75,14 @@ def clip_coef(total, max_norm, dtype):
 
 def scaled(g, coef):
     """g * coef rounded as torch rounds it for g's dtype (coef already in the total's dtype)."""
+    if g.ndim == 0 and g.dtype in (np.float16, np.float32, np.complex64):
+        # torch's 0-d rule: two 0-dim operands multiply in the wider dtype, rounded once
+        # (float16 through float32); coef is a double, exactly a float if computed in float32.
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            if g.dtype.kind == "c":
+                re, im, c = float(g.real), float(g.imag), float(coef)
+                return np.asarray(complex(np.float32(re * c - im * 0.0), np.float32(re * 0.0 + im * c)), g.dtype)
+            return np.asarray(np.float32(float(g) * float(coef))).astype(g.dtype)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         if g.dtype == np.float16:
             return (g.astype(np.float32) * np.float32(coef)).astype(np.float16)

@@ -287,6 +287,16 @@ def ref_coef(total, max_norm, single):
 
 def ref_scale_inplace(view, coef):
     with np.errstate(all="ignore"):
+        if view.ndim == 0 and view.dtype in (np.float16, np.float32, np.complex64):
+            # torch's 0-d rule: two 0-dim operands multiply in the wider dtype (coef is a
+            # double, exactly a float when it was computed in float32), rounded once (float16
+            # through float32, as c10 converts a double).
+            wide = view.astype(np.complex128 if view.dtype.kind == "c" else np.float64)
+            re, im = wide.real * coef - wide.imag * 0.0, wide.real * 0.0 + wide.imag * coef
+            narrow = np.complex64 if view.dtype.kind == "c" else np.float32
+            result = (re + 1j * im).astype(np.complex64) if view.dtype.kind == "c" else re.astype(narrow)
+            view[...] = result.astype(view.dtype)
+            return
         if view.dtype == np.float16:
             view[...] = (view.astype(np.float32) * np.float32(coef)).astype(np.float16)
         elif view.dtype == np.float32:
