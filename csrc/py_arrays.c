@@ -383,8 +383,11 @@ static PyObject *convert(module_state *st, PyObject *value, int writable, const 
     if (st->converter == NULL) {
         if (PyArray_Check(value))
             return Py_NewRef(value);
-        PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s", NAME(who),
-                     who->via_grad ? " or None" : "", Py_TYPE(value)->tp_name);
+        /* A torch tensor (anything with .numpy()): say how to pass it. */
+        const int has_numpy = PyObject_HasAttrString(value, "numpy");
+        PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s%s", NAME(who),
+                     who->via_grad ? " or None" : "", Py_TYPE(value)->tp_name,
+                     has_numpy ? "; pass its .numpy() (a view of the same memory, no copy)" : "");
         return NULL;
     }
     PyObject *array = PyObject_CallFunctionObjArgs(st->converter, value, writable ? Py_True : Py_False, NULL);

@@ -1,6 +1,8 @@
 """Bad input to the clipping functions: the right exception, a message naming the culprit,
 and no array modified (a valid gradient always comes first, so a half-done call would show)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,20 @@ def test_unaligned_array_is_value_error():
     with pytest.raises(ValueError, match="not aligned"):
         gradclip.clip_grad_norm_([first, unaligned], 1.0)
     np.testing.assert_array_equal(first, good())
+
+
+@pytest.mark.parametrize("fn", list(CLIPPERS))
+def test_a_torch_grad_says_how_to_pass_it(fn):
+    """A torch Parameter is a parameter (its .grad is used, as in torch); while torch tensors
+    are not arrays to gradclip, the error says to pass .numpy(), which then works in place."""
+    import torch  # a test requirement: never skipped
+    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    p.grad = torch.tensor([30.0, 40.0], dtype=torch.float64)
+    first = good()
+    try:
+        CLIPPERS[fn]([first, p])
+    except TypeError as exc:
+        assert re.search(r"parameters\[1\]\.grad must be a NumPy ndarray or None, not Tensor; pass its \.numpy\(\)", str(exc))
+        np.testing.assert_array_equal(first, good())
+        CLIPPERS[fn]([first, p.grad.numpy()])  # the view writes through to p.grad
+    assert not np.array_equal(p.grad.numpy(), [30.0, 40.0])
