@@ -28,7 +28,11 @@
     X(adagrad)                                                                                                  \
     X(rmsprop)                                                                                                  \
     X(adadelta)                                                                                                 \
-    X(adamax)
+    X(adamax)                                                                                                   \
+    X(nadam)                                                                                                    \
+    X(radam)                                                                                                    \
+    X(asgd)                                                                                                     \
+    X(rprop)
 
 enum {
 #define GC_OPTIM_ENUM(name) GC_OPTIM_##name,

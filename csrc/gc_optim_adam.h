@@ -100,7 +100,10 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
         n = nv;
     }
     const int contiguous = ip == 1 && ig == 1 && im == 1 && iv == 1;
-    if (contiguous && !maximize && !amsgrad && s.small_weight && (!has_scale || write_back)) {
+    /* A complex parameter's coupled weight decay comes before torch's view_as_real: a complex
+     * add, rounding the product first (ADD_ALPHA's scalar form). */
+    const int complex_decay = it->pairs && decay && !decoupled;
+    if (contiguous && !maximize && !amsgrad && s.small_weight && !complex_decay && (!has_scale || write_back)) {
         /* Adam and AdamW with their usual settings, with or without fused clipping. */
         const int adamw = decay && decoupled;
         if (decay && !decoupled)
@@ -116,6 +119,6 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
         return;
     }
     KERNEL(adam_loop)(n, param, ip, grad, ig, m_, im, v_, iv, vmax_, ix, &s, has_scale, write_back, maximize,
-                      decay, decoupled, amsgrad, s.small_weight, 0);
+                      decay, decoupled, amsgrad, s.small_weight, it->pairs);
 }
 #endif /* SUFFIX */

@@ -9,6 +9,10 @@
 #include "gc_optim_rmsprop.h"
 #include "gc_optim_adadelta.h"
 #include "gc_optim_adamax.h"
+#include "gc_optim_nadam.h"
+#include "gc_optim_radam.h"
+#include "gc_optim_asgd.h"
+#include "gc_optim_rprop.h"
 
 /* The parameters, so the next inclusion can define them afresh. */
 #undef EFFECTIVE_GRAD

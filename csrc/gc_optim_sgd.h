@@ -1,7 +1,10 @@
 /* SGD: torch.optim._single_tensor_sgd. See gc_optim_tmpl.h for how kernels are built.
  *
  * Operands: param, grad, momentum buffer (only when momentum != 0; created by the glue and
- * initialised here from the gradient on the first step, item->fresh). */
+ * initialised here from the gradient on the first step, item->fresh). torch does not view a
+ * complex parameter as real pairs here: it updates complex numbers, so a.add(b, alpha=s) is a
+ * rounded complex product by s + 0i, then the sum -- ADD_ALPHA's two-rounding form, which the
+ * kernel takes for every add of a complex parameter (it->pairs). */
 #ifndef GC_OPTIM_SGD_LAYOUT
 #define GC_OPTIM_SGD_LAYOUT
 /* Hyper-parameters, in the group tuple's order (gc_optim_specs.c names them). */
@@ -60,7 +63,8 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
     T clipped;
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[SGD_MAXIMIZE] != 0.0, nesterov = h[SGD_NESTEROV] != 0.0, fresh = it->fresh;
-    const int plain = !decay && !maximize && !nesterov && !fresh;
+    const int cx = it->pairs; /* complex: every add rounds twice (see the top of this file) */
+    const int plain = !decay && !maximize && !nesterov && !fresh && !cx;
     /* Which of torch's loops computes each add(alpha) (see ADD_ALPHA): over a contiguous
      * parameter every add is vectorised up to `end`; over a strided one, the adds that read
      * the parameter or the original gradient are scalar, while the momentum adds read
@@ -71,7 +75,7 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
         const ptrdiff_t nv = end < 0 ? 0 : end;
         if (!flat && nv > 0)
             KERNEL(sgd_loop)(nv, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
-                             nesterov, fresh, 1, !decay, 1);
+                             nesterov, fresh, 1, !decay || cx, 1);
         if (nv < n)
             KERNEL(sgd_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, momentum ? buf + nv * ib : NULL, ib,
                              &s, has_scale, write_back, maximize, decay, momentum, nesterov, fresh, 1, 1, 1);
@@ -93,6 +97,6 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
         return;
     }
     KERNEL(sgd_loop)(n, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
-                     nesterov, fresh, 0, 0, 0);
+                     nesterov, fresh, cx, cx, cx);
 }
 #endif /* SUFFIX */

@@ -8,8 +8,12 @@
 #include "gc_optim_adagrad.h"
 #include "gc_optim_adam.h"
 #include "gc_optim_adamax.h"
+#include "gc_optim_asgd.h"
 #include "gc_optim_average.h"
+#include "gc_optim_nadam.h"
+#include "gc_optim_radam.h"
 #include "gc_optim_rmsprop.h"
+#include "gc_optim_rprop.h"
 #include "gc_optim_sgd.h"
 
 /* ---- SGD ---------------------------------------------------------------------------------- */
@@ -116,6 +120,99 @@ static void adamax_prepare(gc_optim_item *item, float *const *scalars, const dou
     item->derived[ADAMAX_CLR] = h[ADAMAX_LR] / bias_correction;
 }
 
+/* ---- NAdam -------------------------------------------------------------------------------- */
+
+static const char *const nadam_operands[] = {"params", "grads", "exp_avgs", "exp_avg_sqs"};
+static const char *const nadam_scalars[] = {"state_steps", "mu_products"};
+static const char *const nadam_hparams[NADAM_NH] = {"beta1", "beta2", "lr", "weight_decay", "momentum_decay",
+                                                    "eps", "?decoupled_weight_decay", "?maximize"};
+
+static int four_operands(const double *h)
+{
+    (void)h;
+    return 4;
+}
+
+/* torch's Python, in its order: step and mu_product are float32 tensors, the rest Python floats
+ * (float64, the C library's pow as Python's **); mu_product *= mu rounds mu to float32 first. */
+static void nadam_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    *scalars[0] += 1.0f;
+    const double step = (double)*scalars[0], beta1 = h[NADAM_BETA1], lr = h[NADAM_LR];
+    const double mu = beta1 * (1.0 - 0.5 * pow(0.96, step * h[NADAM_MOMENTUM_DECAY]));
+    const double mu_next = beta1 * (1.0 - 0.5 * pow(0.96, (step + 1.0) * h[NADAM_MOMENTUM_DECAY]));
+    *scalars[1] = *scalars[1] * (float)mu;
+    const double mu_product = (double)*scalars[1];
+    const double mu_product_next = mu_product * mu_next;
+    item->derived[NADAM_BC2] = 1.0 - pow(h[NADAM_BETA2], step);
+    item->derived[NADAM_GRAD_VALUE] = -lr * (1.0 - mu) / (1.0 - mu_product);
+    item->derived[NADAM_AVG_VALUE] = -lr * mu_next / (1.0 - mu_product_next);
+}
+
+/* ---- RAdam -------------------------------------------------------------------------------- */
+
+static const char *const radam_operands[] = {"params", "grads", "exp_avgs", "exp_avg_sqs"};
+static const char *const radam_scalars[] = {"state_steps"};
+static const char *const radam_hparams[RADAM_NH] = {"beta1", "beta2", "lr", "weight_decay", "eps",
+                                                    "?decoupled_weight_decay", "?maximize"};
+
+/* The rectification as torch's Python computes it, per parameter from its float32 step. */
+static void radam_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    *scalars[0] += 1.0f;
+    const double step = (double)*scalars[0], beta2 = h[RADAM_BETA2];
+    const double bc2 = 1.0 - pow(beta2, step);
+    const double rho_inf = 2.0 / (1.0 - beta2) - 1.0;
+    const double rho_t = rho_inf - 2.0 * step * pow(beta2, step) / bc2;
+    item->derived[RADAM_BC1] = 1.0 - pow(h[RADAM_BETA1], step);
+    item->derived[RADAM_BC2_SQRT] = pow(bc2, 0.5);
+    item->derived[RADAM_RECTIFY] = rho_t > 5.0;
+    item->derived[RADAM_RECT] =
+        rho_t > 5.0 ? pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
+                    : 1.0;
+}
+
+/* ---- ASGD --------------------------------------------------------------------------------- */
+
+static const char *const asgd_operands[] = {"params", "grads", "axs"};
+static const char *const asgd_scalars[] = {"state_steps", "etas", "mus"};
+static const char *const asgd_hparams[ASGD_NH] = {"lambd", "lr", "t0", "alpha", "weight_decay", "?maximize"};
+
+static int three_operands(const double *h)
+{
+    (void)h;
+    return 3;
+}
+
+/* This step uses eta and mu as stored (float32); then torch stores the next ones, computed from
+ * Python floats: eta = lr / (1 + lambd * lr * step) ** alpha, mu = 1 / max(1, step - t0). */
+static void asgd_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    *scalars[0] += 1.0f;
+    const double eta = (double)*scalars[1], mu = (double)*scalars[2];
+    item->derived[ASGD_DECAY] = 1.0 - h[ASGD_LAMBD] * eta;
+    item->derived[ASGD_NEG_ETA] = -eta;
+    item->derived[ASGD_MU] = mu;
+    item->derived[ASGD_AVERAGE] = mu != 1.0;
+    const double step = (double)*scalars[0], lr = h[ASGD_LR], beyond = step - h[ASGD_T0];
+    *scalars[1] = (float)(lr / pow(1.0 + h[ASGD_LAMBD] * lr * step, h[ASGD_ALPHA]));
+    *scalars[2] = (float)(beyond > 1.0 ? 1.0 / beyond : 1.0); /* Python's max(1, x) is 1 for NaN */
+}
+
+/* ---- Rprop -------------------------------------------------------------------------------- */
+
+static const char *const rprop_operands[] = {"params", "grads", "prevs", "step_sizes"};
+static const char *const rprop_scalars[] = {"state_steps"};
+static const char *const rprop_hparams[RPROP_NH] = {"etaminus", "etaplus", "step_size_min", "step_size_max",
+                                                    "?maximize"};
+
+static void step_prepare(gc_optim_item *item, float *const *scalars, const double *h)
+{
+    (void)item;
+    (void)h;
+    *scalars[0] += 1.0f;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 
 const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
@@ -126,7 +223,8 @@ const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
                       .nh = SGD_NH,
                       .nops = sgd_nops,
                       .written = 1u | 4u,
-                      .creatable = 2},
+                      .creatable = 2,
+                      .complex_ok = 1},
     [GC_OPTIM_adam] = {.name = "adam",
                        .operands = adam_operands,
                        .max_ops = 5,
@@ -137,6 +235,7 @@ const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
                        .nops = adam_nops,
                        .written = 1u | 4u | 8u | 16u,
                        .creatable = -1,
+                       .complex_ok = 1,
                        .prepare = adam_prepare},
     [GC_OPTIM_average] = {.name = "average",
                           .operands = average_operands,
@@ -194,4 +293,52 @@ const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
                          .creatable = -1,
                          .complex_ok = 1,
                          .prepare = adamax_prepare},
+    [GC_OPTIM_nadam] = {.name = "nadam",
+                        .operands = nadam_operands,
+                        .max_ops = 4,
+                        .scalars = nadam_scalars,
+                        .nscalars = 2,
+                        .hparams = nadam_hparams,
+                        .nh = NADAM_NH,
+                        .nops = four_operands,
+                        .written = 1u | 4u | 8u,
+                        .creatable = -1,
+                        .complex_ok = 1,
+                        .prepare = nadam_prepare},
+    [GC_OPTIM_radam] = {.name = "radam",
+                        .operands = radam_operands,
+                        .max_ops = 4,
+                        .scalars = radam_scalars,
+                        .nscalars = 1,
+                        .hparams = radam_hparams,
+                        .nh = RADAM_NH,
+                        .nops = four_operands,
+                        .written = 1u | 4u | 8u,
+                        .creatable = -1,
+                        .complex_ok = 1,
+                        .prepare = radam_prepare},
+    [GC_OPTIM_asgd] = {.name = "asgd",
+                       .operands = asgd_operands,
+                       .max_ops = 3,
+                       .scalars = asgd_scalars,
+                       .nscalars = 3,
+                       .hparams = asgd_hparams,
+                       .nh = ASGD_NH,
+                       .nops = three_operands,
+                       .written = 1u | 4u,
+                       .creatable = -1,
+                       .complex_ok = 1,
+                       .prepare = asgd_prepare},
+    [GC_OPTIM_rprop] = {.name = "rprop",
+                        .operands = rprop_operands,
+                        .max_ops = 4,
+                        .scalars = rprop_scalars,
+                        .nscalars = 1,
+                        .hparams = rprop_hparams,
+                        .nh = RPROP_NH,
+                        .nops = four_operands,
+                        .written = 1u | 4u | 8u,
+                        .creatable = -1,
+                        .complex_ok = 1,
+                        .prepare = step_prepare},
 };

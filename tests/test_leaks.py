@@ -230,6 +230,32 @@ for _name, _nbuf, _hyper in [
             ),
         })
 
+
+def _more_args(name, dtype=np.float64, bad=None):
+    """A valid NAdam/RAdam/ASGD/Rprop call (complex too), or one with a bad gradient."""
+    arr = lambda v=0.5: np.full(3, v, dtype)  # noqa: E731
+    s = lambda v=0.0: np.array(v, np.float32)  # noqa: E731
+    grad = [arr() if bad is None else bad]
+    group = {
+        "nadam": ([arr()], grad, [arr(0)], [arr(0)], [s()], [s(1.0)], 0.9, 0.999, 1e-3, 0.1, 4e-3, 1e-8, False, True),
+        "radam": ([arr()], grad, [arr(0)], [arr(0)], [s()], 0.9, 0.999, 1e-3, 0.1, 1e-8, True, False),
+        "asgd": ([arr()], grad, [arr(0)], [s()], [s(0.01)], [s(0.5)], 1e-4, 0.01, 1e6, 0.75, 0.1, True),
+        "rprop": ([arr()], grad, [arr(0)], [arr(0.01)], [s()], 0.5, 1.2, 1e-6, 50.0, True),
+    }[name]
+    return [[group], 0.5, True]
+
+
+for _name in ("nadam", "radam", "asgd", "rprop"):
+    _fn = getattr(_C, f"{_name}_step")
+    CASES.update({
+        f"{_name}_step-ok": (_fn, lambda n=_name: _more_args(n), None),
+        f"{_name}_step-ok-complex": (_fn, lambda n=_name: _more_args(n, np.complex64), None),
+        f"{_name}_step-bad-grad": (_fn, lambda n=_name: _more_args(n, bad=np.ones((2, 3))), ValueError),
+        f"{_name}_step-bad-group": (_fn, lambda: [[(1, 2)], None, True], TypeError),
+    })
+CASES["sgd_step-ok-complex"] = (_C.sgd_step, lambda: [[([np.ones(3, np.complex128)], [np.ones(3, np.complex128)], [None],
+                                                        0.1, 0.0, 0.0, 0.1, False, False)], None, True], None)
+
 # Run before every call of a case, so that each call takes the same path.
 RESETS = {"sgd_step-ok-creates-buffers": _fresh_momentum_buffers}
 

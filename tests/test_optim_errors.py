@@ -132,7 +132,7 @@ def test_duplicate_parameter_in_a_group_warns_like_torch():
         ([1.0, 2.0], TypeError, "but one of the params is list"),
         (3.0, TypeError, "but one of the params is float"),
         (np.zeros(3, dtype=np.int64), TypeError, "dtype int64"),
-        (np.zeros(3, dtype=np.complex128), TypeError, "dtype complex128"),
+        (np.zeros(3, dtype=np.clongdouble), TypeError, "dtype complex"),
         (np.zeros(3, dtype=">f8"), TypeError, "native byte order"),
     ],
 )

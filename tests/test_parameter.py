@@ -36,10 +36,11 @@ def test_numpy_expressions():
 
 def test_python_numbers_become_float64_and_ints_are_refused():
     assert Parameter([1, 2]).dtype == np.float64
-    with pytest.raises(TypeError, match="float16, float32 or float64"):
+    with pytest.raises(TypeError, match="float16, float32, float64, complex64 or complex128"):
         Parameter(np.arange(3))
-    with pytest.raises(TypeError, match="float16, float32 or float64"):
-        Parameter(np.ones(2, np.complex64))
+    assert Parameter(np.ones(2, np.complex64)).dtype == np.complex64  # as torch.nn.Parameter
+    with pytest.raises(TypeError, match="complex128"):
+        Parameter(np.ones(2, np.clongdouble))
 
 
 def test_grad_must_match_shape_and_dtype():
@@ -75,7 +76,7 @@ def test_copy_pickle_repr():
 
 def test_data_and_grad_are_checked_slots():
     p = Parameter(np.zeros(3))
-    with pytest.raises(TypeError, match="float16, float32 or float64"):
+    with pytest.raises(TypeError, match="float16, float32, float64, complex64 or complex128"):
         p.data = np.arange(3)
     assert p.data.dtype == np.float64  # unchanged
     p.data = np.ones(3)  # a float array is accepted as the new value

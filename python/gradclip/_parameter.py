@@ -7,7 +7,13 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 __all__ = ["Parameter"]
 
-_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = (
+    np.dtype(np.float16),
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+    np.dtype(np.complex64),
+    np.dtype(np.complex128),
+)
 
 
 def _check_float_array(value: object, what: str) -> np.ndarray:
@@ -15,7 +21,8 @@ def _check_float_array(value: object, what: str) -> np.ndarray:
         raise TypeError(f"{what} must be a NumPy ndarray, not {type(value).__name__}")
     if value.dtype not in _FLOAT_DTYPES:
         raise TypeError(
-            f"{what} must have dtype float16, float32 or float64 in native byte order, "
+            f"{what} must have dtype float16, float32, float64, complex64 or complex128 in "
+            "native byte order, "
             f"got {value.dtype}"
         )
     return value
@@ -37,8 +44,9 @@ class Parameter(NDArrayOperatorsMixin):
     data : array_like
         The values. An ndarray is used as is, without a copy, so in-place updates by an
         optimizer are visible through the original array; anything else is converted with
-        ``np.asarray`` (Python floats become float64). The dtype must be float16, float32
-        or float64.
+        ``np.asarray`` (Python floats become float64, Python complex numbers complex128). The
+        dtype must be float16, float32, float64, complex64 or complex128 (as torch, whose
+        optimizers update complex parameters).
 
     Attributes
     ----------

@@ -99,6 +99,8 @@ class Adam(Optimizer):
     :func:`gradclip.optim._functional.adam`).
     """
 
+    _supports_complex = True
+
     def __init__(
         self,
         params: ParamsT,

@@ -37,6 +37,12 @@ ParamsT = Union[Iterable[Any], Iterable[dict[str, Any]], Iterable[tuple[str, Any
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 
+# State entries that are 0-d float32 counters, not per-element quantities: kept in float32
+# when a state dict is loaded. torch exempts only "step" and casts NAdam's mu_product and
+# ASGD's eta and mu to a floating parameter's dtype, which changes its later arithmetic for
+# float16/float64 parameters; gradclip keeps them as an uninterrupted run holds them.
+_SCALAR_STATE_KEYS = frozenset({"step", "mu_product", "eta", "mu"})
+
 
 def _is_param(obj: object) -> bool:
     return isinstance(obj, (Parameter, np.ndarray))
@@ -221,7 +227,8 @@ class Optimizer:
     ----------
     params : iterable
         The parameters to optimize: :class:`gradclip.Parameter` objects or float ndarrays
-        (float16, float32, float64, writable, any layout), or ``(name, parameter)`` pairs,
+        (float16, float32, float64, complex64, complex128, writable, any layout), or
+        ``(name, parameter)`` pairs,
         or dicts defining parameter groups (each with a ``"params"`` entry and optional
         per-group hyper-parameters).
     defaults : dict
@@ -993,7 +1000,7 @@ def _cast(param_value: np.ndarray, value: object, key: object = None) -> object:
         # asarray first: torch's __array__ rejects NumPy 2's copy keyword (with a warning).
         array = np.array(np.asarray(value), copy=True)
         # torch keeps the step counter's own dtype (it is not a per-element quantity).
-        if key != "step":
+        if key not in _SCALAR_STATE_KEYS:
             array = array.astype(param_value.dtype, copy=False)
         return array
     if isinstance(value, dict):

@@ -98,6 +98,8 @@ class SGD(Optimizer):
     array([0.9, 2.1])
     """
 
+    _supports_complex = True
+
     def __init__(
         self,
         params: ParamsT,
