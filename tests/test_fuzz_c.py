@@ -842,6 +842,16 @@ def group_adam(amsgrad):
     return ([np.ones(3)], [np.ones(3)], z(), z(), z(), [np.array(0.0, np.float32)], amsgrad,
             0.9, 0.999, 1e-3, 0.0, 1e-8, False, False)
 
+def group_nadam(maximize):
+    z = lambda: [np.zeros(3)]
+    s = lambda v: [np.array(v, np.float32)]
+    return ([np.ones(3)], [np.ones(3)], z(), z(), s(0.0), s(1.0), 0.9, 0.999, 1e-3, 0.0, 4e-3, 1e-8, False,
+            maximize)
+
+def group_asgd(lr):
+    s = lambda v: [np.array(v, np.float32)]
+    return ([np.ones(3)], [np.ones(3)], [np.zeros(3)], s(0.0), s(0.01), s(1.0), 1e-4, lr, 1e6, 0.75, 0.0, False)
+
 case = sys.argv[1]
 target = []
 if case == "sgd_step":
@@ -853,6 +863,12 @@ elif case == "adam_step":
 elif case == "average_step":
     target += [([np.ones(3)], [np.ones(3)], False, 0.5), ([np.ones(3)], [np.ones(3)], Evil(target, True), 3)]
     call = lambda: _C.average_step(target, None, False)
+elif case == "nadam_step":
+    target += [group_nadam(False), group_nadam(Evil(target, False))]
+    call = lambda: _C.nadam_step(target, None, True)
+elif case == "asgd_step":
+    target += [group_asgd(0.01), group_asgd(Evil(target, 0.01))]
+    call = lambda: _C.asgd_step(target, None, True)
 elif case == "clip_grad_norm":
     target += [np.ones(3), np.ones(4)]
     call = lambda: _C.clip_grad_norm(target, Evil(target, 1.0), 2.0, False)
@@ -869,7 +885,11 @@ except Exception as exc:
     print("raised", type(exc).__name__, str(exc).encode("ascii", "replace").decode())
 """
 
-@pytest.mark.parametrize("entry", ["sgd_step", "adam_step", "average_step", "clip_grad_norm", "total_norm", "clip_grad_value"])
+@pytest.mark.parametrize(
+    "entry",
+    ["sgd_step", "adam_step", "average_step", "nadam_step", "asgd_step", "clip_grad_norm", "total_norm",
+     "clip_grad_value"],
+)
 def test_scalar_whose_conversion_mutates_the_arguments(entry):
     """No entry point may keep borrowed references across a conversion that runs Python code.
     (The optimizer glue did: a use-after-free, fixed in 581ca1e.)

@@ -77,6 +77,27 @@ SCRIPT = textwrap.dedent(
                 digest.update(np.ascontiguousarray(p).tobytes())
                 for value in opt.state[p].values():
                     digest.update(np.ascontiguousarray(value).tobytes())
+    configs = [("SGD", dict(lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)), ("Adam", dict(weight_decay=0.1)),
+               ("NAdam", dict(weight_decay=0.1)), ("NAdam", dict(decoupled_weight_decay=True, weight_decay=0.1)),
+               ("RAdam", dict(betas=(0.9, 0.9), maximize=True)), ("ASGD", dict(t0=1, weight_decay=0.1)),
+               ("Rprop", dict(etas=(0.3, 1.7)))]
+    for dtype in (np.float16, np.float32, np.float64, np.complex64, np.complex128):
+        for name, kwargs in configs:
+            def draw(shape):
+                x = rng.standard_normal(shape)
+                return (x + 1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else x).astype(dtype)
+            params = [draw((65, 33)), draw(130)[::2], draw((40, 7)).T]
+            opt = getattr(optim, name)(params, **kwargs)
+            for step in range(4):
+                grads = [draw(p.shape) for p in params]
+                if step % 2:
+                    opt.clip_and_step(1.0, grads=grads)
+                else:
+                    opt.step(grads=grads)
+            for p in params:
+                digest.update(np.ascontiguousarray(p).tobytes())
+                for value in opt.state[p].values():
+                    digest.update(np.ascontiguousarray(value).tobytes())
     print(_C.ISA, digest.hexdigest())
     """
 )

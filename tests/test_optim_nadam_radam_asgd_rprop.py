@@ -13,6 +13,9 @@ moments are bit-identical and its parameters within a few ulps for the same reas
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -448,3 +451,91 @@ def test_entry_point_refuses_aliased_operands(name):
     with pytest.raises(ValueError, match="share"):
         ENTRY[name]([tuple(g)], None, True)
     np.testing.assert_array_equal(g[0][0], before)
+
+
+# -- a fuzzer over the four entry points ----------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+DTYPES = [np.float16, np.float32, np.float64, np.complex64, np.complex128]
+LAYOUT = {
+    "c": lambda a: a,
+    "f": lambda a: np.asfortranarray(a) if a.ndim else a,
+    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2] if a.ndim else a,
+    "reversed": lambda a: a[::-1] if a.ndim else a,
+}
+
+
+def _group_for(name, dtype, shape, layouts, rng):
+    """A valid group of one parameter, its operands in the given layouts."""
+    g = good_group(name, dtype)
+    nops = {"NAdam": 4, "RAdam": 4, "ASGD": 3, "Rprop": 4}[name]
+    for k in range(nops):
+        x = rng.standard_normal(shape) * 0.5
+        if np.dtype(dtype).kind == "c":
+            x = x + 1j * rng.standard_normal(shape)
+        if (name in ("NAdam", "RAdam") and k == 3) or (name == "Rprop" and k == 3):
+            x = np.abs(x) + 0.01  # second moments and step sizes are positive
+        g[k] = [LAYOUT[layouts[k]](np.asarray(x).astype(dtype))]
+    return g
+
+
+@settings(max_examples=5000 if os.environ.get("GRADCLIP_STRESS") else 150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_entry_points(data):
+    """Random dtypes, shapes, layouts, clipping and one corruption at most: a valid call gives
+    the bits of the same call on C-contiguous copies; an invalid one raises and changes nothing."""
+    name = data.draw(st.sampled_from(NAMES))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    shape = tuple(data.draw(st.lists(st.integers(0, 5), max_size=2)))
+    layouts = [data.draw(st.sampled_from(list(LAYOUT))) for _ in range(4)]
+    group = _group_for(name, dtype, shape, layouts, rng)
+    scale = data.draw(st.sampled_from([None, 0.5, 1.0]))
+    write_back = data.draw(st.booleans())
+    corruption = data.draw(st.sampled_from(["none"] * 4 + ["dtype", "shape", "readonly", "alias", "scalar", "hyper"]))
+    nlists = sum(isinstance(x, list) for x in group)
+    k = data.draw(st.integers(0, nlists - 1))
+    valid = True
+    if corruption == "dtype":
+        other = data.draw(st.sampled_from([d for d in DTYPES if d != dtype]))
+        if k < {"NAdam": 4, "RAdam": 4, "ASGD": 3, "Rprop": 4}[name]:
+            group[k] = [group[k][0].astype(other)]
+        else:
+            group[k] = [np.array(0.0, np.float64)]  # a scalar must be float32
+        valid = False
+    elif corruption == "shape" and k < nlists:
+        group[k] = [np.zeros(shape + (2,), group[k][0].dtype)]
+        valid = False
+    elif corruption == "readonly":
+        group[k][0].flags.writeable = False
+        written_grad = k == 1 and scale is not None and write_back
+        valid = k == 1 and not written_grad
+    elif corruption == "alias" and math.prod(shape) > 0:
+        j = data.draw(st.integers(1, {"NAdam": 3, "RAdam": 3, "ASGD": 2, "Rprop": 3}[name]))
+        group[j] = [group[0][0]]
+        valid = False
+    elif corruption == "scalar":
+        group[nlists - 1] = [None]
+        valid = False
+    elif corruption == "hyper":
+        group[nlists] = "lr"
+        valid = False
+    arrays = _arrays(group)
+    before = [a.copy() for a in arrays]
+    copies = [[np.array(a, order="C", copy=True) for a in x] if isinstance(x, list) else x for x in group]
+    try:
+        ENTRY[name]([tuple(group)], scale, write_back)
+    except (TypeError, ValueError):
+        assert not valid, "a valid call raised"
+        for a, b in zip(arrays, before):
+            assert a.tobytes() == b.tobytes(), "an array changed although the call raised"
+        return
+    assert valid, f"an invalid call ({corruption}) was accepted"
+    ENTRY[name]([tuple(copies)], scale, write_back)
+    for x, y in zip(group, copies):
+        if isinstance(x, list):
+            for a, b in zip(x, y):
+                np.testing.assert_array_equal(a, b)

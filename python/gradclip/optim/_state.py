@@ -7,11 +7,11 @@ writable 0-d float32 ndarrays, which the C step advances in place exactly as tor
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from .optimizer import _check_state_array
+from .optimizer import _check_real, _check_state_array
 
 SCALAR_DTYPE = np.dtype(np.float32)
 
@@ -71,16 +71,13 @@ def check_state(
             raise TypeError(f"{key} of {where} must be a writable 0-d float32 ndarray")
 
 
-def check_pair(pair: object, what: str, kind: str = "floats") -> Optional[int]:
-    """Raise TypeError unless ``pair`` is a pair (of anything ``float()`` accepts)."""
-    from .optimizer import _check_real
-
+def check_pair(pair: object, what: str) -> None:
+    """Raise TypeError unless ``pair`` is a pair of real numbers."""
     try:
         n = len(pair)
     except TypeError:
         n = None
     if n != 2:
-        raise TypeError(f"{what} must be a pair of {kind}, not {pair!r}")
+        raise TypeError(f"{what} must be a pair of floats, not {pair!r}")
     _check_real(pair[0], f"{what}[0]")
     _check_real(pair[1], f"{what}[1]")
-    return n

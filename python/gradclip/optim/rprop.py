@@ -169,7 +169,12 @@ class Rprop(Optimizer):
                         state["prev"] = np.zeros_like(value)
                         lr = float(group["lr"])
                         # torch.full_like(grad, lr): a float16 fill goes through float32 first.
-                        fill = complex(lr, lr) if value.dtype.kind == "c" else np.float32(lr) if value.dtype == np.float16 else lr
+                        if value.dtype.kind == "c":
+                            fill = complex(lr, lr)  # real and imaginary parts step independently
+                        elif value.dtype == np.float16:
+                            fill = np.float32(lr)
+                        else:
+                            fill = lr
                         state["step_size"] = np.full_like(grad, fill, dtype=value.dtype)
                 etaminus, etaplus = group["etas"]
                 step_size_min, step_size_max = group["step_sizes"]
