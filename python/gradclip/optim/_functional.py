@@ -113,6 +113,10 @@ def sgd(groups: list[SGDGroup], *, grad_scale: Optional[float] = None, write_bac
         b = fma(g, 1 - dampening, b * momentum)            later steps
         g = fma(b, momentum, g) if nesterov else b         momentum != 0
         p = fma(g, -lr, p)
+
+    Complex parameters: torch updates them with complex arithmetic, where ``a + s * b`` is the
+    complex product ``b * (s + 0i)`` rounded, then the sum rounded; every ``fma`` above is then
+    those two roundings on each real component (bit-identical to torch).
     """
     return _C.sgd_step(groups, grad_scale, write_back)
 
@@ -144,5 +148,9 @@ def adam(groups: list[AdamGroup], *, grad_scale: Optional[float] = None, write_b
         vmax = max(vmax, v)                                amsgrad (NaN propagates)
         d = sqrt(vmax if amsgrad else v) / bc2_sqrt + eps
         p = p + (-step_size * m) / d
+
+    Complex parameters are updated as real pairs (torch's ``view_as_real``), except the
+    coupled weight decay, which torch applies before that view as a complex add: two
+    roundings instead of the ``fma``.
     """
     _C.adam_step(groups, grad_scale, write_back)
