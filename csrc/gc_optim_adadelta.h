@@ -52,7 +52,10 @@ static void KERNEL(adadelta)(const gc_optim_item *it, char *const *ptrs, const p
     s.eps = (C)h[ADADELTA_EPS];
     s.neg_lr = (C)(-h[ADADELTA_LR]);
     s.neg_lr_alpha = ALPHA(-h[ADADELTA_LR]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ADADELTA_MAXIMIZE] != 0.0, decay = h[ADADELTA_WEIGHT_DECAY] != 0.0;
     if (ip == 1 && ig == 1 && iv == 1 && iu == 1 && !maximize && !decay && !it->pairs && (!has_scale || write_back)) {
         if (has_scale)

@@ -43,7 +43,10 @@ static void KERNEL(adagrad)(const gc_optim_item *it, char *const *ptrs, const pt
     s.wd_c = (C)h[ADAGRAD_WEIGHT_DECAY];
     s.eps = (C)h[ADAGRAD_EPS];
     s.neg_clr = (C)(-it->derived[ADAGRAD_CLR]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ADAGRAD_MAXIMIZE] != 0.0, decay = h[ADAGRAD_WEIGHT_DECAY] != 0.0;
     if (ip == 1 && ig == 1 && is == 1 && !maximize && !decay && (!has_scale || write_back)) {
         if (has_scale)

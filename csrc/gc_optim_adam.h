@@ -84,7 +84,7 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     const KERNEL(adam_scalars_) s = KERNEL(adam_scalars)(o, it->derived[ADAM_STEP]);
     int has_scale = o->scaling.has_scale;
     const int write_back = o->scaling.write_back;
-    T clipped;
+    T clipped[2];
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int decay = h[ADAM_WEIGHT_DECAY] != 0.0, decoupled = h[ADAM_DECOUPLED] != 0.0;
     if (decay && !decoupled) {

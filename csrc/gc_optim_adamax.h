@@ -56,7 +56,10 @@ static void KERNEL(adamax)(const gc_optim_item *it, char *const *ptrs, const ptr
     s.beta2 = (C)h[ADAMAX_BETA2];
     s.eps = (C)h[ADAMAX_EPS];
     s.neg_clr = (C)(-it->derived[ADAMAX_CLR]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ADAMAX_MAXIMIZE] != 0.0, decay = h[ADAMAX_WEIGHT_DECAY] != 0.0;
     if (ip == 1 && ig == 1 && im == 1 && ie == 1 && !maximize && !decay && s.small_weight &&
         (!has_scale || write_back)) {

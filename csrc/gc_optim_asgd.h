@@ -57,7 +57,10 @@ static void KERNEL(asgd)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     T *param = (T *)ptrs[0], *grad = (T *)ptrs[1], *ax_ = (T *)ptrs[2];
     const ptrdiff_t ip = inc[0], ig = inc[1], ia = inc[2];
     const KERNEL(asgd_scalars_) s = KERNEL(asgd_scalars)(o, it->derived);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ASGD_MAXIMIZE] != 0.0, decay = h[ASGD_WEIGHT_DECAY] != 0.0;
     const int average = it->derived[ASGD_AVERAGE] != 0.0;
     if (ip == 1 && ig == 1 && ia == 1 && !maximize && !decay && (!has_scale || write_back)) {

@@ -74,7 +74,10 @@ static void KERNEL(nadam)(const gc_optim_item *it, char *const *ptrs, const ptrd
     T *param = (T *)ptrs[0], *grad = (T *)ptrs[1], *m_ = (T *)ptrs[2], *v_ = (T *)ptrs[3];
     const ptrdiff_t ip = inc[0], ig = inc[1], im = inc[2], iv = inc[3];
     const KERNEL(nadam_scalars_) s = KERNEL(nadam_scalars)(o, it->derived);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[NADAM_MAXIMIZE] != 0.0, decay = h[NADAM_WEIGHT_DECAY] != 0.0;
     const int decoupled = h[NADAM_DECOUPLED] != 0.0;
     if (ip == 1 && ig == 1 && im == 1 && iv == 1 && !maximize && !decay && s.small_weight &&

@@ -79,7 +79,10 @@ static void KERNEL(rmsprop)(const gc_optim_item *it, char *const *ptrs, const pt
     s.momentum = (C)h[RMSPROP_MOMENTUM];
     s.neg_lr = (C)(-h[RMSPROP_LR]);
     s.neg_lr_alpha = ALPHA(-h[RMSPROP_LR]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[RMSPROP_MAXIMIZE] != 0.0, decay = h[RMSPROP_WEIGHT_DECAY] != 0.0;
     const int contiguous = ip == 1 && ig == 1 && iv == 1 && ia == 1 && ib == 1;
     if (contiguous && !maximize && !decay && !centered && (!has_scale || write_back)) {

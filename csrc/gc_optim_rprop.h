@@ -62,7 +62,10 @@ static void KERNEL(rprop)(const gc_optim_item *it, char *const *ptrs, const ptrd
     s.etaplus = ALPHA(h[RPROP_ETAPLUS]);
     s.lo = ALPHA(h[RPROP_STEP_SIZE_MIN]);
     s.hi = ALPHA(h[RPROP_STEP_SIZE_MAX]);
-    const int has_scale = o->scaling.has_scale, write_back = o->scaling.write_back;
+    int has_scale = o->scaling.has_scale;
+    const int write_back = o->scaling.write_back;
+    T clipped[2];
+    CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[RPROP_MAXIMIZE] != 0.0;
     if (ip == 1 && ig == 1 && iq == 1 && is == 1 && !maximize && (!has_scale || write_back)) {
         KERNEL(rprop_loop)(n, param, 1, grad, 1, prev_, 1, size_, 1, &s, has_scale, has_scale, 0);

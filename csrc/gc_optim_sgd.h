@@ -60,7 +60,7 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
     const KERNEL(sgd_scalars_) s = KERNEL(sgd_scalars)(o);
     int has_scale = o->scaling.has_scale;
     const int write_back = o->scaling.write_back;
-    T clipped;
+    T clipped[2];
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[SGD_MAXIMIZE] != 0.0, nesterov = h[SGD_NESTEROV] != 0.0, fresh = it->fresh;
     const int cx = it->pairs; /* complex: every add rounds twice (see the top of this file) */

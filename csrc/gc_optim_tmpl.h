@@ -40,15 +40,18 @@
 #define COUPLED_DECAY(g, p, pairs) ((pairs) ? ROUND((g) + ROUND((p) * s->wd_c)) : ROUND(FMA((p), s->wd, (g))))
 
 /* torch's 0-d rule for the fused clip (as scale_zero_dim in gc_clip.c): a 0-d parameter's
- * gradient times a float64 coefficient is computed in float64 and rounded once (WIDE_SCALE).
- * Done before the loop, into a local copy the loop then reads as an unclipped gradient. */
+ * gradient times a float64 coefficient is computed in float64 and rounded once (WIDE_SCALE;
+ * a complex one is its two reals). Done before the loop, into `clipped` (T[2], a local copy)
+ * that the loop then reads as an unclipped gradient. */
 #define CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back)                               \
     do {                                                                                       \
         if ((it)->zero_dim && (has_scale)) {                                                   \
-            (clipped) = STORE(WIDE_SCALE(LOAD((grad)[0]), (o)->scaling.scale));                \
-            if (write_back)                                                                    \
-                (grad)[0] = (clipped);                                                         \
-            (grad) = &(clipped);                                                               \
+            for (int k_ = 0; k_ < 1 + ((it)->pairs != 0); k_++) {                              \
+                (clipped)[k_] = STORE(WIDE_SCALE(LOAD((grad)[k_]), (o)->scaling.scale));       \
+                if (write_back)                                                                \
+                    (grad)[k_] = (clipped)[k_];                                                \
+            }                                                                                  \
+            (grad) = (clipped);                                                                \
             (has_scale) = 0;                                                                   \
         }                                                                                      \
     } while (0)

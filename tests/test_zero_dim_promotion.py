@@ -139,3 +139,39 @@ def test_parameter_0d_gradients_in_torch_sgd_are_torchs():
     torch.optim.SGD(tparams, lr=0.1).step()
     for p, t in zip(params, tparams):
         assert p.data.tobytes() == t.detach().numpy().tobytes()
+
+
+ELEMENTWISE = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop"]
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.complex64])
+@pytest.mark.parametrize("write_back", [True, False])
+def test_every_elementwise_optimizer_fuses_the_0d_rule(name, dtype, write_back):
+    """clip_and_step == clip_grad_norm_ then step() for 0-d parameters (real and complex) in
+    every elementwise optimizer, with a float64 array making the coefficient float64."""
+    if np.dtype(dtype).kind == "c" and not getattr(optim, name)._supports_complex:
+        pytest.skip(f"{name} takes no complex parameters")
+    rng = np.random.default_rng(5)
+
+    def scalar():
+        x = rng.standard_normal() * 50
+        if np.dtype(dtype).kind == "c":
+            x = x + 1j * rng.standard_normal() * 50
+        return np.asarray(x).astype(dtype)
+
+    values = [rng.standard_normal(5)] + [scalar() for _ in range(60)]
+    grads = [rng.standard_normal(5) * 50] + [scalar() for _ in range(60)]
+    fused_values = [v.copy() for v in values]
+    plain = getattr(optim, name)(values, lr=0.01)
+    fused = getattr(optim, name)(fused_values, lr=0.01)
+    for _ in range(2):
+        step_grads = [g.copy() for g in grads]
+        total = gradclip.clip_grad_norm_(step_grads, 1.0)
+        plain.step(grads=step_grads)
+        given = [g.copy() for g in grads]
+        assert fused.clip_and_step(1.0, grads=given, write_back=write_back) == total
+        for a, b in zip(values, fused_values):
+            assert a.tobytes() == b.tobytes()
+        for g, h, orig in zip(step_grads, given, grads):
+            assert h.tobytes() == (g.tobytes() if write_back else orig.tobytes())
