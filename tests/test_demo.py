@@ -268,3 +268,64 @@ def test_schedule_option(schedule, monkeypatch, capsys):
     assert "final lr" in capsys.readouterr().out
     if schedule != "plateau":  # the schedule does not depend on the run
         np.testing.assert_array_equal(lrs, unclipped.lrs)
+
+
+def _cli(*argv, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gradclip", *argv], capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+def test_version():
+    import gradclip
+
+    done = _cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"gradclip {gradclip.__version__}"
+
+
+def _unwritable_out(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    return blocker / "figures"  # as root nothing is unwritable by permissions; this always is
+
+
+@pytest.mark.parametrize("case", ["empty text", "directory text", "blank text", "unwritable out",
+                                  "bad option", "missing text"])
+def test_argument_errors_are_one_line_exit_2_before_training(case, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\n ")
+    argv, message = {
+        "empty text": (["--text", str(empty)], "is empty"),
+        "blank text": (["--text", str(blank)], "is empty"),
+        "directory text": (["--text", str(tmp_path)], "is a directory"),
+        "unwritable out": (["--out", str(_unwritable_out(tmp_path))], "cannot write the figure"),
+        "bad option": (["--steps", "0"], "--steps"),
+        "missing text": (["--text", str(tmp_path / "nope")], "no such file"),
+    }[case]
+    done = _cli("demo", *argv)
+    assert done.returncode == 2
+    assert done.stdout == ""  # nothing trained: the intro line is not even printed
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradclip demo: error: argument")
+    assert message in lines[0] and "Traceback" not in done.stderr
+
+
+def test_no_plot_skips_the_out_check(tmp_path, monkeypatch, capsys):
+    run_cli(["demo", "--steps", "2", "--hidden", "8", "--no-plot",
+             "--out", str(_unwritable_out(tmp_path))], monkeypatch)
+
+
+def test_ctrl_c_exits_cleanly():
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "gradclip", "demo", "--no-plot", "--steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("Training")  # inside the run now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == "gradclip: interrupted"

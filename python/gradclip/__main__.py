@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["main", "build_parser"]
 
@@ -71,20 +73,45 @@ def _norm_type(text: str) -> float:
 
 def _existing_file(text: str) -> Path:
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a text file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return path
 
 
+def _unwritable_reason(out: Path) -> str | None:
+    """Why the figure could not be written under ``out`` (None if it can), creating nothing."""
+    path = out.absolute()
+    while not path.exists():  # the directories that would be created
+        if path.parent == path:
+            break
+        path = path.parent
+    if not path.is_dir():
+        return f"{str(path)!r} exists and is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{str(path)!r} is not writable"
+    return None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line: ``gradclip demo: error: ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser: ``gradclip demo [options]``."""
+    from . import __version__
     from .demo.train import DEFAULT_LR, SCHEDULES, Config
 
     d = Config()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gradclip",
         description="gradclip: PyTorch's gradient clipping and optimizers for NumPy arrays.",
     )
+    parser.add_argument("--version", action="version", version=f"gradclip {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
@@ -141,6 +168,13 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         text = load_text(args.text)
     except (OSError, UnicodeDecodeError) as exc:
         parser.error(f"argument --text: cannot read {str(args.text)!r} as UTF-8 text: {exc}")
+    if not text.strip():
+        parser.error(f"argument --text: {str(args.text)!r} is empty")
+    if not args.no_plot:
+        reason = _unwritable_reason(args.out)
+        if reason is not None:
+            parser.error(f"argument --out: cannot write the figure under {str(args.out)!r}: "
+                         f"{reason} (or pass --no-plot)")
     corpus = Corpus.from_text(text)
     per_stream = len(corpus.train) // config.batch
     if per_stream < config.seq_len + 1:
@@ -149,18 +183,30 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"{config.batch} streams of {config.seq_len + 1}; give a longer text or "
             f"smaller --batch/--seq-len"
         )
-    demo.run(
-        config, corpus, out=args.out, make_plot=not args.no_plot,
-        text_name=str(args.text) if args.text else "the bundled Shakespeare",
-    )
+    try:
+        demo.run(
+            config, corpus, out=args.out, make_plot=not args.no_plot,
+            text_name=str(args.text) if args.text else "the bundled Shakespeare",
+        )
+    except OSError as exc:  # the figure, after training: the run's results were printed
+        parser.exit(2, f"{parser.prog}: error: cannot write the figure: {exc}\n")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``gradclip`` command line; return the exit status."""
+    """Run the ``gradclip`` command line; return the exit status.
+
+    Errors in the arguments print one line and exit with status 2 (``SystemExit``); Ctrl-C
+    prints one line and returns 130, the shell's code for SIGINT.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.run(args, args.command_parser)
+    try:
+        status: int = args.run(args, args.command_parser)
+    except KeyboardInterrupt:
+        print("\ngradclip: interrupted", file=sys.stderr)
+        return 130
+    return status
 
 
 if __name__ == "__main__":

@@ -99,8 +99,8 @@ def run(
             path = plot(config, runs, Path(out) / FIGURE_NAME)
         except ImportError:
             print(
-                "matplotlib is not installed, so no figure "
-                "(pip install 'gradclip[plot]' to get one).",
+                "matplotlib is not installed, so no figure (to get one: pip install "
+                "matplotlib, or pip install \".[plot]\" in gradclip's source directory).",
                 file=stdout,
             )
         else:
