@@ -23,7 +23,12 @@ from ._clipinfo import ClipInfo, get_norms
 from ._parameter import Parameter
 from ._per_example import clip_per_example_and_sum
 from ._threads import get_num_threads, set_num_threads
-from . import nn
+from . import _C, _interop, nn, optim
+
+# torch tensors and other DLPack arrays as gradients: the C layer calls this for any item that
+# is not an exact ndarray.
+if hasattr(_C, "_set_converter"):
+    _interop.register(_C)
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ from typing import Union
 
 import numpy as np
 
-from . import _C, _clipinfo
+from . import _C, _clipinfo, _interop
 from ._clipinfo import ClipInfo
 from ._parameter import Parameter
 
@@ -38,9 +38,11 @@ def _as_sequence(
     parameters: object, *, warn_if_empty_generator: bool = False, name: str = "parameters"
 ) -> object:
     """A list, tuple or ndarray for the C layer (which rejects anything else)."""
-    if isinstance(parameters, _PASS_THROUGH):
+    if type(parameters) in _PASS_THROUGH:
         return parameters
-    if isinstance(parameters, Parameter):
+    # One Parameter, torch tensor, DLPack exporter or ndarray subclass (whose items the C
+    # layer converts) is one item: torch iterates nothing here either.
+    if isinstance(parameters, Parameter) or _interop.is_single_array(parameters):
         return (parameters,)
     if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
         raise TypeError(
@@ -137,7 +139,7 @@ def get_total_norm(
     to the returned dtype.
     """
     _check_foreach(foreach)
-    if not isinstance(tensors, _PASS_THROUGH):
+    if type(tensors) not in _PASS_THROUGH:
         tensors = _as_sequence(tensors, name="tensors")
     if return_info or nonfinite != "propagate":
         return _clipinfo._total(tensors, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
@@ -182,7 +184,7 @@ def clip_grads_with_norm_(
         )
     single = total.dtype in (np.float16, np.float32)
     value = float(total.reshape(()))
-    if not isinstance(parameters, _PASS_THROUGH):
+    if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters)
     _C.clip_grads_with_norm(parameters, max_norm, value, single)
 
@@ -249,7 +251,7 @@ def clip_grad_norm_(
     array([0.6, 0.8])
     """
     _check_foreach(foreach)
-    if not isinstance(parameters, _PASS_THROUGH):
+    if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters, warn_if_empty_generator=True)
     if return_info or nonfinite != "propagate":
         return _clipinfo._clip(
@@ -279,7 +281,7 @@ def clip_grad_value_(
         Accepted for compatibility and ignored.
     """
     _check_foreach(foreach)
-    if not isinstance(parameters, _PASS_THROUGH):
+    if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters)
     _C.clip_grad_value(parameters, clip_value)
 
@@ -292,7 +294,7 @@ def _total_norm_and_coef(
     For fused clip-and-step optimizers: multiplying a gradient by ``coef`` (rounded as
     :func:`clip_grads_with_norm_` rounds) gives exactly the clipped gradient.
     """
-    if not isinstance(grads, _PASS_THROUGH):
+    if type(grads) not in _PASS_THROUGH:
         grads = _as_sequence(grads)
     return _C.total_norm_and_coef(grads, max_norm, _norm_type(norm_type), error_if_nonfinite)
 

@@ -1,0 +1,283 @@
+"""torch tensors and other DLPack arrays as gradients: in place, without copies, torch's numbers.
+
+torch is a test requirement: these tests import it unconditionally.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gradclip
+from gradclip import _interop
+
+pytestmark = pytest.mark.torch
+RTOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+class Exporter:
+    """A DLPack exporter other than torch: wraps an ndarray, optionally on a fake device."""
+
+    def __init__(self, array, device=(1, 0)):
+        self.array = array
+        self.device = device
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.device
+
+
+def read_only(array):
+    array.flags.writeable = False
+    return array
+
+
+def model(seed=0, dtype=torch.float32, scale=100.0):
+    """A small torch model with gradients set (no autograd needed: gradients are given)."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    net = net.to(dtype)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p) * scale
+    return net
+
+
+def twin(net):
+    other = model()
+    other.load_state_dict(net.state_dict())
+    for p, q in zip(net.parameters(), other.parameters()):
+        q.grad = p.grad.clone()
+    return other
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_import_gradclip_gives_optim():
+    out = run_python("import gradclip; print(gradclip.optim.SGD.__name__, gradclip.optim.Adam.__name__)")
+    assert out.split() == ["SGD", "Adam"]
+
+
+def test_gradclip_never_imports_torch_by_itself():
+    code = (
+        "import sys, numpy as np, gradclip, gradclip.optim, gradclip.nn.utils\n"
+        "g = [np.ones(3), np.ones((2, 2), np.float32)]\n"
+        "gradclip.clip_grad_norm_(g, 1.0); gradclip.get_total_norm(g)\n"
+        "gradclip.clip_grad_value_(g, 0.1)\n"
+        "p = gradclip.Parameter(np.zeros(3)); p.grad = np.ones(3)\n"
+        "opt = gradclip.optim.Adam([p]); opt.step(); opt.state_dict()\n"
+        "gradclip.clip_grad_norm_(np.ma.masked_array([1.0, 2.0]).data, 1.0)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    assert run_python(code).strip() == "False"
+
+
+def test_import_gradclip_alone_registers_the_converter():
+    code = (
+        "import torch, gradclip\n"
+        "g = torch.tensor([3.0, 4.0])\n"
+        "print(float(gradclip.clip_grad_norm_([g], 1.0)), g.tolist())\n"
+    )
+    total, grads = run_python(code).split(" ", 1)
+    assert float(total) == 5.0
+    np.testing.assert_allclose(eval(grads), [0.6, 0.8], rtol=1e-6)
+
+
+# -- the converter itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_torch_tensor_is_viewed_not_copied(writable):
+    t = torch.arange(12.0).reshape(3, 4)[:, ::2]  # strided float32
+    a = _interop.convert(t, writable)
+    assert type(a) is np.ndarray and a.flags.writeable
+    assert a.ctypes.data == t.data_ptr() and a.strides == (16, 8)
+    np.testing.assert_array_equal(a, t.numpy())
+
+
+def test_tensor_that_requires_grad_is_read_but_never_written():
+    p = torch.nn.Parameter(torch.ones(3))
+    a = _interop.convert(p, False)
+    assert a.ctypes.data == p.data_ptr()
+    with pytest.raises(ValueError, match="requires grad in place: that would bypass autograd"):
+        _interop.convert(p, True)
+
+
+def test_conjugate_view_read_as_values_refused_in_place():
+    z = torch.tensor([3 + 4j, 1j], dtype=torch.complex64).conj()
+    np.testing.assert_array_equal(_interop.convert(z, False), [3 - 4j, -1j])
+    with pytest.raises(ValueError, match="conjugate or negative bit"):
+        _interop.convert(z, True)
+
+
+def test_unsupported_torch_dtype_is_a_type_error():
+    with pytest.raises(TypeError, match=r"dtype torch\.bfloat16 has no NumPy equivalent"):
+        _interop.convert(torch.zeros(2, dtype=torch.bfloat16), False)
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_non_cpu_tensor_refused(writable):
+    with pytest.raises(ValueError, match="gradclip works on CPU memory, but got a torch.Tensor on device meta"):
+        _interop.convert(torch.zeros(2, device="meta"), writable)
+
+
+def test_sparse_tensor_refused():
+    with pytest.raises(TypeError, match="dense"):
+        _interop.convert(torch.zeros(2, 2).to_sparse(), False)
+
+
+@pytest.mark.parametrize("device", [(2, 0), (13, 1), (99, 0)])
+def test_non_cpu_dlpack_refused(device):
+    with pytest.raises(ValueError, match="gradclip works on CPU memory.*device"):
+        _interop.convert(Exporter(np.zeros(2), device), False)
+
+
+def test_read_only_export_for_norms_only():
+    x = Exporter(read_only(np.array([3.0, 4.0])))
+    a = _interop.convert(x, False)
+    assert not a.flags.writeable and np.shares_memory(a, x.array)
+    with pytest.raises(ValueError, match="exported read-only"):
+        _interop.convert(x, True)
+
+
+def test_masked_array_refused():
+    m = np.ma.masked_array([1.0, 1e9], mask=[False, True])
+    for writable in (True, False):
+        with pytest.raises(TypeError, match="MaskedArray is not supported: its mask would be ignored"):
+            _interop.convert(m, writable)
+
+
+class Sub(np.ndarray):
+    pass
+
+
+def test_other_ndarray_subclasses_viewed():
+    m = np.array([[3.0, 4.0]]).view(Sub)
+    a = _interop.convert(m, True)
+    assert type(a) is np.ndarray and np.shares_memory(a, m)
+
+
+@pytest.mark.parametrize("obj", [[1.0, 2.0], "abc", 3.0, object()])
+def test_unknown_objects_returned_unchanged(obj):
+    assert _interop.convert(obj, True) is obj
+
+
+# -- through the public functions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+@pytest.mark.parametrize("scale", [100.0, 1e-3], ids=["clipping", "not-clipping"])
+def test_clip_torch_model_parameters_in_place(dtype, norm_type, scale):
+    net = model(dtype=dtype, scale=scale)
+    ref = twin(net)
+    buffers = [(p.grad, p.grad.data_ptr()) for p in net.parameters()]
+
+    ours = gradclip.clip_grad_norm_(net.parameters(), 5.0, norm_type)
+    theirs = torch.nn.utils.clip_grad_norm_(ref.parameters(), 5.0, norm_type)
+
+    np.testing.assert_allclose(float(ours), theirs.item(), rtol=RTOL[dtype])
+    for (grad, ptr), p, q in zip(buffers, net.parameters(), ref.parameters()):
+        assert p.grad is grad and p.grad.data_ptr() == ptr  # the same tensor, written in place
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=RTOL[dtype], atol=0)
+    if scale == 100.0:
+        assert float(gradclip.get_total_norm([p.grad for p in net.parameters()], norm_type)) <= 5.0
+
+
+def test_same_total_gives_torchs_gradients_bit_for_bit():
+    net = model()
+    ref = twin(net)
+    theirs = torch.nn.utils.clip_grad_norm_(ref.parameters(), 5.0)
+    gradclip.clip_grads_with_norm_(list(net.parameters()), 5.0, theirs.numpy())
+    for p, q in zip(net.parameters(), ref.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_single_tensor_is_one_parameter():
+    p = torch.nn.Parameter(torch.zeros(4, 3))
+    p.grad = torch.full((4, 3), 2.0)
+    total = gradclip.clip_grad_norm_(p, 1.0)  # not iterated row by row
+    np.testing.assert_allclose(float(total), np.sqrt(48.0), rtol=1e-6)
+    np.testing.assert_allclose(p.grad.norm().item(), 1.0, rtol=1e-5)
+    g = torch.full((4, 3), 2.0)
+    np.testing.assert_allclose(float(gradclip.get_total_norm(g)), np.sqrt(48.0), rtol=1e-6)
+    gradclip.clip_grad_value_(p, 0.1)
+    assert torch.all(p.grad <= 0.1)
+
+
+def test_generator_of_parameters_and_skipped_none():
+    net = model()
+    next(net.parameters()).grad = None
+    ref = twin(net)
+    ours = gradclip.clip_grad_norm_((p for p in net.parameters()), 1.0)
+    theirs = torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+    np.testing.assert_allclose(float(ours), theirs.item(), rtol=1e-6)
+    assert next(net.parameters()).grad is None
+
+
+def test_torch_gradients_and_arrays_mixed():
+    t = torch.tensor([3.0, 0.0])
+    a = np.array([0.0, 4.0], dtype=np.float32)
+    assert float(gradclip.clip_grad_norm_([t, a], 1.0)) == pytest.approx(5.0)
+    np.testing.assert_allclose(t.numpy(), [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(a, [0.0, 0.8], rtol=1e-6)
+
+
+def test_clip_grad_value_matches_torch():
+    net = model()
+    ref = twin(net)
+    gradclip.clip_grad_value_(net.parameters(), 30.0)
+    torch.nn.utils.clip_grad_value_(ref.parameters(), 30.0)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_read_only_export_accepted_by_norm_refused_in_place_untouched():
+    x = Exporter(read_only(np.array([3.0, 4.0])))
+    w = np.array([1.0, 1.0])
+    assert float(gradclip.get_total_norm([x, w])) == pytest.approx(np.sqrt(27.0))
+    for clip in (lambda: gradclip.clip_grad_norm_([w, x], 1.0),
+                 lambda: gradclip.clip_grad_value_([w, x], 0.5)):
+        with pytest.raises(ValueError, match="exported read-only"):
+            clip()
+        np.testing.assert_array_equal(w, [1.0, 1.0])  # validated before the first write
+
+
+def test_parameter_itself_refused_in_place_read_by_norm():
+    p = torch.nn.Parameter(torch.ones(4))
+    assert float(gradclip.get_total_norm([p])) == 2.0
+    g = torch.ones(2)
+    with pytest.raises(ValueError, match="requires grad"):
+        gradclip.clip_grads_with_norm_([g, p.detach().requires_grad_()], 1.0, 10.0)
+    assert torch.equal(g, torch.ones(2))
+
+
+def test_errors_for_non_cpu_and_masked_leave_everything_untouched():
+    g = np.ones(3)
+    with pytest.raises(ValueError, match="CPU memory"):
+        gradclip.clip_grad_norm_([g, Exporter(np.ones(2), (2, 0))], 0.1)
+    p = gradclip.Parameter(np.zeros(3))
+    p.grad = g
+    m = np.ma.masked_array(np.ones(2), mask=[True, False])
+    with pytest.raises(TypeError, match="MaskedArray"):
+        gradclip.clip_grad_norm_([p, m], 0.1)
+    with pytest.raises(TypeError, match="MaskedArray"):
+        gradclip.get_total_norm(m)
+    np.testing.assert_array_equal(g, np.ones(3))
+
+
+def test_exception_from_dlpack_propagates():
+    class Broken(Exporter):
+        def __dlpack__(self, **kwargs):
+            raise KeyError("from the exporter")
+
+    with pytest.raises(KeyError, match="from the exporter"):
+        gradclip.get_total_norm([Broken(np.ones(2))])
