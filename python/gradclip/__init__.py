@@ -11,6 +11,8 @@ The same names, arguments and numbers as ``torch.nn.utils`` and ``torch.optim``:
 """
 
 from ._clip import (
+    Arrays,
+    ArraysOrParameters,
     clip_grad_norm_,
     clip_grad_value_,
     clip_grads_with_norm_,
@@ -34,6 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGC",
+    "Arrays",
+    "ArraysOrParameters",
     "AutoClip",
     "ClipInfo",
     "Parameter",
@@ -46,6 +50,8 @@ __all__ = [
     "clip_grads_with_norm_",
     "get_num_threads",
     "get_total_norm",
+    "nn",
+    "optim",
     "parameters_to_vector",
     "set_num_threads",
     "vector_to_parameters",

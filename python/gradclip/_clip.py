@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 import warnings
 from collections.abc import Iterable
-from typing import Union
+from typing import Any, TypeAlias, Union
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from ._clipinfo import ClipInfo
 from ._parameter import Parameter
 
 __all__ = [
+    "Arrays",
+    "ArraysOrParameters",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",
@@ -26,17 +28,23 @@ __all__ = [
     "vector_to_parameters",
 ]
 
-#: What every function here accepts: one array, or an iterable of arrays or of objects
-#: with a ``.grad`` attribute (``Parameter`` or anything torch-like).
-ArraysOrParameters = Union[np.ndarray, Parameter, Iterable[object]]
+#: What the in-place functions' ``parameters`` accepts: one gradient (an ndarray, a torch
+#: CPU tensor or another DLPack array), one object with a ``.grad`` (a
+#: :class:`~gradclip.Parameter`, a ``torch.nn.Parameter``), or any iterable of these -- a
+#: list, a tuple, any sequence, a generator such as ``model.parameters()``.
+ArraysOrParameters: TypeAlias = Union[np.ndarray, Parameter, Iterable[Any]]
+
+#: What :func:`get_total_norm`'s ``tensors`` accepts: one array (an ndarray, a torch CPU
+#: tensor or another DLPack array) or any iterable of them.
+Arrays: TypeAlias = Union[np.ndarray, Iterable[Any]]
 
 _PASS_THROUGH = (list, tuple, np.ndarray)
 _INFINITIES = {"inf": float("inf"), "+inf": float("inf"), "-inf": float("-inf")}
 
 
 def _as_sequence(
-    parameters: object, *, warn_if_empty_generator: bool = False, name: str = "parameters"
-) -> object:
+    parameters: Any, *, warn_if_empty_generator: bool = False, name: str = "parameters"
+) -> Any:
     """A list, tuple or ndarray for the C layer (which rejects anything else)."""
     if type(parameters) in _PASS_THROUGH:
         return parameters
@@ -60,7 +68,7 @@ def _as_sequence(
     return items
 
 
-def _norm_type(norm_type: object) -> object:
+def _norm_type(norm_type: object) -> Any:
     # torch documents 'inf' as a valid norm_type; accept exactly the infinities as strings.
     if isinstance(norm_type, str):
         try:
@@ -78,7 +86,7 @@ def _check_foreach(foreach: object) -> None:
 
 
 def get_total_norm(
-    tensors: np.ndarray | Iterable[np.ndarray],
+    tensors: Arrays,
     norm_type: float | str = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
@@ -139,17 +147,18 @@ def get_total_norm(
     to the returned dtype.
     """
     _check_foreach(foreach)
-    if type(tensors) not in _PASS_THROUGH:
-        tensors = _as_sequence(tensors, name="tensors")
+    items: Any = tensors
+    if type(items) not in _PASS_THROUGH:
+        items = _as_sequence(items, name="tensors")
     if return_info or nonfinite != "propagate":
-        return _clipinfo._total(tensors, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
-    return _C.total_norm(tensors, _norm_type(norm_type), error_if_nonfinite)
+        return _clipinfo._total(items, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
+    return _C.total_norm(items, _norm_type(norm_type), error_if_nonfinite)
 
 
 def clip_grads_with_norm_(
     parameters: ArraysOrParameters,
     max_norm: float,
-    total_norm: object,
+    total_norm: float | np.floating | np.ndarray,
     foreach: bool | None = None,
 ) -> None:
     """Scale gradients in place given a pre-computed total norm.
@@ -287,7 +296,7 @@ def clip_grad_value_(
 
 
 def _total_norm_and_coef(
-    grads: object, max_norm: float, norm_type: float | str, error_if_nonfinite: bool
+    grads: Any, max_norm: float, norm_type: float | str, error_if_nonfinite: bool
 ) -> tuple[np.floating, float]:
     """The total norm and the coefficient ``clip_grad_norm_`` would apply; modifies nothing.
 

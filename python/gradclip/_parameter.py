@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
@@ -16,7 +18,7 @@ _FLOAT_DTYPES = (
 )
 
 
-def _check_float_array(value: object, what: str) -> np.ndarray:
+def _check_float_array(value: Any, what: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what} must be a NumPy ndarray, not {type(value).__name__}")
     if value.dtype not in _FLOAT_DTYPES:
@@ -28,7 +30,7 @@ def _check_float_array(value: object, what: str) -> np.ndarray:
     return value
 
 
-def _unwrap(value: object) -> object:
+def _unwrap(value: Any) -> Any:
     if isinstance(value, Parameter):
         return value.data
     if isinstance(value, tuple):
@@ -70,6 +72,8 @@ class Parameter(NDArrayOperatorsMixin):
     # for every parameter) is an attribute load, not a Python call; assignments are validated
     # by __setattr__.
     __slots__ = ("data", "grad", "__weakref__")
+    data: np.ndarray
+    grad: np.ndarray | None
 
     def __init__(self, data: object) -> None:
         array = data if isinstance(data, np.ndarray) else np.asarray(data)
@@ -79,9 +83,9 @@ class Parameter(NDArrayOperatorsMixin):
         object.__setattr__(self, "grad", None)
 
     # Elementwise __eq__ from the mixin would otherwise make instances unhashable.
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # pyright: ignore[reportAssignmentType]
 
-    def __setattr__(self, name: str, value: object) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         if name == "data":
             value = _check_float_array(value, "Parameter data")
         elif name == "grad" and value is not None:
@@ -126,13 +130,13 @@ class Parameter(NDArrayOperatorsMixin):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: object) -> object:
+    def __getitem__(self, index: Any) -> Any:
         return self.data[index]
 
-    def __setitem__(self, index: object, value: object) -> None:
+    def __setitem__(self, index: Any, value: Any) -> None:
         self.data[index] = _unwrap(value)
 
-    def __array__(self, dtype: object = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)
         if dtype is None or np.dtype(dtype) == self.data.dtype:
@@ -141,7 +145,7 @@ class Parameter(NDArrayOperatorsMixin):
             raise ValueError("a copy is needed to convert the Parameter to the requested dtype")
         return self.data.astype(dtype)
 
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object):
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = _unwrap(out)

@@ -61,8 +61,8 @@ def run(
     list of RunResult
         The clipped run, then the unclipped one.
     """
+    err: TextIO = sys.stderr if stderr is None else stderr
     stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
     corpus = corpus or Corpus.from_text(load_text())
     norm = "inf" if math.isinf(config.norm_type) else f"{config.norm_type:g}"
     intro = (
@@ -80,7 +80,7 @@ def run(
     runs = []
     for clip in (True, False):
         label = "clipped" if clip else "unclipped"
-        progress = Progress(label, config.steps, stderr, clipping=clip)
+        progress = Progress(label, config.steps, err, clipping=clip)
         result = train(corpus, config, clip=clip, progress=progress)
         progress.close(result)
         runs.append(result)

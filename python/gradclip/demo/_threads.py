@@ -17,7 +17,7 @@ import contextlib
 import ctypes
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,7 +26,7 @@ __all__ = ["single_threaded_blas"]
 _ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _bundled_openblas() -> tuple[object, object] | None:
+def _bundled_openblas() -> tuple[Callable[[], int], Callable[[int], object]] | None:
     """The (get, set) thread-count functions of the OpenBLAS shipped in NumPy's wheel."""
     root = Path(np.__file__).parent
     # Where auditwheel, delocate and delvewheel put the wheel's shared libraries.
@@ -53,7 +53,7 @@ def single_threaded_blas() -> Iterator[None]:
         yield
         return
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         pass
     else:

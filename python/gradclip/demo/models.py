@@ -230,7 +230,9 @@ class CharRNN(CharModel):
     _gates = 1
     state_names = ("h",)
 
-    def _recur(self, xw, state):
+    def _recur(
+        self, xw: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[np.ndarray, ...]]:
         T, B, H = xw.shape
         W_hh = self.params["W_hh"].data
         hs = np.empty((T + 1, B, H), self.dtype)
@@ -241,7 +243,9 @@ class CharRNN(CharModel):
             np.tanh(h, out=h)
         return hs, {}, (hs[T].copy(),)
 
-    def _recur_backward(self, dh_out, cache):
+    def _recur_backward(
+        self, dh_out: np.ndarray, cache: Cache
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         T, B, H = dh_out.shape
         W_hh_T = self.params["W_hh"].data.T
         hs = cache.hs
@@ -265,7 +269,9 @@ class CharLSTM(CharModel):
     _gates = 4
     state_names = ("h", "c")
 
-    def _recur(self, xw, state):
+    def _recur(
+        self, xw: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[np.ndarray, ...]]:
         T, B, G = xw.shape
         H = G // 4
         W_hh = self.params["W_hh"].data
@@ -287,7 +293,9 @@ class CharLSTM(CharModel):
         extra = {"cs": cs, "gates": gates, "tanh_c": tanh_c}
         return hs, extra, (hs[T].copy(), cs[T].copy())
 
-    def _recur_backward(self, dh_out, cache):
+    def _recur_backward(
+        self, dh_out: np.ndarray, cache: Cache
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         T, B, H = dh_out.shape
         W_hh_T = self.params["W_hh"].data.T
         cs, gates, tanh_c = cache.extra["cs"], cache.extra["gates"], cache.extra["tanh_c"]

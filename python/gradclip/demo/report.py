@@ -6,7 +6,7 @@ import math
 import textwrap
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def _num(x: float, decimals: int = 3) -> str:
     return f"{x:.{decimals}f}" if abs(x) < 1e4 else f"{x:.3g}"
 
 
-def _finite(stat, values: np.ndarray) -> float:
+def _finite(stat: Callable[[np.ndarray], Any], values: np.ndarray) -> float:
     """`stat` of the finite `values`: a run stopped by a NaN still has a history."""
     values = values[np.isfinite(values)]
     return float(stat(values)) if len(values) else math.nan
@@ -148,8 +148,8 @@ def plot(config: Config, runs: list[RunResult], path: Path) -> Path:
     Raises ImportError when matplotlib is not installed.
     """
     # The Agg canvas directly rather than pyplot: no GUI backend, no global state.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pyright: ignore[reportMissingImports]
+    from matplotlib.figure import Figure  # pyright: ignore[reportMissingImports]
 
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     FigureCanvasAgg(fig)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .. import optim
+from .._parameter import Parameter
 from ..nn.utils import clip_grad_norm_, get_total_norm
 from ._threads import single_threaded_blas
 from .data import Corpus, windows
@@ -94,9 +95,10 @@ class RunResult:
         """Running mean of the loss over `window` steps (default: a 20th of the run)."""
         w = window or max(1, len(self.losses) // 20)
         if len(self.losses) < w:
-            return np.array([np.mean(self.losses)]) if len(self.losses) else self.losses
+            return np.array([np.mean(self.losses)]) if len(self.losses) else np.asarray(self.losses)
         c = np.cumsum(np.concatenate([[0.0], self.losses]))
-        return (c[w:] - c[:-w]) / w
+        smooth: np.ndarray = (c[w:] - c[:-w]) / w
+        return smooth
 
     @property
     def final_loss(self) -> float:
@@ -123,7 +125,7 @@ class RunResult:
         return not self.diverged and self.final_loss < self.unigram_loss
 
 
-def make_optimizer(config: Config, params: list):
+def make_optimizer(config: Config, params: list[Parameter]) -> optim.Optimizer:
     if config.optimizer == "sgd":
         return optim.SGD(params, lr=config.learning_rate)
     if config.optimizer == "adam":
@@ -232,7 +234,7 @@ def train(
             if progress is not None:
                 progress(step + 1, losses[step], norm, n_clipped)
 
-        done = step + 1
+        done = step + 1  # pyright: ignore[reportPossiblyUnboundVariable]  # steps >= 1
         result.losses, result.grad_norms = losses[:done], norms[:done]
         result.clipped = clipped[:done]
         result.lrs = lrs[:done]

@@ -1,6 +1,8 @@
 """Mirror of ``torch.nn.utils``: ``import gradclip.nn.utils as torch_utils``."""
 
 from .._clip import (
+    Arrays,
+    ArraysOrParameters,
     clip_grad_norm_,
     clip_grad_value_,
     clip_grads_with_norm_,
@@ -10,6 +12,8 @@ from .._clip import (
 )
 
 __all__ = [
+    "Arrays",
+    "ArraysOrParameters",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",

@@ -29,7 +29,7 @@ the C library's is.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -48,9 +48,9 @@ class SGDGroup(NamedTuple):
     caller can save it in the optimizer state.
     """
 
-    params: list
-    grads: list
-    momentum_buffers: list
+    params: list[Any]
+    grads: list[Any]
+    momentum_buffers: list[Any]
     lr: float
     momentum: float
     dampening: float
@@ -68,12 +68,12 @@ class AdamGroup(NamedTuple):
     ``decoupled_weight_decay=True`` is AdamW.
     """
 
-    params: list
-    grads: list
-    exp_avgs: list
-    exp_avg_sqs: list
-    max_exp_avg_sqs: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    exp_avgs: list[Any]
+    exp_avg_sqs: list[Any]
+    max_exp_avg_sqs: list[Any]
+    state_steps: list[Any]
     amsgrad: bool
     beta1: float
     beta2: float

@@ -40,7 +40,7 @@ def _as_step(value: object) -> object:
         return value  # left for _check_state to report at the next step
 
 
-def _check_betas(betas: object, what: str) -> None:
+def _check_betas(betas: Any, what: str) -> None:
     try:
         n = len(betas)
     except TypeError:
@@ -135,7 +135,7 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
             raise ValueError("betas must be either both floats or both Tensors")
-        betas = tuple(betas)
+        betas = (betas[0], betas[1])
         _reject_unsupported(
             type(self).__name__, fused=fused, capturable=capturable, differentiable=differentiable
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMappi
 from copy import deepcopy
 from itertools import chain
 from numbers import Number
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, TypeAlias, Union
 
 import numpy as np
 
@@ -30,9 +30,11 @@ __all__ = [
     "register_optimizer_step_pre_hook",
 ]
 
-#: What an optimizer accepts as ``params``: parameters (``Parameter`` objects or float
-#: ndarrays), ``(name, parameter)`` pairs, or dicts defining parameter groups.
-ParamsT = Union[Iterable[Any], Iterable[dict[str, Any]], Iterable[tuple[str, Any]]]
+#: What an optimizer accepts as ``params`` (``torch.optim.optimizer.ParamsT``): any
+#: iterable -- a list, a tuple, a generator -- of parameters (:class:`~gradclip.Parameter`
+#: objects or float ndarrays), of ``(name, parameter)`` pairs, or of dicts defining
+#: parameter groups.
+ParamsT: TypeAlias = Union[Iterable[Any], Iterable[dict[str, Any]], Iterable[tuple[str, Any]]]
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
@@ -48,7 +50,7 @@ def _is_param(obj: object) -> bool:
     return isinstance(obj, (Parameter, np.ndarray))
 
 
-def _value(param: object) -> np.ndarray:
+def _value(param: Any) -> np.ndarray:
     """The array a parameter's updates are written to."""
     return param.data if isinstance(param, Parameter) else param
 
@@ -88,7 +90,7 @@ def _is_real(value: object) -> bool:
     return hasattr(type(value), "__float__")
 
 
-def _check_real(value: object, what: str) -> None:
+def _check_real(value: Any, what: str) -> None:
     """Raise TypeError unless ``value`` is a real number (torch would fail on a comparison)."""
     if not _is_real(value):
         raise TypeError(f"{what} must be a real number, not {_typename(value)}")
@@ -109,7 +111,7 @@ _NO_STATE: dict[str, Any] = {}  # read-only stand-in for a missing state
 _NO_ENTRY = (None, _NO_STATE)
 
 
-class _ParamState(MutableMapping):
+class _ParamState(MutableMapping[Any, Any]):
     """``Optimizer.state``: a mapping from parameter to its state dict.
 
     Like torch's ``defaultdict(dict)`` keyed by tensor: reading a missing parameter creates
@@ -118,7 +120,7 @@ class _ParamState(MutableMapping):
     """
 
     def __init__(self, items: Iterable[tuple[object, object]] = ()) -> None:
-        self._entries: dict[Hashable, tuple[object, object]] = {}
+        self._entries: dict[Hashable, tuple[Any, Any]] = {}
         # The same state dicts again, keyed by the Parameter objects themselves: the lookup
         # an optimizer step makes per parameter (hashing a Parameter is cheaper than id()).
         # Only Parameters are keys here, and distinct live objects never share a hash, so a
@@ -133,7 +135,7 @@ class _ParamState(MutableMapping):
         # of slot never compare equal.
         return id(key) if _is_param(key) else (key,)
 
-    def get_each(self, params: list, name: str) -> list:
+    def get_each(self, params: list[Any], name: str) -> list[Any]:
         """``self.get(p, {}).get(name)`` for each parameter, creating nothing."""
         try:
             by_param = self._by_param
@@ -142,7 +144,7 @@ class _ParamState(MutableMapping):
             entries = self._entries
             return [entries.get(id(p), _NO_ENTRY)[1].get(name) for p in params]
 
-    def dicts_of(self, params: list) -> list[dict[str, Any]]:
+    def dicts_of(self, params: list[Any]) -> list[dict[str, Any]]:
         """``self[p]`` for each parameter (an empty dict created where there was none)."""
         try:
             try:
@@ -185,10 +187,10 @@ class _ParamState(MutableMapping):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def items(self):  # noqa: D102 - the Mapping method, without a lookup per key
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]  # noqa: D102 - the Mapping method, without a lookup per key
         return [(key, value) for key, value in self._entries.values()]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_ParamState], tuple[list[tuple[Any, Any]]]]:
         # Pickle and deepcopy by content: ids are meaningless in the copy.
         return (type(self), (self.items(),))
 
@@ -197,14 +199,14 @@ class _ParamState(MutableMapping):
         return "{" + body + "}"
 
 
-def _get_each(state: MutableMapping, params: list, name: str) -> list:
+def _get_each(state: MutableMapping[Any, Any], params: list[Any], name: str) -> list[Any]:
     """``state.get(p, {}).get(name)`` for each parameter, creating nothing."""
     if isinstance(state, _ParamState):
         return state.get_each(params, name)
     return [state.get(p, {}).get(name) for p in params]
 
 
-def _dicts_of(state: MutableMapping, params: list) -> list[dict[str, Any]]:
+def _dicts_of(state: MutableMapping[Any, Any], params: list[Any]) -> list[dict[str, Any]]:
     """``state[p]`` for each parameter (an empty dict created where there was none)."""
     if isinstance(state, _ParamState):
         return state.dicts_of(params)
@@ -323,7 +325,7 @@ class Optimizer:
         self.state: MutableMapping[object, dict[str, Any]] = _ParamState()
         self.param_groups: list[dict[str, Any]] = []
 
-        param_groups = list(params)
+        param_groups: list[Any] = list(params)
         if len(param_groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(param_groups[0], dict):
@@ -703,7 +705,7 @@ class Optimizer:
 
     @with_step_hooks
     def step(
-        self, closure: Optional[Callable[[], Any]] = None, *, grads: Optional[list] = None
+        self, closure: Optional[Callable[[], Any]] = None, *, grads: Optional[Union[list[Any], tuple[Any, ...]]] = None
     ) -> Any:
         """Perform one optimization step.
 
@@ -752,7 +754,7 @@ class Optimizer:
         norm_type: Union[float, str] = 2.0,
         *,
         error_if_nonfinite: bool = False,
-        grads: Optional[list] = None,
+        grads: Optional[Union[list[Any], tuple[Any, ...]]] = None,
         write_back: bool = True,
         return_info: bool = False,
         nonfinite: str = "propagate",
