@@ -377,26 +377,31 @@ static int describe(batch *b, Py_ssize_t k, int flags, const gc_norm *norm, cons
 }
 
 /* Hands a value that is not an exact ndarray to gradclip's converter (DLPack objects, ndarray
- * subclasses); returns a new reference to an ndarray, or NULL. */
-static PyObject *convert(module_state *st, PyObject *value, int writable, const arg_name *who)
+ * subclasses); returns a new reference to an ndarray, or NULL. The converter returns `value`
+ * itself for a type it does not know: then the TypeError says what `who` must be (`expected`). */
+static PyObject *convert(module_state *st, PyObject *value, int writable, const arg_name *who,
+                         const char *expected)
 {
-    if (st->converter == NULL) {
-        if (PyArray_Check(value))
-            return Py_NewRef(value);
-        /* A torch tensor (anything with .numpy()): say how to pass it. */
-        const int has_numpy = PyObject_HasAttrString(value, "numpy");
-        PyErr_Format(PyExc_TypeError, "%s must be a NumPy ndarray%s, not %.200s%s", NAME(who),
-                     who->via_grad ? " or None" : "", Py_TYPE(value)->tp_name,
-                     has_numpy ? "; pass its .numpy() (a view of the same memory, no copy)" : "");
-        return NULL;
+    if (st->converter != NULL) {
+        PyObject *array = PyObject_CallFunctionObjArgs(st->converter, value, writable ? Py_True : Py_False, NULL);
+        if (array == NULL || PyArray_Check(array))
+            return array;
+        if (array != value) {
+            PyErr_Format(PyExc_TypeError, "%s: the converter returned %.200s, not an ndarray", NAME(who),
+                         Py_TYPE(array)->tp_name);
+            Py_DECREF(array);
+            return NULL;
+        }
+        Py_DECREF(array);
     }
-    PyObject *array = PyObject_CallFunctionObjArgs(st->converter, value, writable ? Py_True : Py_False, NULL);
-    if (array != NULL && !PyArray_Check(array)) {
-        PyErr_Format(PyExc_TypeError, "%s: the converter returned %.200s, not an ndarray", NAME(who),
-                     Py_TYPE(array)->tp_name);
-        Py_CLEAR(array);
+    else if (PyArray_Check(value)) {
+        return Py_NewRef(value);
     }
-    return array;
+    /* Anything with .numpy() (a torch tensor): say how to pass it. */
+    const int has_numpy = PyObject_HasAttrString(value, "numpy");
+    PyErr_Format(PyExc_TypeError, "%s must be %s, not %.200s%s", NAME(who), expected, Py_TYPE(value)->tp_name,
+                 has_numpy ? "; pass its .numpy() (a view of the same memory, no copy)" : "");
+    return NULL;
 }
 
 /* Resolves item -> array (new reference), or Py_None (new reference) for a None gradient. */
@@ -408,22 +413,19 @@ static PyObject *resolve_item(module_state *st, PyObject *item, source_kind sour
         return Py_NewRef(item);
     const arg_name who = {what, -1, index, 0}, grad_of = {what, -1, index, 1};
     if (source == SOURCE_TENSORS || PyArray_Check(item))
-        return convert(st, item, writable, &who);
+        return convert(st, item, writable, &who, "a NumPy ndarray");
     PyObject *grad = PyObject_GetAttr(item, st->str_grad);
     if (grad == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return NULL;
         PyErr_Clear();
-        if (st->converter != NULL) /* an array-like without .grad is a gradient itself */
-            return convert(st, item, writable, &who);
-        PyErr_Format(PyExc_TypeError, "%s[%zd] must be a NumPy ndarray or have a .grad attribute, not %.200s",
-                     what, index, Py_TYPE(item)->tp_name);
-        return NULL;
+        /* an array-like without .grad is a gradient itself */
+        return convert(st, item, writable, &who, "a NumPy ndarray or have a .grad attribute");
     }
     *via_grad = 1;
     if (grad == Py_None || PyArray_CheckExact(grad))
         return grad;
-    PyObject *array = convert(st, grad, writable, &grad_of);
+    PyObject *array = convert(st, grad, writable, &grad_of, "a NumPy ndarray or None");
     Py_DECREF(grad);
     return array;
 }
@@ -436,7 +438,7 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
         if (batch_reserve(b, 1) < 0)
             return -1;
         const arg_name who = {what, -1, -1, 0};
-        PyObject *array = PyArray_CheckExact(obj) ? Py_NewRef(obj) : convert(st, obj, writable, &who);
+        PyObject *array = PyArray_CheckExact(obj) ? Py_NewRef(obj) : convert(st, obj, writable, &who, "a NumPy ndarray");
         if (array == NULL)
             return -1;
         b->refs[0] = array;

@@ -33,6 +33,16 @@ NAN = float("nan")
 # Snapshots
 
 
+_VIEWS = {}  # id(tensor) -> (tensor, its NumPy view): one view object per tensor
+
+
+def _numpy_view(x):
+    """A DLPack array (a torch tensor gradient) as the one ndarray sharing its memory."""
+    if x is None or isinstance(x, np.ndarray) or not hasattr(x, "__dlpack__"):
+        return x
+    return _VIEWS.setdefault(id(x), (x, np.from_dlpack(x)))[1]
+
+
 class Watch:
     """Byte-exact snapshots of arrays (and of arrays reachable as .grad / .data)."""
 
@@ -52,7 +62,7 @@ class Watch:
             for item in obj:
                 self.add(item)
         else:
-            grad = obj.__dict__.get("grad") if hasattr(obj, "__dict__") else None
+            grad = _numpy_view(obj.__dict__.get("grad")) if hasattr(obj, "__dict__") else None
             if isinstance(grad, np.ndarray):
                 self.add(grad)
 
@@ -304,7 +314,7 @@ EXPECTED = {
         "grads": (RuntimeError, "grad exploded"),  # the user's own exception, unchanged
         "value": (RuntimeError, "grad exploded"),
     },
-    "grad_is_torch_tensor": _BAD_GRAD,
+    "grad_is_torch_tensor": _GRAD_ONLY,  # converted through DLPack (gradclip._interop), in place
     "grad_is_list": _BAD_GRAD,
     "grad_is_int_array": _BAD_GRAD_DTYPE,
     "grad_is_float_array": _GRAD_ONLY,
@@ -324,7 +334,7 @@ def resolve_grads(items):
     """The arrays the clipping functions operate on: arrays as is, else .grad (None skipped)."""
     out = []
     for item in items:
-        grad = item if isinstance(item, np.ndarray) else item.grad
+        grad = item if isinstance(item, np.ndarray) else _numpy_view(item.grad)
         if grad is not None:
             out.append(grad)
     return out

@@ -47,10 +47,10 @@ def model(seed=0, dtype=torch.float32, scale=100.0):
 
 
 def twin(net):
-    other = model()
+    other = model(dtype=next(net.parameters()).dtype)
     other.load_state_dict(net.state_dict())
     for p, q in zip(net.parameters(), other.parameters()):
-        q.grad = p.grad.clone()
+        q.grad = None if p.grad is None else p.grad.clone()
     return other
 
 
@@ -83,8 +83,8 @@ def test_gradclip_never_imports_torch_by_itself():
 def test_import_gradclip_alone_registers_the_converter():
     code = (
         "import torch, gradclip\n"
-        "g = torch.tensor([3.0, 4.0])\n"
-        "print(float(gradclip.clip_grad_norm_([g], 1.0)), g.tolist())\n"
+        "p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])\n"
+        "print(float(gradclip.clip_grad_norm_([p], 1.0)), p.grad.tolist())\n"
     )
     total, grads = run_python(code).split(" ", 1)
     assert float(total) == 5.0
@@ -223,12 +223,23 @@ def test_generator_of_parameters_and_skipped_none():
     assert next(net.parameters()).grad is None
 
 
-def test_torch_gradients_and_arrays_mixed():
-    t = torch.tensor([3.0, 0.0])
+def test_torch_parameters_and_arrays_mixed():
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, 0.0])
     a = np.array([0.0, 4.0], dtype=np.float32)
-    assert float(gradclip.clip_grad_norm_([t, a], 1.0)) == pytest.approx(5.0)
-    np.testing.assert_allclose(t.numpy(), [0.6, 0.0], rtol=1e-6)
+    assert float(gradclip.clip_grad_norm_([p, a], 1.0)) == pytest.approx(5.0)
+    np.testing.assert_allclose(p.grad.numpy(), [0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(a, [0.0, 0.8], rtol=1e-6)
+
+
+def test_a_tensor_in_parameters_is_a_parameter_as_in_torch():
+    # torch.nn.utils.clip_grad_norm_([t]) uses t.grad: a tensor without one is skipped.
+    t = torch.tensor([3.0, 4.0])
+    assert float(gradclip.clip_grad_norm_([t], 1.0)) == 0.0
+    assert torch.nn.utils.clip_grad_norm_([t.clone()], 1.0).item() == 0.0
+    assert torch.equal(t, torch.tensor([3.0, 4.0]))
+    # get_total_norm takes the tensors themselves, as torch's does.
+    assert float(gradclip.get_total_norm([t])) == pytest.approx(5.0)
 
 
 def test_clip_grad_value_matches_torch():
@@ -251,13 +262,21 @@ def test_read_only_export_accepted_by_norm_refused_in_place_untouched():
         np.testing.assert_array_equal(w, [1.0, 1.0])  # validated before the first write
 
 
-def test_parameter_itself_refused_in_place_read_by_norm():
-    p = torch.nn.Parameter(torch.ones(4))
-    assert float(gradclip.get_total_norm([p])) == 2.0
-    g = torch.ones(2)
-    with pytest.raises(ValueError, match="requires grad"):
-        gradclip.clip_grads_with_norm_([g, p.detach().requires_grad_()], 1.0, 10.0)
-    assert torch.equal(g, torch.ones(2))
+def test_gradient_that_requires_grad_refused_in_place_read_by_norm():
+    # backward(create_graph=True) leaves gradients that require grad (a graph to differentiate).
+    w = torch.nn.Parameter(torch.ones(2))
+    (w ** 2).sum().backward(create_graph=True)
+    assert w.grad.requires_grad
+    q = torch.nn.Parameter(torch.zeros(2))
+    q.grad = torch.ones(2)
+    assert float(gradclip.get_total_norm([w.grad, q.grad])) == pytest.approx(np.sqrt(10.0))
+    assert float(gradclip.get_total_norm([w])) == pytest.approx(np.sqrt(2.0))  # the values
+    for clip in (lambda: gradclip.clip_grad_norm_([q, w], 1.0),
+                 lambda: gradclip.clip_grads_with_norm_([q, w], 1.0, 10.0),
+                 lambda: gradclip.clip_grad_value_([q, w], 0.5)):
+        with pytest.raises(ValueError, match="requires grad in place"):
+            clip()
+        assert torch.equal(q.grad, torch.ones(2)) and torch.equal(w.grad.detach(), torch.full((2,), 2.0))
 
 
 def test_errors_for_non_cpu_and_masked_leave_everything_untouched():

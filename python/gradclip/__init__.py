@@ -29,8 +29,7 @@ from . import _C, _interop, nn, optim
 
 # torch tensors and other DLPack arrays as gradients: the C layer calls this for any item that
 # is not an exact ndarray.
-if hasattr(_C, "_set_converter"):
-    _interop.register(_C)
+_interop.register(_C)
 
 __version__ = "0.1.0"
 
