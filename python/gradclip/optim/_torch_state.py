@@ -8,6 +8,7 @@ tensors but not ndarrays, so saving for torch converts them; torch is imported o
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -46,7 +47,8 @@ def state_dict_to_torch(state_dict: dict[str, Any]) -> dict[str, Any]:
     >>> torch_opt.state[t]["momentum_buffer"]
     tensor([1., 1.])
     """
-    import torch  # asked for by the caller
+    # Asked for by the caller; imported by name so that type checkers do not need torch.
+    torch: Any = importlib.import_module("torch")
 
     def convert(value: Any) -> Any:
         if isinstance(value, np.ndarray):
