@@ -3,6 +3,8 @@
 import numpy as np
 
 LAYOUTS = ["C", "F", "strided", "reversed", "transposed", "0d", "empty"]
+# NumPy 2 allows 64 dimensions, NumPy 1.x 32: the many-dims cases use as many as there are.
+MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 DTYPES = [np.float16, np.float32, np.float64]
 
 

@@ -93,7 +93,9 @@ def scaled(g, coef):
         real = np.float32 if g.dtype == np.complex64 else np.float64
         c, zero = real(coef), real(0)
         re, im = g.real, g.imag
-        return (re * c - im * zero) + 1j * (re * zero + im * c)
+        out = np.empty_like(g)  # in g's precision on every NumPy (1.x promotes 1j * x to complex128)
+        out.real, out.imag = re * c - im * zero, re * zero + im * c
+        return out
 
 
 def clamped(g, clip_value):

@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 import gradclip
 from gradclip import Parameter
 from gradclip.optim import SGD, Adam, AdamW
+from arrays import MAX_DIMS
 
 import reference
 
@@ -218,9 +219,10 @@ ITEMS = {
     "self_overlapping_view": _self_overlapping,
     "zero_d": lambda: np.array(-6.0, np.float32),
     "empty_2x0": lambda: np.zeros((2, 0)),
-    "empty_40_dims": lambda: np.zeros((0,) + (2,) * 39, np.float32),
-    "40_dims": lambda: np.arange(6, dtype=np.float32).reshape((1,) * 38 + (2, 3)) - 2.5,
-    "64_dims": lambda: np.arange(4.0).reshape((1,) * 62 + (2, 2)) - 1.5,
+    # 40 and 64 dimensions with NumPy 2; 31 and 32 with NumPy 1.x (its limit).
+    "empty_40_dims": lambda: np.zeros((0,) + (2,) * (min(40, MAX_DIMS - 1) - 1), np.float32),
+    "40_dims": lambda: np.arange(6, dtype=np.float32).reshape((1,) * (min(40, MAX_DIMS - 1) - 2) + (2, 3)) - 2.5,
+    "64_dims": lambda: np.arange(4.0).reshape((1,) * (MAX_DIMS - 2) + (2, 2)) - 1.5,
     "huge_strides": _huge_strides,
     "megabyte_stride": lambda: np.arange(3_000_001, dtype=np.float32)[::1_000_000] - 1.5e6,
     "reversed_2d": lambda: (np.arange(12.0).reshape(3, 4) - 6)[::-1, ::-2],

@@ -23,6 +23,7 @@ import pytest
 
 import gradclip
 from gradclip import _C
+from arrays import MAX_DIMS
 
 STRESS = os.environ.get("GRADCLIP_STRESS") == "1"
 CALLS = int(os.environ.get("GRADCLIP_LEAK_CALLS", 100_000 if STRESS else 3_000))  # valgrind.sh: few
@@ -61,7 +62,7 @@ def f32(*shape, fill=1.0):
 
 def many_dims():
     # 3 arrays x 64 dims: more shape/stride slots than the glue's inline buffer.
-    return [np.ones((1,) * 62 + (2, 3)) for _ in range(3)]
+    return [np.ones((1,) * (MAX_DIMS - 2) + (2, 3)) for _ in range(3)]
 
 
 def twenty(last=None):

@@ -8,11 +8,13 @@ recognised through ``sys.modules``, which holds torch only if the caller importe
 
 What is accepted, and what is refused (so that nothing is silently copied or ignored):
 
-- an object with ``__dlpack__`` on the CPU (``torch.Tensor``, ``torch.nn.Parameter``'s
-  ``.grad``, JAX and CuPy host arrays, ...): viewed with ``np.from_dlpack``, sharing memory, so
-  in-place clipping writes into the object's own buffer;
-- a read-only export (JAX arrays, read-only NumPy arrays behind a wrapper): fine for the norm
-  functions, ``ValueError`` for the in-place ones;
+- a torch CPU tensor (a ``torch.nn.Parameter``'s ``.grad``): viewed with ``Tensor.numpy()``,
+  the memory NumPy and torch share, so in-place clipping writes into the tensor itself;
+- another object with ``__dlpack__`` on the CPU (JAX, CuPy host arrays, ...): viewed with
+  ``np.from_dlpack``, sharing memory;
+- a read-only export (JAX arrays, read-only NumPy arrays behind a wrapper, and with NumPy
+  1.x every DLPack import but torch's): fine for the norm functions, ``ValueError`` for the
+  in-place ones;
 - a tensor on another device (CUDA, MPS, ...): ``ValueError`` -- gradclip works on host
   memory, and a copy would make in-place clipping a no-op;
 - a torch tensor that requires grad: the norm functions read it (through ``detach()``, which
@@ -38,6 +40,11 @@ import numpy as np
 __all__ = ["convert"]
 
 _KDLCPU = 1
+_NUMPY_1 = np.lib.NumpyVersion(np.__version__) < "2.0.0"
+_OLD_NUMPY_NOTE = (
+    f" (NumPy {np.__version__}'s from_dlpack marks every import read-only; NumPy >= 2 "
+    "keeps a writable export writable)"
+)
 # DLDeviceType values (dlpack.h) for the messages; anything but kDLCPU is refused.
 _DEVICE_NAMES = {
     2: "CUDA", 3: "CUDA host (pinned)", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 9: "VPI",
@@ -85,7 +92,16 @@ def _from_torch(obj: Any, writable: bool) -> np.ndarray:
                 "place; call resolve_conj()/resolve_neg() on it first"
             )
         tensor = tensor.resolve_conj().resolve_neg()  # a copy: only read
-    return _from_dlpack(tensor, obj, writable)
+    # Tensor.numpy() is the view NumPy and torch share (the same memory as DLPack would give),
+    # writable on every NumPy version; NumPy 1.x's from_dlpack marks every import read-only.
+    try:
+        array: np.ndarray = tensor.numpy()
+    except TypeError as exc:  # "Got unsupported ScalarType BFloat16"
+        raise TypeError(
+            f"a {_typename(obj)} with dtype {tensor.dtype} has no NumPy equivalent ({exc}); "
+            "gradclip supports float16, float32, float64, complex64 and complex128"
+        ) from exc
+    return array
 
 
 def _from_dlpack(exporter: Any, obj: object, writable: bool) -> np.ndarray:
@@ -113,6 +129,7 @@ def _from_dlpack(exporter: Any, obj: object, writable: bool) -> np.ndarray:
         raise ValueError(
             f"the {_typename(obj)} is exported read-only (DLPack), so it cannot be clipped in "
             "place; the norm functions (get_total_norm) accept it"
+            + (_OLD_NUMPY_NOTE if _NUMPY_1 else "")
         )
     return array
 
