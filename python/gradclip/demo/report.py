@@ -113,7 +113,7 @@ def summary(config: Config, runs: list[RunResult], sample: str | None) -> str:
         ]),
         ("median grad norm", [_num(_finite(np.median, r.grad_norms), 2) for r in runs]),
         ("max grad norm", [_num(_finite(np.max, r.grad_norms), 2) for r in runs]),
-        *([("final lr", [f"{r.lrs[-1]:.3g}" if len(r.lrs) else "-" for r in runs])]
+        *([("final lr", [f"{r.lrs[-1]:.3g}" if r.lrs is not None and len(r.lrs) else "-" for r in runs])]
           if config.schedule != "none" and all(r.lrs is not None for r in runs) else []),
         ("wall time", [f"{r.wall_time:.1f} s" for r in runs]),
         ("outcome", [outcome(r) for r in runs]),

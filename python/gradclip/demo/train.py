@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def make_optimizer(config: Config, params: list[Parameter]) -> optim.Optimizer:
 PLATEAU_WINDOW = 10
 
 
-def make_scheduler(config: Config, optimizer):
+def make_scheduler(config: Config, optimizer: optim.Optimizer) -> Any:
     """The learning-rate scheduler for ``config.schedule`` (None for "none").
 
     ``step``: StepLR halving the lr at every quarter of the run; ``cosine``:

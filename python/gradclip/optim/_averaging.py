@@ -16,13 +16,15 @@ written, any layout, the GIL released on large inputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import _C
 
 __all__ = ["lerp_", "mean_"]
 
 
 
-def lerp_(averaged: list, current: list, weight: float) -> None:
+def lerp_(averaged: list[Any], current: list[Any], weight: float) -> None:
     """``averaged[i] = lerp(averaged[i], current[i], weight)`` in place, as torch's CPU lerp.
 
     Parameters
@@ -41,7 +43,7 @@ def lerp_(averaged: list, current: list, weight: float) -> None:
     _C.average_step([(averaged, current, False, weight)], None, False)
 
 
-def mean_(averaged: list, current: list, count: int) -> None:
+def mean_(averaged: list[Any], current: list[Any], count: int) -> None:
     """``averaged[i] += (current[i] - averaged[i]) / count`` in place, rounded as torch.
 
     Parameters

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._parameter import Parameter
 from . import _averaging
-from .lr_scheduler import LRScheduler, _format_param
+from .lr_scheduler import LRScheduler, Number, _format_param
 from .optimizer import Optimizer
 
 __all__ = [
@@ -59,10 +59,10 @@ def _swa_weight(num_averaged: Any) -> float:
     a float32 reciprocal; for a Python int, a float."""
     if isinstance(num_averaged, (np.ndarray, np.generic)):
         return float(np.float32(1.0) / np.float32(int(num_averaged) + 1))
-    return 1 / (num_averaged + 1)
+    return float(1 / (num_averaged + 1))
 
 
-def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], None]:
+def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list[Any], list[Any], Any], None]:
     """Return torch's in-place EMA update for lists of arrays.
 
     Parameters
@@ -84,14 +84,14 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], No
     """
     _check_decay(decay)
 
-    def ema_update(ema_param_list: list, current_param_list: list, _: Any) -> None:
+    def ema_update(ema_param_list: list[Any], current_param_list: list[Any], _: Any) -> None:
         _averaging.lerp_(ema_param_list, current_param_list, 1 - decay)
 
     ema_update._gradclip_whole_list = True  # type: ignore[attr-defined]
     return ema_update
 
 
-def get_swa_multi_avg_fn() -> Callable[[list, list, Any], None]:
+def get_swa_multi_avg_fn() -> Callable[[list[Any], list[Any], Any], None]:
     """Return torch's in-place SWA (equal-weight running mean) update for lists of arrays.
 
     Returns
@@ -103,7 +103,7 @@ def get_swa_multi_avg_fn() -> Callable[[list, list, Any], None]:
         AveragedModel's tensor) gives a float32 weight, a Python int a float64 one.
     """
 
-    def swa_update(averaged_param_list: list, current_param_list: list, num_averaged: Any) -> None:
+    def swa_update(averaged_param_list: list[Any], current_param_list: list[Any], num_averaged: Any) -> None:
         _averaging.lerp_(averaged_param_list, current_param_list, _swa_weight(num_averaged))
 
     swa_update._gradclip_whole_list = True  # type: ignore[attr-defined]
@@ -122,7 +122,8 @@ def _scalar_for(dtype: np.dtype, value: float) -> np.generic:
 
 def _scale(array: np.ndarray, scalar: float) -> np.ndarray:
     """torch's ``scalar * array``, rounded once to the array's dtype."""
-    return (_opmath(array) * _scalar_for(array.dtype, scalar)).astype(array.dtype, copy=False)
+    scaled: np.ndarray = (_opmath(array) * _scalar_for(array.dtype, scalar)).astype(array.dtype, copy=False)
+    return scaled
 
 
 def get_ema_avg_fn(decay: float = 0.999) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
@@ -147,7 +148,8 @@ def get_ema_avg_fn(decay: float = 0.999) -> Callable[[np.ndarray, np.ndarray, An
     _check_decay(decay)
 
     def ema_update(ema_param: np.ndarray, current_param: np.ndarray, num_averaged: Any) -> np.ndarray:
-        return _scale(ema_param, decay) + _scale(current_param, 1 - decay)
+        updated: np.ndarray = _scale(ema_param, decay) + _scale(current_param, 1 - decay)
+        return updated
 
     return ema_update
 
@@ -166,7 +168,8 @@ def get_swa_avg_fn() -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
     def swa_update(averaged_param: np.ndarray, current_param: np.ndarray, num_averaged: Any) -> np.ndarray:
         diff = current_param - averaged_param
         quotient = _opmath(diff) / _scalar_for(diff.dtype, int(num_averaged) + 1)
-        return averaged_param + quotient.astype(diff.dtype, copy=False)
+        updated: np.ndarray = averaged_param + quotient.astype(diff.dtype, copy=False)
+        return updated
 
     return swa_update
 
@@ -249,7 +252,7 @@ class AveragedParameters:
         self,
         params: Iterable[Any],
         avg_fn: Optional[Callable[[np.ndarray, np.ndarray, Any], np.ndarray]] = None,
-        multi_avg_fn: Optional[Callable[[list, list, Any], None]] = None,
+        multi_avg_fn: Optional[Callable[[list[Any], list[Any], Any], None]] = None,
         use_buffers: bool = False,
         *,
         buffers: Optional[Iterable[Any]] = None,
@@ -434,7 +437,7 @@ class SWALR(LRScheduler):
             return swa_lr
         return (lr - alpha * swa_lr) / (1 - alpha)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[Number]:
         """The next lr of each group: the annealed mix of its start lr and ``swa_lr``.
 
         Returns
