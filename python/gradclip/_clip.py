@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 import warnings
 from collections.abc import Iterable
-from typing import Any, TypeAlias, Union
+from typing import Any, Literal, TypeAlias, Union, overload
 
 import numpy as np
 
@@ -85,6 +85,38 @@ def _check_foreach(foreach: object) -> None:
         raise TypeError(f"foreach must be None or a bool, not {type(foreach).__name__}")
 
 
+@overload
+def get_total_norm(
+    tensors: Arrays,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: Literal[False] = ...,
+    nonfinite: str = ...,
+) -> np.floating: ...
+@overload
+def get_total_norm(
+    tensors: Arrays,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: Literal[True],
+    nonfinite: str = ...,
+) -> ClipInfo: ...
+@overload
+def get_total_norm(
+    tensors: Arrays,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: bool,
+    nonfinite: str = ...,
+) -> np.floating | ClipInfo: ...
+
+
 def get_total_norm(
     tensors: Arrays,
     norm_type: float | str = 2.0,
@@ -151,7 +183,7 @@ def get_total_norm(
     if type(items) not in _PASS_THROUGH:
         items = _as_sequence(items, name="tensors")
     if return_info or nonfinite != "propagate":
-        return _clipinfo._total(items, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
+        return _clipinfo._total(items, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)  # type: ignore[no-any-return]
     return _C.total_norm(items, _norm_type(norm_type), error_if_nonfinite)
 
 
@@ -196,6 +228,41 @@ def clip_grads_with_norm_(
     if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters)
     _C.clip_grads_with_norm(parameters, max_norm, value, single)
+
+
+@overload
+def clip_grad_norm_(
+    parameters: ArraysOrParameters,
+    max_norm: float,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: Literal[False] = ...,
+    nonfinite: str = ...,
+) -> np.floating: ...
+@overload
+def clip_grad_norm_(
+    parameters: ArraysOrParameters,
+    max_norm: float,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: Literal[True],
+    nonfinite: str = ...,
+) -> ClipInfo: ...
+@overload
+def clip_grad_norm_(
+    parameters: ArraysOrParameters,
+    max_norm: float,
+    norm_type: float | str = ...,
+    error_if_nonfinite: bool = ...,
+    foreach: bool | None = ...,
+    *,
+    return_info: bool,
+    nonfinite: str = ...,
+) -> np.floating | ClipInfo: ...
 
 
 def clip_grad_norm_(
@@ -263,7 +330,7 @@ def clip_grad_norm_(
     if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters, warn_if_empty_generator=True)
     if return_info or nonfinite != "propagate":
-        return _clipinfo._clip(
+        return _clipinfo._clip(  # type: ignore[no-any-return]
             parameters, max_norm, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite
         )
     return _C.clip_grad_norm(parameters, max_norm, _norm_type(norm_type), error_if_nonfinite)

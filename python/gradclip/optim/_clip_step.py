@@ -14,7 +14,7 @@ def clip_and_step(
     max_norm: Optional[float],
     norm_type: Any,
     error_if_nonfinite: bool,
-    grads: Optional[list],
+    grads: Optional[list[Any] | tuple[Any, ...]],
     write_back: bool,
     return_info: bool,
     nonfinite: str,
