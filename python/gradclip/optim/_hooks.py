@@ -11,6 +11,10 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
+from typing import TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 __all__ = [
     "RemovableHandle",
     "register_optimizer_step_post_hook",
@@ -124,7 +128,7 @@ def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
     return handle
 
 
-def with_step_hooks(func: Callable) -> Callable:
+def with_step_hooks(func: _F) -> _F:
     """``func`` (a step method) wrapped as torch's ``Optimizer.profile_hook_step`` wraps
     ``step``: global then own pre hooks (each may return ``(args, kwargs)`` to replace the
     call's arguments), the call, then own then global post hooks.

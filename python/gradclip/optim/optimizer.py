@@ -313,6 +313,14 @@ class Optimizer:
             if name not in self.__dict__:
                 setattr(self, name, OrderedDict())
 
+    # Set by __init__ (see _hooks); declared for type checkers.
+    _optimizer_step_pre_hooks: Any
+    _optimizer_step_post_hooks: Any
+    _optimizer_state_dict_pre_hooks: Any
+    _optimizer_state_dict_post_hooks: Any
+    _optimizer_load_state_dict_pre_hooks: Any
+    _optimizer_load_state_dict_post_hooks: Any
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
         self._init_hooks()
@@ -354,7 +362,7 @@ class Optimizer:
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+    def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
         """Register a hook called before each :meth:`step` and :meth:`clip_and_step`.
 
         Parameters
@@ -373,7 +381,7 @@ class Optimizer:
         self._optimizer_step_pre_hooks[handle.id] = hook
         return handle
 
-    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+    def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
         """Register a hook called after each :meth:`step` and :meth:`clip_and_step`.
 
         Parameters
@@ -392,14 +400,14 @@ class Optimizer:
         self._optimizer_step_post_hooks[handle.id] = hook
         return handle
 
-    def _register(self, hooks: OrderedDict, hook: Callable, prepend: bool) -> RemovableHandle:
+    def _register(self, hooks: OrderedDict[int, Any], hook: Callable[..., Any], prepend: bool) -> RemovableHandle:
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
         if prepend:
             hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
         """Register a hook called as ``hook(optimizer)`` at the start of :meth:`state_dict`.
 
         Parameters
@@ -416,7 +424,7 @@ class Optimizer:
         """
         return self._register(self._optimizer_state_dict_pre_hooks, hook, prepend)
 
-    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
         """Register a hook called as ``hook(optimizer, state_dict)`` at the end of :meth:`state_dict`.
 
         Parameters
@@ -434,7 +442,7 @@ class Optimizer:
         """
         return self._register(self._optimizer_state_dict_post_hooks, hook, prepend)
 
-    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_load_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
         """Register a hook called as ``hook(optimizer, state_dict)`` before :meth:`load_state_dict` loads.
 
         Parameters
@@ -452,7 +460,7 @@ class Optimizer:
         """
         return self._register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
 
-    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_load_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
         """Register a hook called as ``hook(optimizer)`` after :meth:`load_state_dict` has loaded.
 
         Parameters
