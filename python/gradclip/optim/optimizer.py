@@ -615,7 +615,7 @@ class Optimizer:
                 p.grad = None
             return
         # Every gradient is checked before the first is zeroed: an error changes nothing.
-        grads = [(p.grad, index, group_index) for p, index, group_index in with_grad]
+        grads: list[tuple[Any, int, int]] = [(p.grad, index, group_index) for p, index, group_index in with_grad]
         offsets = _group_offsets(self.param_groups)
         for grad, index, group_index in grads:
             if not grad.flags.writeable:
