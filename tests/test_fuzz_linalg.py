@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gradclip import _C
 
-EXAMPLES = 10_000 if os.environ.get("GRADCLIP_STRESS") else 150
+EXAMPLES = int(os.environ.get("GRADCLIP_FUZZ_EXAMPLES", 10_000 if os.environ.get("GRADCLIP_STRESS") else 150))
 DTYPES = [np.float16, np.float32, np.float64]
 LAYOUTS = ["c", "f", "rev", "step"]
 

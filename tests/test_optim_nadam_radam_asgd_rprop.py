@@ -481,7 +481,7 @@ def _group_for(name, dtype, shape, layouts, rng):
     return g
 
 
-@settings(max_examples=5000 if os.environ.get("GRADCLIP_STRESS") else 150, deadline=None,
+@settings(max_examples=int(os.environ.get("GRADCLIP_FUZZ_EXAMPLES", 5000 if os.environ.get("GRADCLIP_STRESS") else 150)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_entry_points(data):
