@@ -28,7 +28,7 @@ log "installing test dependencies into $VENV"
 # torch pinned exactly, always: an open requirement would pull a multi-GB CUDA build.
 # mpi4py + MPICH: the distributed tests run too (they fail rather than skip under CI=true).
 "$VENV/bin/python" -m pip install -q "setuptools>=68" wheel "numpy>=2.0" pytest hypothesis "torch==2.13.0" \
-    "mpi4py==4.1.2" "mpich==5.0.2"
+    "mpi4py==4.1.2" "mpich==5.0.2" "pytest-xdist==3.8.0"
 
 log "building gradclip with GRADCLIP_SANITIZE=1"
 SRC="$VENV/src"
