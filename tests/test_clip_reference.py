@@ -143,6 +143,26 @@ def test_every_float16_value_scaled_like_torch_rounds():
     assert_bitwise_equal(work, g)
 
 
+FLOAT16_CLIP_VALUES = [0.0, 6e-8, 0.5, 1.00048828125, 65504.0, 1e5, np.inf]
+
+
+@pytest.mark.parametrize("clip_value", FLOAT16_CLIP_VALUES)
+@pytest.mark.parametrize("step", [1, 3, -1])
+def test_every_float16_value_clamped_like_the_float_comparison(clip_value, step):
+    # All 65536 bit patterns (both zeros, subnormals, infinities, every NaN), contiguous and
+    # strided; the kernel compares integer keys, the reference compares float values.
+    g = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    with np.errstate(over="ignore"):
+        expected = ref.clamped(g[::step], clip_value)
+    work = g.copy()
+    gradclip.clip_grad_value_([work[::step]], clip_value)
+    assert_bitwise_equal(work[::step], expected)
+    if step != 1 and step != -1:  # the elements between the strided ones are untouched
+        untouched = np.ones(g.size, bool)
+        untouched[::step] = False
+        assert_bitwise_equal(work[untouched], g[untouched])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_clip_grad_value_matches_reference(dtype, layout):

@@ -40,6 +40,12 @@ SCRIPT = textwrap.dedent(
                 g = base.astype(dtype)
                 gradclip.clip_grad_value_(view(g), 7.5)
                 digest.update(g.tobytes())
+    halves = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    for clip_value in (0.0, 6e-8, 1.5, 65504.0, float("inf")):
+        for step in (1, 3):
+            g = halves.copy()
+            gradclip.clip_grad_value_(g[::step], clip_value)
+            digest.update(g.tobytes())
     for dtype in (np.float16, np.float32, np.float64):
         params = [rng.standard_normal((65, 33)).astype(dtype), rng.standard_normal(130).astype(dtype)[::2]]
         bufs = [None, None]
