@@ -159,11 +159,13 @@ typedef struct {
     void (*clamp_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double, double);
 } gc_kernel_table;
 
-void gc_fill_kernel_table_base(gc_kernel_table *table);
-void gc_fill_kernel_table_avx2(gc_kernel_table *table);
+/* avx512: also use the few AVX-512 loops (the float16 norm), which the CPU must have. */
+void gc_fill_kernel_table_base(gc_kernel_table *table, int avx512);
+void gc_fill_kernel_table_avx2(gc_kernel_table *table, int avx512);
 
-/* Chooses the loops for this CPU; `request` "baseline" forces the portable ones. Call once,
- * before any kernel runs. Returns the name of the choice. */
+/* Chooses the loops for this CPU; `request` "baseline" forces the portable ones, "avx2" the
+ * AVX2 ones without their AVX-512 parts. Call once, before any kernel runs. Returns the name of
+ * the choice: "baseline", "avx2" or "avx2+avx512". */
 const char *gc_select_isa(const char *request);
 
 #endif /* GC_KERNELS_H */

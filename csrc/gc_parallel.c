@@ -2,7 +2,9 @@
 #include "gc_parallel.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The process-wide thread count, like torch.set_num_threads: read and written atomically. */
@@ -37,9 +39,9 @@ void gc_init_num_threads(const char *env_value)
 }
 
 /* The tasks are handed out in chunks of `chunk` from a shared counter, not cut into one fixed
- * range per thread: a thread that starts late (a new thread on an idle or busy core of a shared
- * machine can take a millisecond to run) or is preempted does less, instead of the whole call
- * waiting for its share. Which thread runs a task never changes what the task computes. */
+ * range per thread: a thread that starts late (a sleeping core of a shared machine can take a
+ * millisecond to wake) or is preempted does less, instead of the whole call waiting for its
+ * share. Which thread runs a task never changes what the task computes. */
 typedef struct {
     gc_range_fn fn;
     void *ctx;
@@ -47,16 +49,191 @@ typedef struct {
     size_t next; /* the first task not yet handed out; atomic */
 } chunked_job;
 
-static void *run_chunks(void *arg)
+static void run_chunks(chunked_job *job)
 {
-    chunked_job *job = arg;
     for (;;) {
         const size_t begin = __atomic_fetch_add(&job->next, job->chunk, __ATOMIC_RELAXED);
         if (begin >= job->ntasks)
-            return NULL;
+            return;
         const size_t end = job->ntasks - begin < job->chunk ? job->ntasks : begin + job->chunk;
         job->fn(job->ctx, begin, end);
     }
+}
+
+static void *run_chunks_thread(void *arg)
+{
+    run_chunks(arg);
+    return NULL;
+}
+
+/* Threads started for one call and joined before it returns: the fallback when the pool is in
+ * use by another thread of the process, or cannot be started. */
+static void run_on_new_threads(chunked_job *job, size_t nthreads)
+{
+    pthread_t threads[GC_MAX_THREADS];
+    int started[GC_MAX_THREADS] = {0};
+    for (size_t t = 1; t < nthreads; t++)
+        started[t] = pthread_create(&threads[t], NULL, run_chunks_thread, job) == 0;
+    run_chunks(job); /* a thread that could not start leaves its chunks to this one */
+    for (size_t t = 1; t < nthreads; t++) {
+        if (started[t])
+            pthread_join(threads[t], NULL);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The pool: workers that live as long as the process and wait for the next job.
+ *
+ * clip_grad_norm_ runs two parallel passes back to back (the norm, then the scaling), and a
+ * training loop calls it every step: starting threads for each pass costs a thread creation
+ * and a wake-up of the other core each time. Pool workers spin for GC_POOL_SPIN_NS after a job
+ * (long enough to catch the next pass of the same call), then sleep on a condition variable, so
+ * an idle pool costs nothing.
+ *
+ * A job is published by bumping the generation in `state`; workers join it by incrementing the
+ * count of workers inside, which they can do only while the job is open and has room. The
+ * caller works on the job too and, when no chunk is left, closes it and waits only for the
+ * workers already inside: a worker that wakes late never delays a call, it finds the job closed
+ * (or a newer generation: the generation is part of the word it compares and swaps, so it can
+ * never join a job it did not read). */
+#define GC_POOL_SPIN_NS 100000L
+#define POOL_CLOSED (UINT64_C(1) << 31)
+#define POOL_INSIDE(s) ((s) & (POOL_CLOSED - 1))
+#define POOL_GENERATION(s) ((s) >> 32)
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* a new generation was published */
+    pthread_cond_t done; /* the last worker left a closed job */
+    uint64_t state;      /* atomic: generation << 32 | closed | workers inside */
+    chunked_job *job;    /* the job of the current generation */
+    size_t room;         /* how many workers the current job takes */
+    int nworkers;        /* started; only the thread holding `busy` changes it */
+    int busy;            /* atomic: a thread is running a job on the pool */
+    int enabled;         /* atomic */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1};
+
+static long elapsed_ns(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Waits until `ready(arg)` holds: spinning for a while, then on `cond`. */
+static void wait_for(int (*ready)(void *), void *arg, pthread_cond_t *cond)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (unsigned spins = 0;; spins++) {
+        if (ready(arg))
+            return;
+        cpu_relax();
+        if ((spins & 255) == 255 && elapsed_ns(&start) > GC_POOL_SPIN_NS)
+            break;
+    }
+    pthread_mutex_lock(&pool.lock);
+    while (!ready(arg))
+        pthread_cond_wait(cond, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+static int new_generation(void *seen)
+{
+    return POOL_GENERATION(__atomic_load_n(&pool.state, __ATOMIC_ACQUIRE)) != *(uint64_t *)seen;
+}
+
+static int workers_left(void *unused)
+{
+    (void)unused;
+    return POOL_INSIDE(__atomic_load_n(&pool.state, __ATOMIC_ACQUIRE)) == 0;
+}
+
+static void *pool_worker(void *arg)
+{
+    uint64_t seen = (uint64_t)(uintptr_t)arg; /* the generation current when it was started */
+    for (;;) {
+        wait_for(new_generation, &seen, &pool.wake);
+        uint64_t s = __atomic_load_n(&pool.state, __ATOMIC_ACQUIRE);
+        seen = POOL_GENERATION(s);
+        int joined = 0;
+        while (!joined && POOL_GENERATION(s) == seen && !(s & POOL_CLOSED) && POOL_INSIDE(s) < __atomic_load_n(&pool.room, __ATOMIC_RELAXED))
+            joined = __atomic_compare_exchange_n(&pool.state, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (!joined)
+            continue;
+        run_chunks(pool.job); /* the job cannot change while this worker is inside it */
+        s = __atomic_sub_fetch(&pool.state, 1, __ATOMIC_ACQ_REL);
+        if ((s & POOL_CLOSED) && POOL_INSIDE(s) == 0) {
+            pthread_mutex_lock(&pool.lock);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.lock);
+        }
+    }
+    return NULL;
+}
+
+/* Runs the job on the pool with up to nthreads threads (the caller included). Returns 0 if the
+ * pool is taken by another thread or disabled, without running anything. */
+static int run_on_pool(chunked_job *job, size_t nthreads)
+{
+    if (!__atomic_load_n(&pool.enabled, __ATOMIC_RELAXED) || __atomic_exchange_n(&pool.busy, 1, __ATOMIC_ACQUIRE))
+        return 0;
+    const uint64_t generation = POOL_GENERATION(__atomic_load_n(&pool.state, __ATOMIC_RELAXED)) + 1;
+    while ((size_t)pool.nworkers + 1 < nthreads) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        int ok = pthread_attr_init(&attr) == 0;
+        ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
+        /* Started in the generation about to be published, so it can join this job. */
+        ok = ok && pthread_create(&thread, &attr, pool_worker, (void *)(uintptr_t)(generation - 1)) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok)
+            break; /* fewer workers: their chunks go to the others */
+        pool.nworkers++;
+    }
+    pool.job = job;
+    __atomic_store_n(&pool.room, nthreads - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.state, generation << 32, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&pool.lock);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+
+    run_chunks(job);
+    const uint64_t s = __atomic_fetch_or(&pool.state, POOL_CLOSED, __ATOMIC_ACQ_REL);
+    if (POOL_INSIDE(s) > 0)
+        wait_for(workers_left, NULL, &pool.done);
+    __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* A child process has none of the parent's threads: it starts a pool of its own. */
+static void pool_after_fork_in_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.state = 0;
+    pool.nworkers = 0;
+    pool.busy = 0;
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void install_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+}
+
+void gc_set_thread_pool(int enabled)
+{
+    __atomic_store_n(&pool.enabled, enabled != 0, __ATOMIC_RELAXED);
 }
 
 void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
@@ -72,15 +249,9 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
         return;
     }
     chunked_job job = {fn, ctx, ntasks, grain, 0};
-    pthread_t threads[GC_MAX_THREADS];
-    int started[GC_MAX_THREADS] = {0};
-    for (size_t t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&threads[t], NULL, run_chunks, &job) == 0;
-    run_chunks(&job); /* a thread that could not start leaves its chunks to this one */
-    for (size_t t = 1; t < nthreads; t++) {
-        if (started[t])
-            pthread_join(threads[t], NULL);
-    }
+    pthread_once(&fork_handler_once, install_fork_handler);
+    if (!run_on_pool(&job, nthreads))
+        run_on_new_threads(&job, nthreads);
 }
 
 typedef struct {

@@ -18,10 +18,15 @@ void gc_init_num_threads(const char *env_value);
 
 /* Runs fn(ctx, begin, end) over [0, ntasks) on at most gc_get_num_threads() threads (the
  * calling one included, and no more than ntasks / grain), which take chunks of `grain` tasks
- * from a shared counter until none is left. If threads cannot be started the calling thread
- * does all the work. */
+ * from a shared counter until none is left. The other threads are the pool's workers (started
+ * on first use, kept for the process); if threads cannot be started the calling thread does
+ * all the work. */
 typedef void (*gc_range_fn)(void *ctx, size_t begin, size_t end);
 void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
+
+/* Whether gc_parallel_for uses the process's persistent worker threads (the default) or starts
+ * threads for each call (as it does anyway when another thread is using the pool). */
+void gc_set_thread_pool(int enabled);
 
 /* Whether the byte ranges [lo[i], hi[i]) are pairwise disjoint (sorts a copy; O(n log n)).
  * Returns -1 if it could not allocate. */

@@ -38,6 +38,18 @@ static PyObject *py_get_num_threads(PyObject *module, PyObject *unused)
     return PyLong_FromLong(gc_get_num_threads());
 }
 
+/* _set_thread_pool(enabled) -> None: persistent worker threads (the default) or threads started
+ * for each call; for benchmarks that compare the two in one process. */
+static PyObject *py_set_thread_pool(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const int enabled = PyObject_IsTrue(arg);
+    if (enabled < 0)
+        return NULL;
+    gc_set_thread_pool(enabled);
+    Py_RETURN_NONE;
+}
+
 /* _set_converter(fn or None) -> None
  * fn(obj, writable) -> ndarray is called for list items (or their .grad) that are not exact
  * ndarrays: DLPack objects such as torch tensors, ndarray subclasses. */
@@ -79,6 +91,7 @@ static PyMethodDef module_methods[] = {
     FASTCALL(list_lerp, "list_lerp(xs, ends, weight): xs = xs.lerp(ends, weight) in place, as torch's lerp_"),
     FASTCALL(list_copy, "list_copy(dst, src): dst[...] = src; src items may have a .grad (None: zeros)"),
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
+    {"_set_thread_pool", py_set_thread_pool, METH_O, "_set_thread_pool(enabled)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
     {NULL, NULL, 0, NULL},

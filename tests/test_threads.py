@@ -331,3 +331,52 @@ def test_parallel_kernels_match_one_thread():
         _C.set_num_threads(previous)
     assert_bitwise_equal(results[2], results[1])
     assert_bitwise_equal(results[3], results[1])
+
+
+def _large_workload():
+    rng = np.random.default_rng(5)
+    grads = [(rng.standard_normal(1 << 21) * 4).astype(np.float32), rng.standard_normal((900, 1300))[::-1]]
+    return [gradclip.clip_grad_norm_(grads, 10.0), gradclip.get_total_norm(grads, 1.0)] + grads
+
+
+def test_pool_and_threads_per_call_agree():
+    """The persistent workers and threads started per call compute the same bits."""
+    previous = _C.get_num_threads()
+    try:
+        _C.set_num_threads(3)
+        _C._set_thread_pool(False)
+        per_call = _large_workload()
+        _C._set_thread_pool(True)
+        pooled = [_large_workload() for _ in range(3)]
+    finally:
+        _C._set_thread_pool(True)
+        _C.set_num_threads(previous)
+    for result in pooled:
+        assert_bitwise_equal(result, per_call)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_starts_its_own_pool():
+    """After fork() the parent's workers do not exist in the child: the child must not wait for
+    them (a hang) but start its own, and compute the same bits."""
+    import multiprocessing
+
+    previous = _C.get_num_threads()
+    _C.set_num_threads(2)
+    try:
+        expected = _large_workload()  # the parent's pool is running now
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_large_workload).get(timeout=120)
+    finally:
+        _C.set_num_threads(previous)
+    assert_bitwise_equal(got, expected)
+
+
+def test_many_threads_sharing_the_pool(kernel_threads):
+    """Python threads calling large kernels at once: one gets the pool, the others start
+    threads of their own; all results match the sequential ones."""
+    sequential = [_large_workload() for _ in range(3)]
+    concurrent = run_concurrently(lambda i: _large_workload(), 3)
+    for result in concurrent:
+        assert_bitwise_equal(result, sequential[0])
