@@ -183,3 +183,15 @@ def test_every_clipped_example_within_max_norm(max_norm):
     got, _ = gradclip.clip_per_example_and_sum([g[keep] for g in grads], max_norm)
     for s, g in zip(got, grads):
         np.testing.assert_allclose(s, g[keep].sum(axis=0), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_layouts_give_the_same_bits(dtype):
+    """The contiguous loops and the strided ones add the same terms in the same order."""
+    results = {}
+    for layout in ["C", "strided", "reversed"]:
+        sums, norms = gradclip.clip_per_example_and_sum(make_case(4, layout, dtype), 1.0)
+        results[layout] = [norms] + sums
+    for layout in ["strided", "reversed"]:
+        for a, b in zip(results[layout], results["C"]):
+            np.testing.assert_array_equal(a, b, strict=True)
