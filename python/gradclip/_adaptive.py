@@ -13,13 +13,16 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _C
+from ._clip import Arrays, ArraysOrParameters
 from ._clipinfo import ClipInfo
 from ._parameter import Parameter
 
 __all__ = ["AGC", "AutoClip", "ZClip", "adaptive_clip_grad_"]
 
 
-def _values_and_grads(parameters: object, grads: Optional[object]) -> tuple[list, list]:
+def _values_and_grads(
+    parameters: ArraysOrParameters, grads: Optional[Arrays]
+) -> tuple[list[Any], list[Any]]:
     """The (value, gradient) pairs AGC works on: Parameters' .data/.grad, or arrays + grads."""
     if isinstance(parameters, (np.ndarray, Parameter)):
         parameters = [parameters]
@@ -27,33 +30,34 @@ def _values_and_grads(parameters: object, grads: Optional[object]) -> tuple[list
         raise TypeError(
             f"parameters must be an iterable of Parameters or arrays, not {type(parameters).__name__}"
         )
-    parameters = list(parameters)
+    items: list[Any] = list(parameters)
+    pairs: list[tuple[Any, Any]]
     if grads is None:
-        for i, p in enumerate(parameters):
+        for i, p in enumerate(items):
             if not isinstance(p, Parameter):
                 raise TypeError(
                     f"parameters[{i}] is a {type(p).__name__}: adaptive clipping needs the "
                     "parameters' values, so pass Parameters, or arrays with grads=[...]"
                 )
-        pairs = [(p.data, p.grad) for p in parameters]
+        pairs = [(p.data, p.grad) for p in items]
     else:
         if isinstance(grads, np.ndarray):
             grads = [grads]
-        grads = list(grads)
-        if len(grads) != len(parameters):
-            raise ValueError(f"got {len(parameters)} parameters but {len(grads)} gradients")
-        pairs = [(p.data if isinstance(p, Parameter) else p, g) for p, g in zip(parameters, grads)]
+        grad_items: list[Any] = list(grads)
+        if len(grad_items) != len(items):
+            raise ValueError(f"got {len(items)} parameters but {len(grad_items)} gradients")
+        pairs = [(p.data if isinstance(p, Parameter) else p, g) for p, g in zip(items, grad_items)]
     pairs = [(v, g) for v, g in pairs if g is not None]
     return [v for v, _ in pairs], [g for _, g in pairs]
 
 
 def adaptive_clip_grad_(
-    parameters: object,
+    parameters: ArraysOrParameters,
     clip_factor: float = 0.01,
     eps: float = 1e-3,
     norm_type: float | str = 2.0,
     *,
-    grads: Optional[object] = None,
+    grads: Optional[Arrays] = None,
 ) -> None:
     """Adaptive gradient clipping (AGC, Brock et al. 2021), in place, with timm's semantics.
 
@@ -125,7 +129,7 @@ class AGC:
         self.eps = eps
         self.norm_type = norm_type
 
-    def __call__(self, parameters: object, *, grads: Optional[object] = None) -> None:
+    def __call__(self, parameters: ArraysOrParameters, *, grads: Optional[Arrays] = None) -> None:
         """Apply :func:`adaptive_clip_grad_` with these settings."""
         adaptive_clip_grad_(parameters, self.clip_factor, self.eps, self.norm_type, grads=grads)
 
@@ -143,7 +147,7 @@ class _NormClipper:
         gradients by (rounded as ``clip_grad_norm_`` rounds), or None to leave them."""
         raise NotImplementedError
 
-    def __call__(self, parameters: object) -> ClipInfo:
+    def __call__(self, parameters: ArraysOrParameters) -> ClipInfo:
         """Measure, update the state, clip in place; the step's :class:`gradclip.ClipInfo`.
 
         Parameters
@@ -165,7 +169,8 @@ class _NormClipper:
 
     @staticmethod
     def _single(total: np.floating) -> bool:
-        return isinstance(total, np.float32)
+        # numpy's stubs declare float32 an alias of floating[_32Bit]; at run time it is a class.
+        return isinstance(total, np.float32)  # pyright: ignore[reportArgumentType]
 
 
 class AutoClip(_NormClipper):
@@ -212,7 +217,7 @@ class AutoClip(_NormClipper):
         """The norms the next threshold is taken over, oldest first."""
         return self._history[self._next:] + self._history[: self._next]
 
-    def threshold(self, total: float) -> float:
+    def threshold(self, total: float | np.floating) -> float:
         """Append ``total`` to the history and return the threshold it gives."""
         value = float(total)
         if self.history_size is not None and len(self._history) == self.history_size:
@@ -318,24 +323,32 @@ class ZClip(_NormClipper):
         self.initialized = True
         self.buffer = []
 
+    def _ema(self) -> tuple[float, float]:
+        """The EMA's mean and variance, which the warm-up (or a loaded state) sets."""
+        if self.mean is None or self.var is None:
+            raise TypeError("ZClip's mean and variance are unset: its warm-up has not ended")
+        return self.mean, self.var
+
     def _update_ema(self, grad_norm: float) -> None:
-        self.mean = self.alpha * self.mean + (1 - self.alpha) * grad_norm
-        self.var = self.alpha * self.var + (1 - self.alpha) * (grad_norm - self.mean) ** 2
+        mean, var = self._ema()
+        self.mean = mean = self.alpha * mean + (1 - self.alpha) * grad_norm
+        self.var = self.alpha * var + (1 - self.alpha) * (grad_norm - mean) ** 2
 
     def clip_value(self, grad_norm: float) -> Optional[float]:
         """The reference's adaptive threshold for this norm, or None (no spike)."""
-        std = self.var**0.5
+        mean, var = self._ema()
+        std: float = var**0.5
         if self.mode == "percentile":
-            threshold = self.mean + self.z_thresh * std
+            threshold = mean + self.z_thresh * std
             if grad_norm > threshold:
                 return threshold
         else:
-            z = (grad_norm - self.mean) / (std + self.eps)
+            z = (grad_norm - mean) / (std + self.eps)
             if z > self.z_thresh:
                 if self.clip_option == "adaptive_scaling":
                     eta = z / self.z_thresh
-                    return (self.mean + (self.z_thresh * std) / eta) * self.clip_factor
-                return self.mean
+                    return (mean + (self.z_thresh * std) / eta) * self.clip_factor
+                return mean
         return None
 
     def _decide(self, total: np.floating) -> Optional[float]:

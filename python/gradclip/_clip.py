@@ -183,7 +183,7 @@ def get_total_norm(
     if type(items) not in _PASS_THROUGH:
         items = _as_sequence(items, name="tensors")
     if return_info or nonfinite != "propagate":
-        return _clipinfo._total(items, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)  # type: ignore[no-any-return]
+        return _clipinfo._total(items, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite)
     return _C.total_norm(items, _norm_type(norm_type), error_if_nonfinite)
 
 
@@ -330,7 +330,7 @@ def clip_grad_norm_(
     if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters, warn_if_empty_generator=True)
     if return_info or nonfinite != "propagate":
-        return _clipinfo._clip(  # type: ignore[no-any-return]
+        return _clipinfo._clip(
             parameters, max_norm, _norm_type(norm_type), error_if_nonfinite, return_info, nonfinite
         )
     return _C.clip_grad_norm(parameters, max_norm, _norm_type(norm_type), error_if_nonfinite)

@@ -7,9 +7,10 @@ them costs no extra pass over gradient memory.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _C
 
@@ -56,8 +57,10 @@ class ClipInfo(NamedTuple):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClipInfo):
             return NotImplemented
+        # b is the other record's field (mypy types a NamedTuple's items as object); for
+        # anything that is not array-like, array_equal returns False.
         return all(
-            np.array_equal(a, b, equal_nan=True) if isinstance(a, np.ndarray) else _same(a, b)
+            np.array_equal(a, cast(npt.ArrayLike, b), equal_nan=True) if isinstance(a, np.ndarray) else _same(a, b)
             for a, b in zip(self, other)
         )
 
@@ -65,10 +68,18 @@ class ClipInfo(NamedTuple):
         equal = self.__eq__(other)
         return equal if equal is NotImplemented else not equal
 
-    __hash__ = None  # type: ignore[assignment]  # holds an ndarray
+
+# Unhashable (it holds an ndarray). Set after the class statement: typing.NamedTuple copies a
+# class-body attribute onto the named tuple with this same setattr, but mypy accepts no
+# assignment in a NamedTuple body, and typeshed types tuple.__hash__ as a method.
+setattr(ClipInfo, "__hash__", None)
+
+#: What ``_C.clip_info`` returns: per-array norms, then per group the totals, coefficients
+#: and non-finite counts, and whether the step was skipped.
+_ClipResult: TypeAlias = tuple[np.ndarray, tuple[np.floating, ...], tuple[float, ...], tuple[int, ...], bool]
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: object, b: object) -> bool:
     return a == b or (a != a and b != b)  # NaN totals compare equal to themselves
 
 
@@ -88,7 +99,7 @@ def _mode(nonfinite: str, error_if_nonfinite: bool) -> int:
     return _MODES[nonfinite]
 
 
-def _infos(result: tuple, ranges: list[tuple[int, int]] | None = None) -> list[ClipInfo]:
+def _infos(result: _ClipResult, ranges: list[tuple[int, int]] | None = None) -> list[ClipInfo]:
     """ClipInfos from a ``_C.clip_info`` result, one per group (``ranges``: each group's
     slice of the norms)."""
     norms, totals, coefs, counts, skipped = result
@@ -103,11 +114,11 @@ def _infos(result: tuple, ranges: list[tuple[int, int]] | None = None) -> list[C
 def _clip(
     parameters: object,
     max_norm: float,
-    norm_type: object,
+    norm_type: float,
     error_if_nonfinite: bool,
     return_info: bool,
     nonfinite: str,
-) -> Any:
+) -> np.floating | ClipInfo:
     """``clip_grad_norm_`` with a policy or a rich result (``parameters`` already a sequence)."""
     result = _C.clip_info(
         parameters, True, norm_type, (max_norm,), None, _mode(nonfinite, error_if_nonfinite), 1
@@ -115,7 +126,9 @@ def _clip(
     return _infos(result)[0] if return_info else result[1][0]
 
 
-def _total(tensors: object, norm_type: object, error_if_nonfinite: bool, return_info: bool, nonfinite: str) -> Any:
+def _total(
+    tensors: object, norm_type: float, error_if_nonfinite: bool, return_info: bool, nonfinite: str
+) -> np.floating | ClipInfo:
     """``get_total_norm`` with a policy or a rich result; never modifies anything."""
     result = _C.clip_info(tensors, False, norm_type, None, None, _mode(nonfinite, error_if_nonfinite), 0)
     return _infos(result)[0] if return_info else result[1][0]

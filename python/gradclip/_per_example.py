@@ -2,24 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, overload
 
 import numpy as np
 
 from . import _C
+from ._clip import Arrays
 
 __all__ = ["clip_per_example_and_sum"]
 
 
+# One ndarray in: one summed array out; a list, tuple or other iterable: a list of them.
+@overload
 def clip_per_example_and_sum(
-    per_example_grads: object,
+    per_example_grads: np.ndarray,
+    max_norm: float,
+    *,
+    noise_multiplier: float = ...,
+    rng: Optional[np.random.Generator] = ...,
+    reduction: str = ...,
+    expected_batch_size: Optional[int] = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def clip_per_example_and_sum(
+    per_example_grads: Sequence[Any],
+    max_norm: float,
+    *,
+    noise_multiplier: float = ...,
+    rng: Optional[np.random.Generator] = ...,
+    reduction: str = ...,
+    expected_batch_size: Optional[int] = ...,
+) -> tuple[list[np.ndarray], np.ndarray]: ...
+@overload
+def clip_per_example_and_sum(
+    per_example_grads: Iterable[Any],
+    max_norm: float,
+    *,
+    noise_multiplier: float = ...,
+    rng: Optional[np.random.Generator] = ...,
+    reduction: str = ...,
+    expected_batch_size: Optional[int] = ...,
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]: ...
+
+
+def clip_per_example_and_sum(
+    per_example_grads: Arrays,
     max_norm: float,
     *,
     noise_multiplier: float = 0.0,
     rng: Optional[np.random.Generator] = None,
     reduction: str = "sum",
     expected_batch_size: Optional[int] = None,
-) -> tuple[list[np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
     """Clip each example's gradient to ``max_norm`` and sum over the batch (DP-SGD).
 
     Opacus' flat clipping (``DPOptimizer.clip_and_accumulate``, ``add_noise``,
@@ -80,7 +115,7 @@ def clip_per_example_and_sum(
     if isinstance(per_example_grads, tuple):
         per_example_grads = list(per_example_grads)
     elif not isinstance(per_example_grads, (list, np.ndarray)):
-        per_example_grads = list(per_example_grads)  # type: ignore[call-overload]
+        per_example_grads = list(per_example_grads)
     if noise_multiplier < 0:
         raise ValueError(f"noise_multiplier must not be negative, got {noise_multiplier!r}")
     single = isinstance(per_example_grads, np.ndarray)

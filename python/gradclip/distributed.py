@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Iterable
-from typing import Any, Optional, Sequence
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence, TypeAlias
 
 import numpy as np
 
 try:
-    from mpi4py import MPI
+    # An optional dependency, absent from the type checkers' environment (as matplotlib).
+    from mpi4py import MPI  # pyright: ignore[reportMissingImports]
 except ImportError as exc:  # pragma: no cover - exercised only without mpi4py
     raise ImportError(
         "gradclip.distributed needs mpi4py and an MPI library: "
@@ -44,6 +45,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without mpi4py
 
 from . import _C, _clip
 from ._parameter import Parameter
+
+if TYPE_CHECKING:
+    from .optim.optimizer import Optimizer, _Batch
+
+#: What a total's ``collect`` returns: this rank's arrays and their names for error messages.
+_Collected: TypeAlias = tuple[list[np.ndarray], Optional[Sequence[str]]]
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
@@ -96,7 +103,7 @@ def _agree(
     where: str,
     error: Optional[BaseException],
     arrays: Sequence[np.ndarray],
-    args: tuple,
+    args: tuple[Any, ...],
     *,
     single: bool = True,
     what: str = "array",
@@ -127,7 +134,15 @@ def _agree(
     return table
 
 
-def _raise_together(comm, where, error, arrays, args, what, match) -> None:
+def _raise_together(
+    comm: Any,
+    where: str,
+    error: Optional[BaseException],
+    arrays: Sequence[np.ndarray],
+    args: tuple[Any, ...],
+    what: str,
+    match: Optional[str],
+) -> NoReturn:
     """The error path of :func:`_agree`: exchange the details (a second, pickled collective
     that every rank makes, since every rank saw the same table) and raise on every rank."""
     shapes = match == "shape"
@@ -263,7 +278,7 @@ def _check_writable(arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
             )
 
 
-def _check_max_norm(max_norm: object) -> float:
+def _check_max_norm(max_norm: float) -> float:
     # The C layer's own check and messages (an empty list: nothing is scaled).
     _C.clip_grads_with_norm([], max_norm, 0.0, False)
     return float(max_norm)
@@ -286,7 +301,9 @@ def _no_identity_error(p: float) -> RuntimeError:
     raise AssertionError(f"norm_type {p} has an identity")  # pragma: no cover
 
 
-def _norms(arrays: list[np.ndarray], norm_type: object, raw: bool, names) -> tuple[np.ndarray, bool]:
+def _norms(
+    arrays: list[np.ndarray], norm_type: float, raw: bool, names: Optional[Sequence[str]]
+) -> tuple[np.ndarray, bool]:
     try:
         norms, single = _C.array_norms(arrays, norm_type, raw)
     except Exception as exc:
@@ -294,7 +311,9 @@ def _norms(arrays: list[np.ndarray], norm_type: object, raw: bool, names) -> tup
     return norms, bool(single)
 
 
-def _shard_accumulations(arrays: list[np.ndarray], p: float, names) -> tuple[np.ndarray, Optional[np.ndarray], bool]:
+def _shard_accumulations(
+    arrays: list[np.ndarray], p: float, names: Optional[Sequence[str]]
+) -> tuple[np.ndarray, Optional[np.ndarray], bool]:
     """Raw per-array accumulations of this rank's shards; an empty shard contributes the
     identity (0, or +inf for -inf). Sizes too where the norm has no identity, so that an
     array empty on every rank raises as in one process."""
@@ -329,11 +348,11 @@ def _nonfinite_error(p: float) -> RuntimeError:
 def _total(
     comm: Any,
     where: str,
-    collect,
-    norm_type: object,
+    collect: Callable[[], _Collected],
+    norm_type: float | str,
     error_if_nonfinite: bool,
     sharded: bool,
-    extra_args: tuple = (),
+    extra_args: tuple[Any, ...] = (),
 ) -> tuple[np.floating, list[np.ndarray]]:
     """The distributed total norm of the arrays ``collect()`` returns on each rank, and
     those arrays. ``collect`` may raise: the error is then raised on every rank."""
@@ -343,14 +362,14 @@ def _total(
     values, sizes, single, p = _NO_ARRAYS, None, True, math.nan
     try:
         arrays, names = collect()
-        norm_type = _clip._norm_type(norm_type)
+        norm = _clip._norm_type(norm_type)
         if sharded:
-            _norms([], norm_type, True, None)  # the C layer validates norm_type
-            p = float(norm_type)
+            _norms([], norm, True, None)  # the C layer validates norm_type
+            p = float(norm)
             values, sizes, single = _shard_accumulations(arrays, p, names)
         else:
-            values, single = _norms(arrays, norm_type, False, names)
-            p = float(norm_type)
+            values, single = _norms(arrays, norm, False, names)
+            p = float(norm)
     except Exception as exc:
         error = exc
     args = (("norm_type", p), ("sharded", bool(sharded)),
@@ -366,7 +385,7 @@ def _total(
     return total, arrays
 
 
-def _gathered_total(comm, norms: np.ndarray, counts: np.ndarray, p: float, single: bool) -> np.floating:
+def _gathered_total(comm: Any, norms: np.ndarray, counts: np.ndarray, p: float, single: bool) -> np.floating:
     # Every rank's per-array norms, concatenated in rank order, finished as one process would.
     n = int(counts.sum())
     if n == 0:
@@ -376,7 +395,9 @@ def _gathered_total(comm, norms: np.ndarray, counts: np.ndarray, p: float, singl
     return _C.combine_norms(everything, p, False, single)
 
 
-def _sharded_total(comm, raw: np.ndarray, sizes, p: float, n: int, single: bool) -> np.floating:
+def _sharded_total(
+    comm: Any, raw: np.ndarray, sizes: Optional[np.ndarray], p: float, n: int, single: bool
+) -> np.floating:
     payload = raw if sizes is None else np.concatenate([raw, sizes])
     table = np.empty((comm.Get_size(), payload.size), np.float64)
     comm.Allgather(np.ascontiguousarray(payload, np.float64), table)
@@ -510,7 +531,7 @@ def clip_grad_norm_(
     model/pipeline parallelism (default) and sharded parameters (``sharded=True``).
     """
 
-    def collect():
+    def collect() -> _Collected:
         grads, names = _grads_of(parameters, warn_if_empty_generator=True)
         _check_writable(grads, names)
         _check_max_norm(max_norm)
@@ -522,7 +543,7 @@ def clip_grad_norm_(
     return total
 
 
-def _float_or_nan(value: object) -> float:
+def _float_or_nan(value: float) -> float:
     try:
         return float(value)
     except Exception:
@@ -534,18 +555,27 @@ def _clip_coef(total: np.floating, max_norm: float) -> float:
     with np.errstate(all="ignore"):
         if np.asarray(total).dtype == np.float32:
             one = np.float32(1.0)
-            coef = (one / (np.float32(total) + np.float32(1e-6))) * np.float32(max_norm)
-            return 1.0 if one < coef else float(coef)
+            coef32 = (one / (np.float32(total) + np.float32(1e-6))) * np.float32(max_norm)
+            return 1.0 if one < coef32 else float(coef32)
         coef = (1.0 / (float(total) + 1e-6)) * float(max_norm)
         return 1.0 if 1.0 < coef else coef
 
 
-def _clip_and_step(optimizer, comm, max_norm, norm_type, error_if_nonfinite, grads, write_back, sharded):
+def _clip_and_step(
+    optimizer: Optimizer,
+    comm: Any,
+    max_norm: float,
+    norm_type: float | str,
+    error_if_nonfinite: bool,
+    grads: Optional[list[Any] | tuple[Any, ...]],
+    write_back: bool,
+    sharded: bool,
+) -> np.floating:
     """:meth:`gradclip.optim.Optimizer.clip_and_step` with ``comm``: the distributed total
     and coefficient, then the optimizer's own fused update."""
-    batches = []
+    batches: list[_Batch] = []
 
-    def collect():
+    def collect() -> _Collected:
         nonlocal batches
         try:
             batches = optimizer._collect(grads)
@@ -591,12 +621,16 @@ def _write(a: np.ndarray, start: int, stop: int, values: np.ndarray) -> None:
         a.flat[start:stop] = values
 
 
+#: An element range of an array: (array, start, stop), in C order.
+_Segment: TypeAlias = tuple[np.ndarray, int, int]
+
+
 class _Bucket:
     """Consecutive (C-order) element ranges of arrays of one dtype, as one 1-D buffer."""
 
     __slots__ = ("dtype", "segments", "size")
 
-    def __init__(self, dtype: np.dtype, segments: list, size: int) -> None:
+    def __init__(self, dtype: np.dtype, segments: list[_Segment], size: int) -> None:
         self.dtype, self.segments, self.size = dtype, segments, size
 
     def buffer(self, fill: bool) -> tuple[np.ndarray, bool]:
@@ -849,10 +883,10 @@ class _Slot:
 
     __slots__ = ("index", "dtype", "shape")
 
-    def __init__(self, index: int, dtype: str, shape: tuple) -> None:
+    def __init__(self, index: int, dtype: str, shape: tuple[int, ...]) -> None:
         self.index, self.dtype, self.shape = index, dtype, shape
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Slot], tuple[int, str, tuple[int, ...]]]:
         return (_Slot, (self.index, self.dtype, self.shape))
 
 

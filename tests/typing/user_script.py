@@ -61,6 +61,42 @@ adam.load_state_dict(state)
 adamw = gradclip.optim.AdamW([("w", Parameter(np.zeros(2)))], weight_decay=0.1)
 lr: float = adamw.param_groups[0]["lr"]
 
+info: gradclip.ClipInfo = gradclip.clip_grad_norm_(params, 5.0, return_info=True)
+norms: np.ndarray = gradclip.get_norms(list(gradients(params)))
+clipped: bool = info.clipped or bool(norms.size == 0)
+gradclip.adaptive_clip_grad_(params, clip_factor=0.01)
+gradclip.adaptive_clip_grad_([a], grads=[np.ones(3)])
+gradclip.AGC(0.02)(params)
+auto = gradclip.AutoClip(percentile=50.0)
+auto_info: gradclip.ClipInfo = auto(params)
+zclip = gradclip.ZClip(warmup_steps=2)
+coef: float = zclip(params).clip_coef
+threshold: float | None = zclip.last_threshold
+rprop = gradclip.optim.Rprop([p], etas=(0.5, 1.2))
+rprop.clip_and_step(1.0, clipper=auto)
+
+batch = np.ones((4, 3))
+one_sum, example_norms = gradclip.clip_per_example_and_sum(batch, 1.0)
+summed_one: np.ndarray = one_sum
+list_sum, _ = gradclip.clip_per_example_and_sum([batch, batch], 1.0, noise_multiplier=0.5)
+summed_list: list[np.ndarray] = list_sum
+
+lbfgs = gradclip.optim.LBFGS([W], line_search_fn="strong_wolfe")
+
+
+def closure() -> float:
+    W.grad = 2 * W.data
+    return float((W.data**2).sum())
+
+
+loss = lbfgs.step(closure)
+for optimizer in (
+    gradclip.optim.Adadelta([p]), gradclip.optim.Adagrad([p]), gradclip.optim.Adamax([p]),
+    gradclip.optim.ASGD([p]), gradclip.optim.NAdam([p]), gradclip.optim.RAdam([p]),
+    gradclip.optim.RMSprop([p], momentum=0.9), gradclip.optim.Muon([W]),
+):
+    optimizer.step()
+
 gradclip.set_num_threads(1)
 threads: int = gradclip.get_num_threads()
 print(f"ok {total:.3f} {float(norm):.3f} {threads}")

@@ -61,6 +61,7 @@ def clip_and_step(
             coef = None if result[4] else clipper._decide(result[1][0])
             result = (result[0], result[1], (1.0 if coef is None else coef,), result[3], result[4])
         else:
+            assert max_norm is not None  # no clipper: refused above when None
             result = _C.clip_info(every_grad, True, p, (max_norm,), None, mode, write)
             coef = result[2][0]
         if not result[4]:

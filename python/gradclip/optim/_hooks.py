@@ -9,9 +9,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import chain
-from typing import Any
-
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -49,10 +47,10 @@ class RemovableHandle:
     next_id: int = 0
 
     def __init__(self, hooks_dict: Any, *, extra_dict: Any = None) -> None:
-        self.hooks_dict_ref = weakref.ref(hooks_dict)
+        self.hooks_dict_ref: weakref.ref[Any] = weakref.ref(hooks_dict)
         self.id = RemovableHandle.next_id
         RemovableHandle.next_id += 1
-        self.extra_dict_ref: tuple = ()
+        self.extra_dict_ref: tuple[weakref.ref[Any], ...] = ()
         if isinstance(extra_dict, dict):
             self.extra_dict_ref = (weakref.ref(extra_dict),)
         elif isinstance(extra_dict, list):
@@ -68,10 +66,10 @@ class RemovableHandle:
             if extra_dict is not None and self.id in extra_dict:
                 del extra_dict[self.id]
 
-    def __getstate__(self):
+    def __getstate__(self) -> tuple[Any, ...]:
         return (self.hooks_dict_ref(), self.id, tuple(ref() for ref in self.extra_dict_ref))
 
-    def __setstate__(self, state) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         # A dict that is gone becomes a dead reference, as in torch.
         self.hooks_dict_ref = weakref.ref(OrderedDict() if state[0] is None else state[0])
         self.id = state[1]
@@ -85,11 +83,11 @@ class RemovableHandle:
         self.remove()
 
 
-_global_optimizer_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
-_global_optimizer_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+_global_optimizer_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+_global_optimizer_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
 
 
-def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
+def register_optimizer_step_pre_hook(hook: Callable[..., Any]) -> RemovableHandle:
     """Register a pre hook common to all optimizers, as torch's.
 
     Parameters
@@ -109,7 +107,7 @@ def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
     return handle
 
 
-def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
+def register_optimizer_step_post_hook(hook: Callable[..., Any]) -> RemovableHandle:
     """Register a post hook common to all optimizers, as torch's.
 
     Parameters
@@ -162,5 +160,6 @@ def with_step_hooks(func: _F) -> _F:
             post_hook(self, args, kwargs)
         return out
 
-    wrapper.hooked = True  # type: ignore[attr-defined]
-    return wrapper
+    wrapper.hooked = True  # type: ignore[attr-defined]  # a marker on the function object
+    # The wrapper takes and returns what func does (pre hooks may only replace the arguments).
+    return cast(_F, wrapper)

@@ -50,8 +50,8 @@ def norm(x: np.ndarray, axis: Optional[int] = None) -> Any:
     return np.sqrt(np.sum(sq, axis=axis, keepdims=True)).astype(x.dtype)
 
 
-def round_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), as float32.
+def round_bf16(x: np.ndarray | np.floating) -> np.ndarray:
+    """float32 values (array or scalar) rounded to the nearest bfloat16 (ties to even), as float32.
 
     torch's ``c10::BFloat16`` conversion: NaN becomes the quiet NaN 0x7fc0, everything else
     (infinities and overflow to them included) rounds to nearest even on the upper 16 bits.

@@ -71,8 +71,8 @@ def check_state(
             raise TypeError(f"{key} of {where} must be a writable 0-d float32 ndarray")
 
 
-def check_pair(pair: object, what: str) -> None:
-    """Raise TypeError unless ``pair`` is a pair of real numbers."""
+def check_pair(pair: Any, what: str) -> None:
+    """Raise TypeError unless ``pair`` (anything: this checks it) is a pair of real numbers."""
     try:
         n = len(pair)
     except TypeError:

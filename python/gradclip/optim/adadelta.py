@@ -21,11 +21,11 @@ class AdadeltaGroup(NamedTuple):
     place. ``state_steps``: 0-d float32 arrays, incremented in place.
     """
 
-    params: list
-    grads: list
-    square_avgs: list
-    acc_deltas: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    square_avgs: list[Any]
+    acc_deltas: list[Any]
+    state_steps: list[Any]
     lr: float
     rho: float
     eps: float

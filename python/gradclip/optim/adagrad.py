@@ -21,10 +21,10 @@ class AdagradGroup(NamedTuple):
     float32 arrays (torch's ``step`` tensors), incremented in place before use.
     """
 
-    params: list
-    grads: list
-    state_sums: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    state_sums: list[Any]
+    state_steps: list[Any]
     lr: float
     weight_decay: float
     lr_decay: float

@@ -22,11 +22,11 @@ class AdamaxGroup(NamedTuple):
     ``state_steps``: 0-d float32 arrays, incremented in place before use.
     """
 
-    params: list
-    grads: list
-    exp_avgs: list
-    exp_infs: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    exp_avgs: list[Any]
+    exp_infs: list[Any]
+    state_steps: list[Any]
     lr: float
     beta1: float
     beta2: float

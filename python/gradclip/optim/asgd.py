@@ -22,12 +22,12 @@ class ASGDGroup(NamedTuple):
     ``mu`` as stored, and both are then replaced by the next step's values.
     """
 
-    params: list
-    grads: list
-    axs: list
-    state_steps: list
-    etas: list
-    mus: list
+    params: list[Any]
+    grads: list[Any]
+    axs: list[Any]
+    state_steps: list[Any]
+    etas: list[Any]
+    mus: list[Any]
     lambd: float
     lr: float
     t0: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeAlias, Union
 
 import numpy as np
 
@@ -14,22 +14,45 @@ from .optimizer import Optimizer, ParamsT, _check_real, _typename, _value
 
 __all__ = ["LBFGS"]
 
+#: A scalar of the line search: a Python number or a scalar of the parameters' dtype (where
+#: torch has a 0-d tensor).
+_Scalar: TypeAlias = Union[float, np.floating]
+#: The line search's ``obj_func(x, t, d)``: the loss and the flat gradient at ``x + t d``.
+_ObjFunc: TypeAlias = Callable[[np.ndarray, _Scalar, np.ndarray], tuple[float, np.ndarray]]
+
 
 # torch's LBFGS works on 0-d tensors of the parameters' dtype and on Python floats. NumPy
 # scalars of that dtype behave the same (NumPy 2 converts a Python float to the scalar's dtype
 # before an operation, as torch converts it to the tensor's), with one exception, spelled out
 # here: torch computes ``number / tensor`` as ``tensor.reciprocal() * number``.
-def _div(num: Any, den: Any) -> Any:
+def _div(num: _Scalar, den: _Scalar) -> _Scalar:
     if isinstance(den, (np.generic, np.ndarray)) and not isinstance(num, (np.generic, np.ndarray)):
-        return np.reciprocal(den) * num
+        quotient: _Scalar = np.reciprocal(den) * num
+        return quotient
     return num / den
 
 
-def _sqrt(x: Any) -> Any:
-    return np.sqrt(x) if isinstance(x, (np.generic, np.ndarray)) else math.sqrt(x)
+def _sqrt(x: _Scalar) -> _Scalar:
+    if isinstance(x, (np.generic, np.ndarray)):
+        root: _Scalar = np.sqrt(x)
+        return root
+    return math.sqrt(x)
 
 
-def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+def _abs(x: _Scalar) -> _Scalar:
+    # abs(x), with a type: mypy solves abs() for a float or a NumPy scalar, not for a union.
+    return abs(x) if isinstance(x, float) else abs(x)
+
+
+def _cubic_interpolate(
+    x1: _Scalar,
+    f1: _Scalar,
+    g1: _Scalar,
+    x2: _Scalar,
+    f2: _Scalar,
+    g2: _Scalar,
+    bounds: Optional[tuple[_Scalar, _Scalar]] = None,
+) -> _Scalar:
     # torch.optim.lbfgs._cubic_interpolate, operation for operation.
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
@@ -39,6 +62,7 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     d2_square = d1**2 - g1 * g2
     if d2_square >= 0:
         d2 = _sqrt(d2_square)
+        min_pos: _Scalar
         if x1 <= x2:
             min_pos = x2 - (x2 - x1) * _div(g2 + d2 - d1, g2 - g1 + 2 * d2)
         else:
@@ -47,7 +71,20 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
-def _strong_wolfe(obj_func, dot, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+def _strong_wolfe(
+    obj_func: _ObjFunc,
+    dot: Callable[[np.ndarray, np.ndarray], np.floating],
+    x: np.ndarray,
+    t: _Scalar,
+    d: np.ndarray,
+    f: float,
+    g: np.ndarray,
+    gtd: np.floating,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    tolerance_change: float = 1e-9,
+    max_ls: int = 25,
+) -> tuple[float, np.ndarray, _Scalar, int]:
     # torch.optim.lbfgs._strong_wolfe, step for step (flat vectors are 1-D ndarrays).
     d_norm = np.max(np.abs(d))
     g = g.copy()
@@ -55,9 +92,15 @@ def _strong_wolfe(obj_func, dot, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_
     ls_func_evals = 1
     gtd_new = dot(g_new, d)
 
-    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    t_prev: _Scalar = 0
+    f_prev, g_prev, gtd_prev = f, g, gtd
     done = False
     ls_iter = 0
+    bracket: list[_Scalar]
+    bracket_f: list[float]
+    bracket_g: list[np.ndarray]
+    # Left unset by torch where the zoom loop below does not run (done, or no evaluation left).
+    bracket_gtd: list[np.floating] = []
     while ls_iter < max_ls:
         if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
             bracket = [t_prev, t]
@@ -89,8 +132,13 @@ def _strong_wolfe(obj_func, dot, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_
         ls_func_evals += 1
         gtd_new = dot(g_new, d)
         ls_iter += 1
-
-    if ls_iter == max_ls:
+    else:
+        # torch's `if ls_iter == max_ls:` after the loop, which no break reaches.
+        if ls_iter != max_ls:
+            # max_ls < 0: torch never binds the bracket, and fails reading it.
+            raise UnboundLocalError(
+                "cannot access local variable 'bracket_f' where it is not associated with a value"
+            )
         bracket = [0, t]
         bracket_f = [f, f_new]
         bracket_g = [g, g_new]
@@ -104,7 +152,7 @@ def _strong_wolfe(obj_func, dot, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_
         eps = 0.1 * (max(bracket) - min(bracket))
         if min(max(bracket) - t, t - min(bracket)) < eps:
             if insuf_progress or t >= max(bracket) or t <= min(bracket):
-                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                if _abs(t - max(bracket)) < _abs(t - min(bracket)):
                     t = max(bracket) - eps
                 else:
                     t = min(bracket) + eps
@@ -253,12 +301,14 @@ class LBFGS(Optimizer):
             self._numel_cache = sum(_value(p).size for p in self._params)
         return self._numel_cache
 
-    def _dot(self, x: np.ndarray, y: np.ndarray) -> np.generic:
-        return self._dtype().type(_C.list_dot(x, y))
+    def _dot(self, x: np.ndarray, y: np.ndarray) -> np.floating:
+        value: np.floating = self._dtype().type(_C.list_dot(x, y))
+        return value
 
-    def _abs_sum(self, x: np.ndarray) -> np.generic:
+    def _abs_sum(self, x: np.ndarray) -> np.floating:
         # torch's x.abs().sum(), accumulated in float64 and rounded once.
-        return self._dtype().type(_C.total_norm(x, 1.0, False))
+        value: np.floating = self._dtype().type(_C.total_norm(x, 1.0, False))
+        return value
 
     def _gather_flat_grad(self) -> np.ndarray:
         flat = np.empty(self._numel(), dtype=self._dtype())
@@ -276,7 +326,9 @@ class LBFGS(Optimizer):
     def _set_param(self, params_data: np.ndarray) -> None:
         _C.list_copy([_value(p) for p in self._params], params_data)
 
-    def _directional_evaluate(self, closure, x, t, d):
+    def _directional_evaluate(
+        self, closure: Callable[[], Any], x: np.ndarray, t: _Scalar, d: np.ndarray
+    ) -> tuple[float, np.ndarray]:
         self._add_grad(t, d)
         loss = float(closure())
         flat_grad = self._gather_flat_grad()
@@ -285,7 +337,7 @@ class LBFGS(Optimizer):
 
     # -- stepping ---------------------------------------------------------------------------
 
-    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]  # closure required, as torch's
         """Perform one optimization step (up to ``max_iter`` iterations).
 
         Parameters
@@ -326,14 +378,16 @@ class LBFGS(Optimizer):
         if opt_cond:
             return orig_loss
 
-        d = state.get("d")
-        t = state.get("t")
-        old_dirs = state.get("old_dirs")
-        old_stps = state.get("old_stps")
-        ro = state.get("ro")
-        H_diag = state.get("H_diag")
-        prev_flat_grad = state.get("prev_flat_grad")
-        prev_loss = state.get("prev_loss")
+        # The previous step's entries: None before the first step, which sets them all, and
+        # then whatever the state holds (this optimizer's, or a loaded one, torch's included).
+        d: Any = state.get("d")
+        t: Any = state.get("t")
+        old_dirs: Any = state.get("old_dirs")
+        old_stps: Any = state.get("old_stps")
+        ro: Any = state.get("ro")
+        H_diag: Any = state.get("H_diag")
+        prev_flat_grad: Any = state.get("prev_flat_grad")
+        prev_loss: Optional[float] = state.get("prev_loss")
 
         n_iter = 0
         while n_iter < max_iter:
@@ -398,7 +452,7 @@ class LBFGS(Optimizer):
                     raise RuntimeError("only 'strong_wolfe' is supported")
                 x_init = self._clone_param()
 
-                def obj_func(x, t, d):
+                def obj_func(x: np.ndarray, t: _Scalar, d: np.ndarray) -> tuple[float, np.ndarray]:
                     return self._directional_evaluate(closure, x, t, d)
 
                 loss, flat_grad, t, ls_func_evals = _strong_wolfe(
@@ -440,7 +494,7 @@ class LBFGS(Optimizer):
         state["prev_loss"] = prev_loss
         return orig_loss
 
-    def clip_and_step(  # type: ignore[override]
+    def clip_and_step(  # type: ignore[override]  # closure= instead of grads=: LBFGS re-evaluates
         self,
         max_norm: float,
         norm_type: Union[float, str] = 2.0,

@@ -23,7 +23,8 @@ DEFAULT_NS_STEPS = 5
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # bfloat16 products are exact in float64, and so, nearly always, is their sum: torch's
     # oneDNN kernels round like this far more often than a float32 NumPy matmul would.
-    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+    product: np.ndarray = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    return product
 
 
 def _addmm(c: np.ndarray, a: np.ndarray, b: np.ndarray, *, beta: float = 1.0, alpha: float = 1.0) -> np.ndarray:
@@ -87,7 +88,7 @@ def zeropower_via_newtonschulz(
     return x
 
 
-def _adjust_lr(lr: float, adjust_lr_fn: Optional[str], param_shape: tuple) -> float:
+def _adjust_lr(lr: float, adjust_lr_fn: Optional[str], param_shape: tuple[int, ...]) -> float:
     A, B = param_shape[:2]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         adjusted_ratio = math.sqrt(max(1, A / B))

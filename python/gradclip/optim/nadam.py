@@ -22,12 +22,12 @@ class NAdamGroup(NamedTuple):
     place before use.
     """
 
-    params: list
-    grads: list
-    exp_avgs: list
-    exp_avg_sqs: list
-    state_steps: list
-    mu_products: list
+    params: list[Any]
+    grads: list[Any]
+    exp_avgs: list[Any]
+    exp_avg_sqs: list[Any]
+    state_steps: list[Any]
+    mu_products: list[Any]
     beta1: float
     beta2: float
     lr: float

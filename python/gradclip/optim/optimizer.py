@@ -850,7 +850,7 @@ class Optimizer:
                 raise TypeError("clip_and_step(comm=...) needs max_norm")
             from .. import distributed  # mpi4py is needed only here
 
-            return distributed._clip_and_step(  # type: ignore[no-untyped-call]
+            return distributed._clip_and_step(
                 self, comm, max_norm, norm_type, error_if_nonfinite, grads, write_back, sharded
             )
         if sharded:

@@ -22,11 +22,11 @@ class RAdamGroup(NamedTuple):
     before use.
     """
 
-    params: list
-    grads: list
-    exp_avgs: list
-    exp_avg_sqs: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    exp_avgs: list[Any]
+    exp_avg_sqs: list[Any]
+    state_steps: list[Any]
     beta1: float
     beta2: float
     lr: float

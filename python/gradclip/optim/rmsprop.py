@@ -22,12 +22,12 @@ class RMSpropGroup(NamedTuple):
     incremented in place. Every state array is updated in place.
     """
 
-    params: list
-    grads: list
-    square_avgs: list
-    grad_avgs: list
-    momentum_buffers: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    square_avgs: list[Any]
+    grad_avgs: list[Any]
+    momentum_buffers: list[Any]
+    state_steps: list[Any]
     lr: float
     alpha: float
     eps: float

@@ -22,11 +22,11 @@ class RpropGroup(NamedTuple):
     incremented in place.
     """
 
-    params: list
-    grads: list
-    prevs: list
-    step_sizes: list
-    state_steps: list
+    params: list[Any]
+    grads: list[Any]
+    prevs: list[Any]
+    step_sizes: list[Any]
+    state_steps: list[Any]
     etaminus: float
     etaplus: float
     step_size_min: float
@@ -169,6 +169,7 @@ class Rprop(Optimizer):
                         state["prev"] = np.zeros_like(value)
                         lr = float(group["lr"])
                         # torch.full_like(grad, lr): a float16 fill goes through float32 first.
+                        fill: complex | np.float32 | float
                         if value.dtype.kind == "c":
                             fill = complex(lr, lr)  # real and imaginary parts step independently
                         elif value.dtype == np.float16:
