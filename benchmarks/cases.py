@@ -109,6 +109,11 @@ class Case:
     notes: list[str] = field(default_factory=list)
     context: str = "alone"  # or "after matmul": see training_loop()
     before: dict[str, Callable[[], object]] = field(default_factory=dict)
+    # (name, key of run.py's result, bound, higher is better): this row's targets; when empty
+    # run.py applies issue 11's rules by workload and operation.
+    targets: list[tuple[str, str, float, bool]] = field(default_factory=list)
+    issue: str = "11"  # the issue that asked for the row (set by all_cases)
+    data: dict[str, object] = field(default_factory=dict)  # what tests look into (optimizer rows)
 
     @property
     def nbytes(self) -> int:
@@ -116,14 +121,6 @@ class Case:
 
 
 TORCH_CLIP_VARIANTS = {"torch foreach=None": None, "torch foreach=False": False, "torch foreach=True": True}
-TORCH_OPTIM_VARIANTS = {
-    "torch foreach=False": {"foreach": False},
-    "torch foreach=True": {"foreach": True},
-    "torch fused": {"fused": True},
-}
-SGD_HP = {"lr": 1e-3, "momentum": 0.9}
-ADAM_HP = {"lr": 1e-3}
-ADAMW_HP = {"lr": 1e-3, "weight_decay": 1e-2}
 
 
 def _grad_holders(tensors: list[torch.Tensor]) -> list[torch.nn.Parameter]:
@@ -172,81 +169,18 @@ def np_clip_grad_value_(grads: list[np.ndarray], clip_value: float) -> None:
         np.clip(g, -clip_value, clip_value, out=g)
 
 
-class NumpySGD:
-    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], lr: float, momentum: float) -> None:
-        self.params, self.grads, self.lr, self.momentum = params, grads, lr, momentum
-        self.bufs: list[np.ndarray | None] = [None] * len(params)
-
-    def step(self) -> None:
-        for i, (p, g) in enumerate(zip(self.params, self.grads)):
-            buf = self.bufs[i]
-            if buf is None:
-                buf = self.bufs[i] = g.copy()
-            else:
-                buf *= self.momentum
-                buf += g
-            p -= self.lr * buf
-
-
-class NumpyAdam:
-    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        self.params, self.grads, self.lr, self.betas, self.eps = params, grads, lr, betas, eps
-        self.weight_decay = weight_decay  # decoupled (AdamW)
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, g, m, v in zip(self.params, self.grads, self.m, self.v):
-            if self.weight_decay:
-                p *= 1 - self.lr * self.weight_decay
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            p -= (self.lr / bc1) * m / (np.sqrt(v / bc2) + self.eps)
-
-
-# --- gradclip's optimizers, written concurrently: adapt to whichever form exists ----------
-
-
-def gradclip_optimizer(kind: str, params: list[np.ndarray], grads: list[np.ndarray], hp: dict):
-    """(step, optimizer, grads it reads) for gradclip.optim.<kind>, or (None, reason)."""
-    try:
-        import gradclip.optim as goptim
-
-        cls = getattr(goptim, kind)
-    except (ImportError, AttributeError) as exc:
-        return None, f"n/a (not available: {type(exc).__name__})"
-    errors = []
-    try:  # torch's form: Parameters carrying .grad
-        wrapped = []
-        for p, g in zip(params, grads):
-            q = gradclip.Parameter(p)
-            q.grad = g
-            wrapped.append(q)
-        opt = cls(wrapped, **hp)
-        opt.step()
-        return (opt.step, opt, [q.grad for q in wrapped]), None
-    except Exception as exc:  # noqa: BLE001 - any failure means "this form is not there"
-        errors.append(f"Parameter form: {type(exc).__name__}: {exc}")
-    try:  # plain arrays, gradients passed to step()
-        opt = cls(params, **hp)
-        opt.step(grads=grads)
-        return ((lambda: opt.step(grads=grads)), opt, grads), None
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"array form: {type(exc).__name__}: {exc}")
-    return None, "n/a (" + "; ".join(errors)[:200] + ")"
-
-
 # --- case builders ----------------------------------------------------------------------------
 
 
-def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
+TENSORS_NOTE = ("tensors: gradclip called on the torch.nn.Parameters (get_total_norm: on their .grad tensors) "
+                "that torch's columns get, through its converter; 'gradclip ndarray': on the same memory as ndarrays")
+
+
+def clip_case(workload: str, op: str, dtype: str, quick: bool, on_tensors: bool = False) -> Case:
+    """A clipping function on a workload's gradients. With `on_tensors` (issue 16) gradclip is
+    called on the same torch objects as torch (Parameters whose .grad shares the arrays'
+    memory, or those .grad tensors), and "gradclip ndarray" on the arrays, in place of the
+    NumPy loop; the row is "<op> tensors"."""
     dt = np.dtype(dtype)
     pristine = random_arrays(workload_shapes(workload, quick), dt, seed=1)
     work = [a.copy() for a in pristine]
@@ -259,9 +193,10 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
     case = Case(workload, op, dtype, len(work), n, impls={})
     if torch is None:
         case.unavailable.update({name: TORCH_MISSING for name in TORCH_CLIP_VARIANTS})
-
+    torch_in = holders  # what torch's function takes: parameters, or (get_total_norm) tensors
     if op == "get_total_norm":
-        case.impls["gradclip"] = lambda: gradclip.get_total_norm(work)
+        torch_in = tensors
+        call = lambda xs: gradclip.get_total_norm(xs)  # noqa: E731
         for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.get_total_norm(tensors, foreach=fe))
         case.impls["numpy"] = lambda: np_total_norm(work)
@@ -274,7 +209,7 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
         # gradients (restored untimed), so each call scales and values never drift to denormals.
         max_norm = 0.5 * total
         case.setup = _restorer(work, pristine)
-        case.impls["gradclip"] = lambda: gradclip.clip_grad_norm_(work, max_norm)
+        call = lambda xs: gradclip.clip_grad_norm_(xs, max_norm)  # noqa: E731
         for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grad_norm_(holders, max_norm, foreach=fe))
         case.impls["numpy"] = lambda: np_clip_grad_norm_(work, max_norm)
@@ -283,7 +218,7 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
     elif op == "clip_grads_with_norm_":
         max_norm, given = 0.5 * total, float(gradclip.get_total_norm(work))
         case.setup = _restorer(work, pristine)
-        case.impls["gradclip"] = lambda: gradclip.clip_grads_with_norm_(work, max_norm, given)
+        call = lambda xs: gradclip.clip_grads_with_norm_(xs, max_norm, given)  # noqa: E731
         given_t = torch.tensor(given, dtype=torch.float64 if dt == np.float64 else torch.float32) if torch else None
         for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grads_with_norm_(holders, max_norm, given_t, foreach=fe))
@@ -292,87 +227,29 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool) -> Case:
     elif op == "clip_grad_value_":
         clip_value = 0.05  # about 60 % of N(0, 0.1^2) values are clamped
         case.setup = _restorer(work, pristine)
-        case.impls["gradclip"] = lambda: gradclip.clip_grad_value_(work, clip_value)
+        call = lambda xs: gradclip.clip_grad_value_(xs, clip_value)  # noqa: E731
         for name, fe in variants.items():
             case.impls[name] = (lambda fe=fe: torch.nn.utils.clip_grad_value_(holders, clip_value, foreach=fe))
         case.impls["numpy"] = lambda: np_clip_grad_value_(work, clip_value)
         case.traffic = Traffic(read=0, rw=2 * nb, formula="read+write N (2N)")
     else:
         raise ValueError(op)
-    return case
-
-
-def optim_case(workload: str, kind: str, dtype: str, quick: bool, fused_clip: bool) -> Case:
-    """An optimizer step (kind 'SGD' with momentum 0.9, or 'Adam'), or with fused_clip the
-    fused clip_and_step(max_norm) against clip_grad_norm_ followed by step()."""
-    dt = np.dtype(dtype)
-    shapes = workload_shapes(workload, quick)
-    # All implementations update the same parameter arrays (each keeps its own optimizer
-    # state): the values drift differently than in a real run, the work per step does not.
-    params = random_arrays(shapes, dt, seed=2, scale=1.0)
-    pristine = random_arrays(shapes, dt, seed=3)
-    grads = [g.copy() for g in pristine]
-    tparams = []
-    for p, g in zip(params, grads) if torch else ():
-        tp = torch.nn.Parameter(torch.from_numpy(p))
-        tp.grad = torch.from_numpy(g)
-        tparams.append(tp)
-    torch_variants = TORCH_OPTIM_VARIANTS if torch else {}
-    n = sum(a.size for a in grads)
-    nb = n * dt.itemsize
-    hp = {"SGD": SGD_HP, "Adam": ADAM_HP, "AdamW": ADAMW_HP}[kind]
-    torch_cls = None if torch is None else getattr(torch.optim, kind)
-    np_cls = NumpySGD if kind == "SGD" else NumpyAdam
-    state_rw = 4 * nb if kind == "SGD" else 6 * nb  # p, buf  |  p, exp_avg, exp_avg_sq
-    op = f"{kind} step"  # SGD: momentum 0.9 (SGD_HP)
-    if fused_clip:
-        op = f"clip+{kind} fused"
-    case = Case(workload, op, dtype, len(grads), n, impls={})
-    if torch is None:
-        case.unavailable.update({name: TORCH_MISSING for name in TORCH_OPTIM_VARIANTS})
-
-    # (array to restore before each call, its pristine values)
-    restore = list(zip(grads, pristine))
-    got, reason = gradclip_optimizer(kind, params, grads, hp)
-    max_norm = 0.5 * np_total_norm([g.astype(np.float64) for g in pristine])
-    if not fused_clip:
-        if got is None:
-            case.unavailable["gradclip"] = reason
-        else:
-            case.impls["gradclip"] = got[0]
-        for name, kw in torch_variants.items():
-            opt = torch_cls(tparams, **hp, **kw)
-            opt.step()
-            case.impls[name] = opt.step
-        npopt = np_cls(params, grads, **hp)
-        npopt.step()
-        case.impls["numpy"] = npopt.step
-        case.traffic = Traffic(read=nb, rw=state_rw, formula=f"read g (N), read+write {'p, buf' if kind == 'SGD' else 'p, m, v'} ({state_rw // nb}N)")
+    if not on_tensors:
+        case.impls["gradclip"] = lambda: call(work)
         return case
-
-    case.notes.append("clipping regime (max_norm = 0.5 x norm); gradients restored before every call")
-    if got is None:
-        case.unavailable["gradclip"] = reason
-    elif not hasattr(got[1], "clip_and_step"):
-        case.unavailable["gradclip"] = "n/a (optimizer has no clip_and_step yet)"
+    case.op = f"{op} tensors"
+    del case.impls["numpy"]
+    case.impls["gradclip ndarray"] = lambda: call(work)
+    if torch is None:
+        case.unavailable["gradclip"] = TORCH_MISSING
     else:
-        gc_opt = got[1]
-        case.impls["gradclip"] = lambda: gc_opt.clip_and_step(max_norm)
-        got2, _ = gradclip_optimizer(kind, params, grads, hp)
-        step2, _, grads2 = got2
-        for seen in (got[2], grads2):  # in case gradclip.Parameter copies what .grad is given
-            restore += [(g, src) for g, src in zip(seen, pristine) if all(g is not t for t, _ in restore)]
-        case.impls["gradclip unfused"] = lambda: (gradclip.clip_grad_norm_(grads2, max_norm), step2())
-    for name, kw in torch_variants.items():
-        opt = torch_cls(tparams, **hp, **kw)
-        opt.step()
-        fe = kw.get("foreach")
-        case.impls[name] = (lambda opt=opt, fe=fe: (torch.nn.utils.clip_grad_norm_(tparams, max_norm, foreach=fe), opt.step()))
-    npopt = np_cls(params, grads, **hp)
-    npopt.step()
-    case.impls["numpy"] = lambda: (np_clip_grad_norm_(grads, max_norm), npopt.step())
-    case.setup = _restorer([t for t, _ in restore], [src for _, src in restore])
-    case.traffic = Traffic(read=2 * nb, rw=state_rw, formula=f"read g twice (norm, step) (2N), read+write state ({state_rw // nb}N)")
+        case.impls["gradclip"] = lambda: call(torch_in)
+        if op in ("get_total_norm", "clip_grad_norm_"):  # both return the total (the setup restores)
+            got = float(call(torch_in))
+            if not math.isclose(got, total, rel_tol=1e-2):
+                case.notes.append(f"WARNING: gradclip on tensors {got} != float64 reference {total}")
+    case.targets = [("vs torch", "torch_best_over_gradclip", 1.0, True)]  # issue 16: faster than torch
+    case.notes.append(TENSORS_NOTE)
     return case
 
 
@@ -398,30 +275,52 @@ def training_loop(case: Case, quick: bool) -> Case:
     return case
 
 
-def all_cases(quick: bool, workloads: set[str], ops: set[str] | None) -> Iterator[Callable[[], Case]]:
-    """Case factories in run order; each builds its arrays when called."""
-    plan: list[tuple[str, str, str, Callable[[], Case]]] = []
+def all_cases(quick: bool, workloads: set[str], ops: set[str] | None, issues: set[str] | None = None,
+              every_workload: bool = False) -> Iterator[Callable[[], Case]]:
+    """Case factories in run order; each builds its arrays when called. `ops` keeps the rows
+    whose operation contains one of its strings, `issues` those of the issues named (11: the
+    performance targets; 12: more optimizers; 14: beyond torch; 16: torch tensors). A quick
+    run (CI's smoke test) takes issue 12's optimizers on W4 only, the same code as on W2 and
+    W3, unless `every_workload`."""
+    from cases_beyond import beyond_plan  # issue 14's features (return_info, AGC, per-example)
+    from cases_optim import SPEC_BY_LABEL, SPECS, optim_plan
+
+    plan: list[tuple[str, str, str, str, Callable[[], Case]]] = []  # (issue, workload, op, dtype, factory)
+
+    def add(issue: str, rows: list[tuple[str, str, str, Callable[[], Case]]]) -> None:
+        plan.extend((issue, *row) for row in rows)
+
     clip_ops = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_")
-    for dtype in ("float32", "float16", "float64"):
-        for op in clip_ops:
-            plan.append(("W1", op, dtype, lambda op=op, dtype=dtype: clip_case("W1", op, dtype, quick)))
-    for dtype in ("float32", "float16", "float64"):
-        for op in clip_ops:
-            plan.append(("W2", op, dtype, lambda op=op, dtype=dtype: clip_case("W2", op, dtype, quick)))
+    for w in ("W1", "W2"):
+        for dtype in ("float32", "float16", "float64"):
+            add("11", [(w, op, dtype, lambda w=w, op=op, dtype=dtype: clip_case(w, op, dtype, quick)) for op in clip_ops])
     for w in ("W1", "W2"):  # inside a training loop
-        for op in clip_ops:
-            plan.append((w, op, "float32", lambda w=w, op=op: training_loop(clip_case(w, op, "float32", quick), quick)))
+        add("11", [(w, op, "float32", lambda w=w, op=op: training_loop(clip_case(w, op, "float32", quick), quick))
+                   for op in clip_ops])
+    issue11 = [SPEC_BY_LABEL[k] for k in ("SGD", "Adam", "AdamW")]
     for w, dtype in (("W2", "float32"), ("W3", "float32"), ("W4", "float64")):
         if w != "W2":  # W2's clipping rows are above, for every dtype
-            for op in clip_ops:
-                plan.append((w, op, dtype, lambda w=w, op=op, dtype=dtype: clip_case(w, op, dtype, quick)))
-        for kind in ("SGD", "Adam", "AdamW"):
-            plan.append((w, f"{kind} step", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, False)))
-        for kind in ("SGD", "Adam"):
-            plan.append((w, f"clip+{kind} fused", dtype, lambda w=w, k=kind, d=dtype: optim_case(w, k, d, quick, True)))
-    from cases_beyond import beyond_plan  # issue 14's features (return_info, AGC, per-example)
+            add("11", [(w, op, dtype, lambda w=w, op=op, dtype=dtype: clip_case(w, op, dtype, quick)) for op in clip_ops])
+        add("11", optim_plan(issue11, w, dtype, quick, fused=False) + optim_plan(issue11[:2], w, dtype, quick, fused=True))
+        add("12", optim_plan(issue11[2:], w, dtype, quick, fused=True))  # clip+AdamW: added with issue 12
+    add("14", beyond_plan(quick))
+    issue12 = [s for s in SPECS if s.issue == "12"]
+    for w, dtype in (("W2", "float32"), ("W3", "float32"), ("W4", "float64")):
+        if quick and w != "W4" and not every_workload:
+            continue
+        add("12", optim_plan(issue12, w, dtype, quick, fused=False) + optim_plan(issue12, w, dtype, quick, fused=True))
+    for w in ("W1", "W2", "W3"):  # issue 16: gradclip on torch tensors, float32 as torch's default
+        add("16", [(w, f"{op} tensors", "float32", lambda w=w, op=op: clip_case(w, op, "float32", quick, on_tensors=True))
+                   for op in ("get_total_norm", "clip_grad_norm_", "clip_grad_value_")])
+    for issue, w, op, _dtype, factory in plan:
+        if w in workloads and (ops is None or any(o in op for o in ops)) and (issues is None or issue in issues):
+            yield _tagged(issue, factory)
 
-    plan += beyond_plan(quick)
-    for w, op, _dtype, factory in plan:
-        if w in workloads and (ops is None or any(o in op for o in ops)):
-            yield factory
+
+def _tagged(issue: str, factory: Callable[[], Case]) -> Callable[[], Case]:
+    def build() -> Case:
+        case = factory()
+        case.issue = issue
+        return case
+
+    return build

@@ -3,13 +3,15 @@
     python benchmarks/run.py                      # full run (several minutes)
     python benchmarks/run.py --quick              # CI smoke run: tiny sizes; numbers not comparable
     python benchmarks/run.py --only W1,W3 --ops get_total_norm,clip_grad_norm_
+    python benchmarks/run.py --issues 12,16       # only the rows those issues asked for
     python benchmarks/run.py --out benchmarks/results/latest.json --wide benchmarks/results/latest.md
 
 Prints the machine, the library versions, the streaming limit measured by a C probe
 (benchmarks/stream_probe.c: every core, vectorised, best of several runs) and a compact table
 (fits 120 columns) of median times with ratios (baseline time / gradclip time) and the
-performance targets; the wide table (every torch variant, spreads, probes) goes to --wide and
-every number to the JSON file. Every row interleaves its implementations in a fresh random
+performance targets, then gradclip on torch tensors beside gradclip on ndarrays (issue 16's
+rows) and the bytes each optimizer step moves (for the optimizers run); the wide table (every
+torch variant, spreads, probes) goes to --wide and every number to the JSON file. Every row interleaves its implementations in a fresh random
 order each round; rows marked "mm" run a matmul right before every timed call (a training
 loop), and nobody waits for other libraries' threads to go idle. Runs without torch (its
 columns then say "not installed"). See benchmarks/README.md for what each column means.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -32,12 +35,13 @@ except ImportError:
     torch = None
 
 import cases  # noqa: E402
+import cases_optim  # noqa: E402
 import harness  # noqa: E402
 import probe as stream  # noqa: E402
 
 # "torch reference": torch running the published formula where torch has no such function.
 TORCH_COLUMNS = ["torch foreach=None", "torch foreach=False", "torch foreach=True", "torch fused", "torch reference"]
-COLUMNS = ["gradclip unfused", "gradclip plain", *TORCH_COLUMNS, "numpy"]
+COLUMNS = ["gradclip unfused", "gradclip plain", "gradclip ndarray", *TORCH_COLUMNS, "numpy"]
 LIMIT_MAX = 1.10
 CLIP_OPS = ("get_total_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_")
 
@@ -85,6 +89,7 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
     torch_names = [c for c in TORCH_COLUMNS if c in med]
     torch_best = min(torch_names, key=lambda c: med[c]) if torch_names else None
     result = {
+        "issue": case.issue,
         "workload": case.workload,
         "op": case.op,
         "dtype": case.dtype,
@@ -109,14 +114,28 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
         "gradclip_spread": timings["gradclip"].spread if "gradclip" in timings else None,
         "notes": case.notes,
     }
-    result["targets"] = [] if quick else evaluate_targets(result)
+    result["targets"] = [] if quick else evaluate_targets(result, case.targets)
     return result
 
 
-def evaluate_targets(r: dict) -> list[dict]:
-    """The performance issue's targets that apply to this row, each with its measured value."""
+def evaluate_targets(r: dict, declared: list[tuple[str, str, float, bool]] | None = None) -> list[dict]:
+    """The targets that apply to this row, each with its measured value: those the case
+    declares (name, result key, bound, higher is better), else issue 11's (and 14's)."""
+    if declared:
+        checks = [(name, r[key], bound, higher) for name, key, bound, higher in declared]
+    else:
+        checks = _issue11_checks(r)
+    out = []
+    for name, value, bound, higher in checks:
+        ok = None if value is None else (value >= bound if higher else value <= bound)
+        out.append({"target": name, "value": value, "bound": bound, "higher_is_better": higher, "pass": ok})
+    return out
+
+
+def _issue11_checks(r: dict) -> list[tuple[str, float | None, float, bool]]:
+    """(name, value, bound, higher_is_better) of the performance issue's targets for this row."""
     w, op, ctx = r["workload"], r["op"], r["context"]
-    checks: list[tuple[str, float | None, float, bool]] = []  # (name, value, bound, higher_is_better)
+    checks: list[tuple[str, float | None, float, bool]] = []
     clip = op in CLIP_OPS
     if w in ("W1", "W2") and clip and ctx == "alone":
         checks.append(("limit", r["limit_ratio"], LIMIT_MAX, False))
@@ -130,11 +149,7 @@ def evaluate_targets(r: dict) -> list[dict]:
         checks += [("vs torch", r["torch_best_over_gradclip"], 10.0, True), ("vs NumPy", r["numpy_over_gradclip"], 3.0, True)]
     if op == "clip_grad_norm_ return_info":  # issue 14: at most 5 % over the plain call
         checks.append(("vs plain", r["ratios_baseline_over_gradclip"].get("gradclip plain"), 0.95, True))
-    out = []
-    for name, value, bound, higher in checks:
-        ok = None if value is None else (value >= bound if higher else value <= bound)
-        out.append({"target": name, "value": value, "bound": bound, "higher_is_better": higher, "pass": ok})
-    return out
+    return checks
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,7 +190,7 @@ def _targets_cell(r: dict, short: bool) -> str:
         if t["pass"] is None:
             tg.append(f"{t['target']}: n/a")
         elif short:
-            tg.append(f"{'ok' if t['pass'] else 'MISS'} {t['target'].replace('vs ', '')} {t['value']:.2f}")
+            tg.append(f"{'ok' if t['pass'] else 'MISS'} {t['target'].replace('vs ', '')} {t['value']:.3g}")
         else:
             tg.append(f"{t['target']} {t['value']:.2f} {cmp}{t['bound']:g} {'pass' if t['pass'] else '**MISS**'}")
     return "; ".join(tg) or "—"
@@ -191,16 +206,17 @@ def _time_ratio(r: dict, name: str | None) -> str:
 def compact_lines(results: list[dict]) -> list[str]:
     """One line per row, at most 120 columns: gradclip, the fastest torch variant, the NumPy
     loop (each with baseline/gradclip), the limit (with gradclip/limit) and the targets."""
-    head = f"{'row':<33} {'gradclip':>9} {'torch fastest':>15} {'NumPy loop':>15} {'limit':>14}  targets"
+    head = f"{'row':<33} {'gradclip':>9} {'torch fastest':>15} {'NumPy loop':>15} {'limit':>12}  targets"
     lines = [head, "-" * len(head)]
     for r in results:
         dtype = {"float16": "f16", "float32": "f32", "float64": "f64"}.get(r["dtype"], r["dtype"])
-        row = f"{r['workload']} {r['op'][:22]} {dtype}{' mm' if r['context'] != 'alone' else ''}"
+        suffix = f" {dtype}{' mm' if r['context'] != 'alone' else ''}"
+        row = f"{r['workload']} {r['op']}"[:33 - len(suffix)] + suffix
         gc_cell = fmt_time(r["median_s"].get("gradclip"))
         torch_cell = _time_ratio(r, r["torch_fastest"]) if r["torch_fastest"] else (
             cases.TORCH_MISSING if any(v == cases.TORCH_MISSING for v in r["unavailable"].values()) else "—")
         limit = "—" if not r["limit_s"] else f"{fmt_time(r['limit_s'])} {r['limit_ratio']:.2f}"
-        line = (f"{row:<33} {gc_cell:>9} {torch_cell:>15} {_time_ratio(r, 'numpy'):>15} {limit:>14}  "
+        line = (f"{row:<33} {gc_cell:>9} {torch_cell:>15} {_time_ratio(r, 'numpy'):>15} {limit:>12}  "
                 f"{_targets_cell(r, short=True)}")
         lines.append(line[:120])
     return lines
@@ -230,6 +246,44 @@ def table_lines(results: list[dict]) -> list[str]:
         cells.append(_targets_cell(r, short=False))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def tensor_lines(results: list[dict]) -> list[str]:
+    """Issue 16: gradclip on torch tensors against gradclip on the same memory as ndarrays,
+    both against torch's fastest variant, from the same interleaved rounds."""
+    rows = [r for r in results if "gradclip ndarray" in r["median_s"]]
+    if not rows:
+        return []
+    head = (f"{'row':<33} {'on tensors':>10} {'on ndarrays':>11} {'torch fastest':>13} {'torch/tensors':>13} "
+            f"{'torch/ndarrays':>14} {'tensors/ndarrays':>16}")
+    lines = ["", "gradclip on torch tensors (issue 16) and on the same memory as ndarrays, in the same rounds:", "",
+             "```text", head, "-" * len(head)]
+    for r in rows:
+        med = r["median_s"]
+        gc_t, gc_nd = med.get("gradclip"), med["gradclip ndarray"]
+        torch_t = med.get(r["torch_fastest"]) if r["torch_fastest"] else None
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return f"{a / b:.3g}x" if a and b else "—"
+
+        lines.append(f"{r['workload'] + ' ' + r['op']:<33} {fmt_time(gc_t):>10} {fmt_time(gc_nd):>11} "
+                     f"{fmt_time(torch_t):>13} {ratio(torch_t, gc_t):>13} {ratio(torch_t, gc_nd):>14} "
+                     f"{ratio(gc_t, gc_nd):>16}")
+    return lines + ["```"]
+
+
+def byte_lines(results: list[dict]) -> list[str]:
+    """The bytes each optimizer's rows count (their limit), for the optimizers that ran."""
+    specs = []
+    for r in results:
+        spec = cases_optim.spec_of(r["op"])
+        if spec is not None and spec not in specs:
+            specs.append(spec)
+    if not specs:
+        return []
+    n = sum(math.prod(s) for s in cases.workload_shapes("W2", quick=False)) * 4
+    return (["", "Bytes an optimizer step must move (N = the gradients' bytes); a row's limit is them at the "
+             "probes' rates:", ""] + cases_optim.byte_table_lines(specs, n, f"W2 float32 (N = {fmt_bytes(n)})"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,8 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (CI smoke test)")
     ap.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
     ap.add_argument("--wide", default="benchmarks/results/latest.md", help="wide Markdown table output path")
-    ap.add_argument("--only", default="W1,W2,W3,W4,M1", help="comma-separated workloads")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated workloads (default W1,W2,W3,W4,M1; with --quick, naming them also "
+                         "runs issue 12's optimizers on W2 and W3)")
     ap.add_argument("--ops", default=None, help="comma-separated substrings of operation names")
+    ap.add_argument("--issues", default=None,
+                    help="comma-separated issues whose rows to run: 11 (the performance targets), 12 (more "
+                         "optimizers), 14 (beyond torch), 16 (gradclip on torch tensors); default all")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -297,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.set_num_threads value (default: os.cpu_count())")
     args = ap.parse_args(argv)
 
-    workloads = {w.strip().upper() for w in args.only.split(",") if w.strip()}
+    workloads = {w.strip().upper() for w in (args.only or "W1,W2,W3,W4,M1").split(",") if w.strip()}
     ops = None if args.ops is None else {o.strip() for o in args.ops.split(",") if o.strip()}
+    issues = None if args.issues is None else {i.strip().lstrip("#") for i in args.issues.split(",") if i.strip()}
     quick = args.quick
     budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
     min_rounds, max_rounds = (1, 20) if quick else (5, 400)
@@ -321,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# gradclip benchmarks{' (--quick)' if quick else ''}\n", flush=True)
     results = []
     t_start = time.perf_counter()
-    for factory in cases.all_cases(quick, workloads, ops):
+    for factory in cases.all_cases(quick, workloads, ops, issues, every_workload=args.only is not None):
         t_case = time.perf_counter()
         case = factory()
         # Rows far larger than the caches are bounded by memory; small ones (W4) by the cache
@@ -347,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = header_lines(info, probes, overhead, quick, loads)
     out = header + ["", "```text", *compact_lines(results), "```"]
+    out += tensor_lines(results) + byte_lines(results)
     if memory:
         out += ["", "Peak extra memory of clip_grad_norm_ (float32):", ""] + memory_lines(memory)
     unavailable = {v for r in results for v in r["unavailable"].values()} - {cases.TORCH_MISSING}
