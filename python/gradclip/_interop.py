@@ -59,10 +59,18 @@ def _typename(obj: object) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+_tensor_type: type | None = None
+
+
 def _torch_tensor(obj: object) -> bool:
-    torch = sys.modules.get("torch")  # never imported here: only if the caller did
-    tensor_type = getattr(torch, "Tensor", None)
-    return isinstance(tensor_type, type) and isinstance(obj, tensor_type)
+    global _tensor_type
+    if _tensor_type is None:
+        torch = sys.modules.get("torch")  # never imported here: only if the caller did
+        tensor_type = getattr(torch, "Tensor", None)
+        if not isinstance(tensor_type, type):
+            return False
+        _tensor_type = tensor_type
+    return isinstance(obj, _tensor_type)
 
 
 def _from_torch(obj: Any, writable: bool) -> np.ndarray:
@@ -169,7 +177,13 @@ def convert(obj: object, writable: bool) -> object:
             )
         return obj.view(np.ndarray)
     if _torch_tensor(obj):
-        return _from_torch(obj, writable)
+        try:
+            # The common case, a plain CPU tensor (p.grad): the view NumPy and torch share.
+            # numpy() refuses every other case (another device, requires_grad, a conjugate or
+            # negative bit, sparse, bfloat16); _from_torch then says why, or reads a view.
+            return obj.numpy()  # type: ignore[attr-defined]
+        except (RuntimeError, TypeError):
+            return _from_torch(obj, writable)
     if hasattr(type(obj), "__dlpack__"):
         return _from_dlpack(obj, obj, writable)
     return obj
