@@ -202,9 +202,9 @@ DEFINE_NORM_RUN(norm_run_c128, double, GC_LANES, LOAD_CABS, LOAD_CABS_SQUARE)
 #if defined(__F16C__) && defined(__AVX2__)
 /* float16 is the one dtype the compiler does not vectorise by itself (the conversions are
  * intrinsics): explicit AVX2 + F16C loops for its common contiguous cases. They compute exactly
- * what the generic loops compute: element 32k + j goes to lane j, and each square is exact
- * whether computed in float (11-bit significands, squares of 22 bits within float's range) or
- * in double, so squaring the float32 values before widening them changes no bit. */
+ * what the generic loops compute: element 32k + j goes to lane j, and since the square of a
+ * half is exact in double (22 significant bits), a fused multiply-add rounds the lane's sum
+ * exactly as the generic loop's separate multiply and add do. */
 #define GC_HAVE_HALF_VECTORS 1
 
 static double finish_f16_lanes(const gc_half *restrict x, ptrdiff_t i, ptrdiff_t n, double *lanes, const gc_norm *norm)
@@ -227,10 +227,10 @@ static double sumsq_f16_contiguous(const gc_half *restrict x, ptrdiff_t n, const
         if (prefetch) /* one line of 32 halves per iteration */
             GC_PREFETCH((const char *)(x + i) + GC_PREFETCH_AHEAD);
         for (int h = 0; h < 4; h++) {
-            __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * h)));
-            f = _mm256_mul_ps(f, f);
-            acc[2 * h] = _mm256_add_pd(acc[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
-            acc[2 * h + 1] = _mm256_add_pd(acc[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+            const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * h)));
+            const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+            acc[2 * h] = _mm256_fmadd_pd(lo, lo, acc[2 * h]);
+            acc[2 * h + 1] = _mm256_fmadd_pd(hi, hi, acc[2 * h + 1]);
         }
     }
     double lanes[GC_LANES_F16];
@@ -242,7 +242,7 @@ static double sumsq_f16_contiguous(const gc_half *restrict x, ptrdiff_t n, const
 /* The same lanes with AVX-512 registers (8 lanes each): half the instructions for the
  * conversions, which bound the AVX2 loop on one core below what the memory streams. Chosen at
  * start-up where the CPU has AVX512F (gc_select_isa). */
-__attribute__((target("avx512f"))) static double sumsq_f16_contiguous_avx512(const gc_half *restrict x, ptrdiff_t n,
+__attribute__((target("avx512f,fma"))) static double sumsq_f16_contiguous_avx512(const gc_half *restrict x, ptrdiff_t n,
                                                                             const gc_norm *norm)
 {
     __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
@@ -252,12 +252,11 @@ __attribute__((target("avx512f"))) static double sumsq_f16_contiguous_avx512(con
         if (prefetch)
             GC_PREFETCH((const char *)(x + i) + GC_PREFETCH_AHEAD);
         for (int h = 0; h < 2; h++) {
-            __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i + 16 * h)));
-            f = _mm512_mul_ps(f, f);
-            const __m256 lo = _mm512_castps512_ps256(f);
-            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1));
-            acc[2 * h] = _mm512_add_pd(acc[2 * h], _mm512_cvtps_pd(lo));
-            acc[2 * h + 1] = _mm512_add_pd(acc[2 * h + 1], _mm512_cvtps_pd(hi));
+            const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i + 16 * h)));
+            const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(f));
+            const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)));
+            acc[2 * h] = _mm512_fmadd_pd(lo, lo, acc[2 * h]);
+            acc[2 * h + 1] = _mm512_fmadd_pd(hi, hi, acc[2 * h + 1]);
         }
     }
     double lanes[GC_LANES_F16];
