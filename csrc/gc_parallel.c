@@ -1,9 +1,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "gc_parallel.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,7 +113,9 @@ static struct {
     int nworkers;        /* started; only the thread holding `busy` changes it */
     int busy;            /* atomic: a thread is running a job on the pool */
     int enabled;         /* atomic */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1};
+    int awake;           /* atomic: workers not sleeping on `wake` (working or spinning) */
+    int adaptive;        /* atomic: use only the cores the machine gives (see cores_given) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1, 0, 1};
 
 static long elapsed_ns(const struct timespec *since)
 {
@@ -140,8 +144,13 @@ static void wait_for(int (*ready)(void *), void *arg, pthread_cond_t *cond)
             break;
     }
     pthread_mutex_lock(&pool.lock);
+    const int worker = cond == &pool.wake;
+    if (worker)
+        __atomic_sub_fetch(&pool.awake, 1, __ATOMIC_RELAXED);
     while (!ready(arg))
         pthread_cond_wait(cond, &pool.lock);
+    if (worker)
+        __atomic_add_fetch(&pool.awake, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pool.lock);
 }
 
@@ -179,12 +188,78 @@ static void *pool_worker(void *arg)
     return NULL;
 }
 
+/* The online CPUs that run nothing right now, from the kernel's count of runnable tasks
+ * (/proc/loadavg, about a microsecond to read), not counting the calling thread and our own
+ * awake workers; -1 if it cannot be read. */
+static long idle_cpus(void)
+{
+    static int fd = -2;
+    static long online;
+    if (fd == -2) { /* only the thread holding the pool gets here */
+        fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        online = sysconf(_SC_NPROCESSORS_ONLN);
+    }
+    char text[128];
+    const ssize_t len = fd >= 0 ? pread(fd, text, sizeof text - 1, 0) : -1;
+    if (len <= 0 || online < 1)
+        return -1;
+    text[len] = '\0';
+    /* "0.52 0.58 0.59 3/345 12345": the fourth field is runnable/total. */
+    const char *field = text;
+    for (int spaces = 0; spaces < 3 && field != NULL; spaces++) {
+        field = strchr(field, ' ');
+        if (field != NULL)
+            field++;
+    }
+    if (field == NULL)
+        return -1;
+    char *end;
+    const long runnable = strtol(field, &end, 10);
+    if (end == field || *end != '/')
+        return -1;
+    const long others = runnable - 1 - __atomic_load_n(&pool.awake, __ATOMIC_RELAXED);
+    const long idle = online - 1 - (others > 0 ? others : 0);
+    return idle > 0 ? idle : 0;
+}
+
+/* How many threads a call can use without sharing a core. The case it is for: a NumPy training
+ * loop's OpenBLAS worker keeps spinning on a core for up to ~0.1 s after every matmul (a busy
+ * loop, no yield). A pool worker woken beside it gets that core only in time slices of
+ * milliseconds, and a call whose last chunk waits for such a slice takes longer than on the
+ * calling thread alone. A core counts as taken only if it was taken both when the previous
+ * pooled call ended and now: a kernel thread that is runnable for a few microseconds at one of
+ * the two moments does not halve a call. Returns `wanted` when the count cannot be read. */
+static long idle_at_last_end = -1;
+
+static size_t cores_given(size_t wanted)
+{
+    const long now = idle_cpus();
+    if (now < 0)
+        return wanted;
+    const long idle = idle_at_last_end > now ? idle_at_last_end : now;
+    const size_t given = 1 + (size_t)idle;
+    return given < wanted ? given : wanted;
+}
+
+void gc_set_adaptive_threads(int enabled)
+{
+    __atomic_store_n(&pool.adaptive, enabled != 0, __ATOMIC_RELAXED);
+}
+
 /* Runs the job on the pool with up to nthreads threads (the caller included). Returns 0 if the
  * pool is taken by another thread or disabled, without running anything. */
 static int run_on_pool(chunked_job *job, size_t nthreads)
 {
     if (!__atomic_load_n(&pool.enabled, __ATOMIC_RELAXED) || __atomic_exchange_n(&pool.busy, 1, __ATOMIC_ACQUIRE))
         return 0;
+    if (__atomic_load_n(&pool.adaptive, __ATOMIC_RELAXED))
+        nthreads = cores_given(nthreads);
+    if (nthreads <= 1) {
+        run_chunks(job);
+        idle_at_last_end = idle_cpus();
+        __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+        return 1;
+    }
     const uint64_t generation = POOL_GENERATION(__atomic_load_n(&pool.state, __ATOMIC_RELAXED)) + 1;
     while ((size_t)pool.nworkers + 1 < nthreads) {
         pthread_t thread;
@@ -197,6 +272,7 @@ static int run_on_pool(chunked_job *job, size_t nthreads)
         if (!ok)
             break; /* fewer workers: their chunks go to the others */
         pool.nworkers++;
+        __atomic_add_fetch(&pool.awake, 1, __ATOMIC_RELAXED);
     }
     pool.job = job;
     __atomic_store_n(&pool.room, nthreads - 1, __ATOMIC_RELAXED);
@@ -209,6 +285,8 @@ static int run_on_pool(chunked_job *job, size_t nthreads)
     const uint64_t s = __atomic_fetch_or(&pool.state, POOL_CLOSED, __ATOMIC_ACQ_REL);
     if (POOL_INSIDE(s) > 0)
         wait_for(workers_left, NULL, &pool.done);
+    if (__atomic_load_n(&pool.adaptive, __ATOMIC_RELAXED))
+        idle_at_last_end = idle_cpus();
     __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
     return 1;
 }
@@ -222,6 +300,7 @@ static void pool_after_fork_in_child(void)
     pool.state = 0;
     pool.nworkers = 0;
     pool.busy = 0;
+    pool.awake = 0;
 }
 
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;

@@ -50,6 +50,19 @@ static PyObject *py_set_thread_pool(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* _set_adaptive_threads(enabled) -> None: use only the idle cores (the default) or always
+ * get_num_threads() threads; for tests that must exercise the workers on a loaded machine, and
+ * for benchmarks. */
+static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const int enabled = PyObject_IsTrue(arg);
+    if (enabled < 0)
+        return NULL;
+    gc_set_adaptive_threads(enabled);
+    Py_RETURN_NONE;
+}
+
 /* _set_converter(fn or None) -> None
  * fn(obj, writable) -> ndarray is called for list items (or their .grad) that are not exact
  * ndarrays: DLPack objects such as torch tensors, ndarray subclasses. */
@@ -92,6 +105,7 @@ static PyMethodDef module_methods[] = {
     FASTCALL(list_copy, "list_copy(dst, src): dst[...] = src; src items may have a .grad (None: zeros)"),
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"_set_thread_pool", py_set_thread_pool, METH_O, "_set_thread_pool(enabled)"},
+    {"_set_adaptive_threads", py_set_adaptive_threads, METH_O, "_set_adaptive_threads(enabled)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
     {NULL, NULL, 0, NULL},

@@ -373,6 +373,22 @@ def test_a_forked_child_starts_its_own_pool():
     assert_bitwise_equal(got, expected)
 
 
+def test_adaptive_thread_count_gives_the_same_bits():
+    """Using only the idle cores (the default outside the tests) changes who computes a block,
+    never its result."""
+    previous = _C.get_num_threads()
+    try:
+        _C.set_num_threads(2)
+        fixed = _large_workload()
+        _C._set_adaptive_threads(True)
+        adaptive = [_large_workload() for _ in range(3)]
+    finally:
+        _C._set_adaptive_threads(False)
+        _C.set_num_threads(previous)
+    for result in adaptive:
+        assert_bitwise_equal(result, fixed)
+
+
 def test_many_threads_sharing_the_pool(kernel_threads):
     """Python threads calling large kernels at once: one gets the pool, the others start
     threads of their own; all results match the sequential ones."""
