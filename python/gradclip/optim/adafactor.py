@@ -22,7 +22,8 @@ class Adafactor(Optimizer):
     Parameters
     ----------
     params : iterable
-        Parameters or parameter groups; see :class:`Optimizer`. float16/32/64, real.
+        Parameters or parameter groups; see :class:`Optimizer`. float16/32/64, real
+        (complex ones are accepted, as torch accepts them, and refused by :meth:`step`).
     lr : float, default 1e-2
         The largest relative step size (``rho_t = min(lr, 1 / sqrt(step))``).
     beta2_decay : float, default -0.8
@@ -43,6 +44,9 @@ class Adafactor(Optimizer):
     ------
     ValueError
         A hyper-parameter out of range (torch's checks, order and messages).
+    RuntimeError
+        From :meth:`step`: a complex parameter with a gradient (torch's "Adafactor does not
+        support complex parameters"), before anything is modified.
 
     Notes
     -----
@@ -63,6 +67,9 @@ class Adafactor(Optimizer):
     :meth:`~Optimizer.clip_and_step` clips then steps (bit-identical to ``clip_grad_norm_``
     followed by :meth:`step`).
     """
+
+    # Accepted by the constructor as torch accepts them; step() refuses them, as torch's does.
+    _supports_complex = True
 
     def __init__(
         self,
@@ -151,6 +158,8 @@ class Adafactor(Optimizer):
         for gi, batch in enumerate(batches):
             self._check_group(batch.group, f"param_groups[{gi}]")
             for p, value, grad in zip(batch.keys, batch.values, batch.grads):
+                if value.dtype.kind == "c":
+                    raise RuntimeError("Adafactor does not support complex parameters")
                 where = "a parameter"
                 _check_grad(grad, value, where, grad_scale is not None and write_back)
                 self._check_state(batch.group, p, value, grad, where)

@@ -15,6 +15,11 @@ from .optimizer import Optimizer, ParamsT, _check_real, _typename, _value
 __all__ = ["LBFGS"]
 
 
+def _real_dtype(dtype: np.dtype) -> np.dtype:
+    """complex64 -> float32, complex128 -> float64, real dtypes unchanged."""
+    return np.finfo(dtype).dtype if dtype.kind == "c" else dtype
+
+
 # torch's LBFGS works on 0-d tensors of the parameters' dtype and on Python floats. NumPy
 # scalars of that dtype behave the same (NumPy 2 converts a Python float to the scalar's dtype
 # before an operation, as torch converts it to the tensor's), with one exception, spelled out
@@ -151,7 +156,8 @@ class LBFGS(Optimizer):
     ----------
     params : iterable
         :class:`gradclip.Parameter` objects (the closure sets their ``.grad``), all of one
-        dtype (float16, float32 or float64). One parameter group only, as in torch.
+        real dtype (float16, float32 or float64; a complex64/complex128 parameter counts as
+        its real and imaginary parts, float32/float64). One parameter group only, as in torch.
     lr : float, default 1
         Learning rate (the initial step length of every iteration).
     max_iter : int, default 20
@@ -173,7 +179,8 @@ class LBFGS(Optimizer):
     ValueError
         A negative ``lr``; more than one parameter group (torch's messages).
     TypeError
-        Parameters of different dtypes, or plain ndarrays (no ``.grad`` for the closure to set).
+        Parameters of different (real) dtypes, or plain ndarrays (no ``.grad`` for the closure
+        to set).
 
     Notes
     -----
@@ -194,8 +201,16 @@ class LBFGS(Optimizer):
     Parameters and losses therefore agree with torch to a measured tolerance (see the README),
     not bit for bit.
 
-    Unlike torch, which promotes mixed dtypes when it concatenates, gradclip needs one dtype.
+    Complex parameters are their real and imaginary parts, as torch's ``view_as_real``
+    gives them: each is 2 * size entries of the flat vectors (real, imaginary, element by
+    element), and the step moves both parts as real numbers. complex64 parameters mix with
+    float32 ones (one float32 vector), complex128 with float64.
+
+    Unlike torch, which promotes mixed dtypes when it concatenates, gradclip needs one real
+    dtype.
     """
+
+    _supports_complex = True
 
     def __init__(
         self,
@@ -233,9 +248,10 @@ class LBFGS(Optimizer):
                     f"so its parameters must be gradclip.Parameter objects, not {_typename(p)}"
                 )
         dtypes = {_value(p).dtype for p in self._params}
-        if len(dtypes) > 1:
+        if len({_real_dtype(dt) for dt in dtypes}) > 1:
             raise TypeError(
-                "LBFGS treats all parameters as one vector, so they must share one dtype, got "
+                "LBFGS treats all parameters as one vector, so they must share one dtype "
+                "(complex64 counts as float32, complex128 as float64), got "
                 + ", ".join(sorted(str(dt) for dt in dtypes))
             )
         self._numel_cache: Optional[int] = None
@@ -246,11 +262,15 @@ class LBFGS(Optimizer):
     # -- the flat vector ------------------------------------------------------------------
 
     def _dtype(self) -> np.dtype:
-        return _value(self._params[0]).dtype
+        # The flat vectors' dtype: a complex parameter's real parts'.
+        return _real_dtype(_value(self._params[0]).dtype)
 
     def _numel(self) -> int:
         if self._numel_cache is None:
-            self._numel_cache = sum(_value(p).size for p in self._params)
+            # torch: 2 * numel for a complex parameter (its view_as_real).
+            self._numel_cache = sum(
+                2 * _value(p).size if _value(p).dtype.kind == "c" else _value(p).size for p in self._params
+            )
         return self._numel_cache
 
     def _dot(self, x: np.ndarray, y: np.ndarray) -> np.generic:

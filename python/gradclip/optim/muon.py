@@ -104,7 +104,8 @@ class Muon(Optimizer):
     Parameters
     ----------
     params : iterable
-        2-D parameters or parameter groups of them (float16/32/64); see :class:`Optimizer`.
+        2-D parameters or parameter groups of them (float16/32/64; complex ones are accepted,
+        as torch accepts them, and refused by :meth:`step`); see :class:`Optimizer`.
         Biases, embeddings and other parameters belong in another optimizer (e.g. AdamW).
     lr : float, default 1e-3
         Learning rate.
@@ -129,6 +130,9 @@ class Muon(Optimizer):
     ValueError
         A hyper-parameter out of range, an unknown ``adjust_lr_fn``, or a parameter that is
         not 2-D (torch's checks and messages; the size is printed as a NumPy shape).
+    RuntimeError
+        From :meth:`step`: a complex parameter with a gradient (torch's "Muon does not support
+        complex parameters"), before anything is modified.
 
     Notes
     -----
@@ -142,6 +146,9 @@ class Muon(Optimizer):
     Not elementwise: :meth:`~Optimizer.clip_and_step` clips then steps (bit-identical to
     ``clip_grad_norm_`` followed by :meth:`step`).
     """
+
+    # Accepted by the constructor as torch accepts them; step() refuses them, as torch's does.
+    _supports_complex = True
 
     def __init__(
         self,
@@ -201,6 +208,8 @@ class Muon(Optimizer):
         for gi, batch in enumerate(batches):
             self._check_group(batch.group, f"param_groups[{gi}]")
             for p, value, grad in zip(batch.keys, batch.values, batch.grads):
+                if value.dtype.kind == "c":
+                    raise RuntimeError("Muon does not support complex parameters")
                 _check_grad(grad, value, "a parameter", grad_scale is not None and write_back)
                 if grad.ndim != 2:
                     raise ValueError("Param gradient must be a 2D matrix")
