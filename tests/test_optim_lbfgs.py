@@ -671,3 +671,17 @@ def test_list_algebra_complex_errors_change_nothing():
         np.testing.assert_array_equal(z, before)
     _C.list_axpy([z], 1.0, np.ones(6))
     np.testing.assert_array_equal(z, before + (1 + 1j))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_list_dot_of_infinities_is_torchs(dtype):
+    # An infinite product makes the sum inf (not the NaN a compensation term would give it),
+    # inf - inf is NaN, as torch's dot.
+    big = float(np.finfo(dtype).max)
+    for x, y in [([np.inf, 1.0, 2.0], [1.0, 1.0, 1.0]), ([np.inf, -np.inf], [1.0, 1.0]), ([big, big], [1.0, 1.0])]:
+        x, y = np.array(x).astype(dtype), np.array(y).astype(dtype)
+        expected = torch.from_numpy(x).dot(torch.from_numpy(y)).item() if dtype != np.float16 else float(
+            torch.from_numpy(x.astype(np.float32)).dot(torch.from_numpy(y.astype(np.float32)))
+        )
+        got = dtype(_C.list_dot([x[:1], x[1:]], [y[:1], y[1:]]))
+        np.testing.assert_array_equal(got, dtype(expected))
