@@ -683,5 +683,6 @@ def test_list_dot_of_infinities_is_torchs(dtype):
         expected = torch.from_numpy(x).dot(torch.from_numpy(y)).item() if dtype != np.float16 else float(
             torch.from_numpy(x.astype(np.float32)).dot(torch.from_numpy(y.astype(np.float32)))
         )
-        got = dtype(_C.list_dot([x[:1], x[1:]], [y[:1], y[1:]]))
-        np.testing.assert_array_equal(got, dtype(expected))
+        with np.errstate(over="ignore"):  # a float64 sum past the dtype's range rounds to inf
+            got = dtype(_C.list_dot([x[:1], x[1:]], [y[:1], y[1:]]))
+            np.testing.assert_array_equal(got, dtype(expected))
