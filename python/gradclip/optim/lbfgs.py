@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _C, _clip
 from .._parameter import Parameter
-from .optimizer import Optimizer, ParamsT, _check_real, _typename, _value
+from .optimizer import Optimizer, ParamsT, _check_lr, _lr_scalar, _typename, _value
 
 __all__ = ["LBFGS"]
 
@@ -158,8 +158,10 @@ class LBFGS(Optimizer):
         :class:`gradclip.Parameter` objects (the closure sets their ``.grad``), all of one
         real dtype (float16, float32 or float64; a complex64/complex128 parameter counts as
         its real and imaginary parts, float32/float64). One parameter group only, as in torch.
-    lr : float, default 1
+    lr : float or Tensor, default 1
         Learning rate (the initial step length of every iteration).
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     max_iter : int, default 20
         Maximal number of iterations per :meth:`step`.
     max_eval : int, optional
@@ -223,7 +225,7 @@ class LBFGS(Optimizer):
         history_size: int = 100,
         line_search_fn: Optional[str] = None,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:
@@ -322,7 +324,7 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise AssertionError(f"Expected exactly one param_group, but got {len(self.param_groups)}")
         group = self.param_groups[0]
-        lr = float(group["lr"])
+        lr = _lr_scalar(group["lr"])  # a float32 Tensor lr: float32 arithmetic, as torch's
         max_iter = group["max_iter"]
         max_eval = group["max_eval"]
         tolerance_grad = group["tolerance_grad"]
@@ -369,7 +371,7 @@ class LBFGS(Optimizer):
                 H_diag = 1
             else:
                 y = flat_grad - prev_flat_grad
-                s = d * t
+                s = d * d.dtype.type(t)  # torch: t in d's dtype (t may be a float64 0-d tensor)
                 ys = dot(y, s)
                 if ys > 1e-10:
                     if len(old_dirs) == history_size:
@@ -445,7 +447,7 @@ class LBFGS(Optimizer):
                 break
             if opt_cond:
                 break
-            if np.max(np.abs(d * t)) <= tolerance_change:
+            if np.max(np.abs(d * d.dtype.type(t))) <= tolerance_change:
                 break
             if abs(loss - prev_loss) < tolerance_change:
                 break

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _C
 from ._numpy_ops import mul_, norm, round_bf16, scaled_grad
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_real, _check_state_array, _dicts_of, _value
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of, _lr_scalar, _value
 
 __all__ = ["Muon", "zeropower_via_newtonschulz"]
 
@@ -107,8 +107,10 @@ class Muon(Optimizer):
         2-D parameters or parameter groups of them (float16/32/64; complex ones are accepted,
         as torch accepts them, and refused by :meth:`step`); see :class:`Optimizer`.
         Biases, embeddings and other parameters belong in another optimizer (e.g. AdamW).
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     weight_decay : float, default 0.1
         Decoupled weight decay: ``p *= 1 - lr * weight_decay`` every step.
     momentum : float, default 0.95
@@ -162,7 +164,7 @@ class Muon(Optimizer):
         ns_steps: int = DEFAULT_NS_STEPS,
         adjust_lr_fn: Optional[str] = None,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         _check_real(momentum, "momentum")
@@ -193,7 +195,8 @@ class Muon(Optimizer):
                     )
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "weight_decay", "momentum", "eps"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("weight_decay", "momentum", "eps"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_flag(group["nesterov"], f"{where}['nesterov']")
 
@@ -216,7 +219,7 @@ class Muon(Optimizer):
                 self._check_state(batch.group, p, value, grad, "a parameter")
         for batch in batches:
             group = batch.group
-            lr, weight_decay, momentum = float(group["lr"]), group["weight_decay"], group["momentum"]
+            lr, weight_decay, momentum = _lr_scalar(group["lr"]), group["weight_decay"], group["momentum"]
             states = _dicts_of(self.state, batch.keys)
             for value, grad, state in zip(batch.values, batch.grads, states):
                 if "momentum_buffer" not in state:
