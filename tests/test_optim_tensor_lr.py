@@ -106,6 +106,10 @@ def test_tensor_lr_dtypes_gradclip_does_not_reproduce_are_refused():
     p[0].grad = np.ones(3)
     with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\]: Tensor lr must be 1-element"):
         opt.step()
+    opt.param_groups[0]["lr"] = torch.tensor(0.1, dtype=torch.float16)
+    for call in (opt.step, lambda: opt.clip_and_step(1.0)):
+        with pytest.raises(TypeError, match=r"param_groups\[0\]\['lr'\]: a Tensor lr must be float32 or float64"):
+            call()
     np.testing.assert_array_equal(p[0].data, 1.0)
 
 

@@ -153,6 +153,8 @@ def _lr_scalar(value: Any) -> Any:
     computes with it in float32 too); everything else becomes the Python float it holds (a
     NumPy float64 is one, for torch as for NumPy).
     """
+    if _is_tensor_lr(value):
+        _check_lr(value)  # a group edited after construction: refused, not reinterpreted
     if _is_torch_tensor(value):
         item = value.item()
         return np.float32(item) if str(value.dtype) == "torch.float32" else np.float64(item)
