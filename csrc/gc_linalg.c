@@ -1,10 +1,12 @@
 #include "gc_linalg.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gc_half.h"
 #include "gc_layout.h"
+#include "gc_parallel.h"
 
 /* Accumulators: plain float64 for float16/float32 (exact products), (sum, compensation) for
  * float64. */
@@ -52,7 +54,7 @@ static void dot_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrd
     }
     }
     acc->sum = sum;
-    acc->comp = comp;
+    acc->comp = isfinite(sum) ? comp : 0.0; /* see dot_combine */
 }
 
 typedef struct {
@@ -180,56 +182,176 @@ static ptrdiff_t pair_size(const gc_pair *p)
     return size;
 }
 
-/* Visits the runs of pair p (both operands, or the first alone when nops is 1). */
-static void walk_pair(const gc_pair *p, int nops, gc_run_fn fn, void *ctx)
+/* Visits the runs of elements [start, stop) of pair p, in its layout's order (both operands,
+ * or the first alone when nops is 1). */
+static void walk_pair(const gc_pair *p, int nops, ptrdiff_t start, ptrdiff_t stop, gc_run_fn fn, void *ctx)
 {
-    const ptrdiff_t size = pair_size(p);
-    if (size == 0)
+    if (start >= stop)
         return;
     if (p->ndim == 1) {
-        ptrdiff_t strides[2] = {p->strides[0][0], nops > 1 ? p->strides[1][0] : 0};
-        char *ptrs[2] = {p->data[0], nops > 1 ? p->data[1] : NULL};
-        fn(ctx, ptrs, strides, size);
+        const ptrdiff_t strides[2] = {p->strides[0][0], nops > 1 ? p->strides[1][0] : 0};
+        char *ptrs[2] = {p->data[0] + start * strides[0], nops > 1 ? p->data[1] + start * strides[1] : NULL};
+        fn(ctx, ptrs, strides, stop - start);
         return;
     }
     gc_layout layout;
     gc_layout_init(&layout, p->ndim, p->shape, nops, p->data, p->strides);
-    gc_layout_walk(&layout, 0, size, fn, ctx);
+    gc_layout_walk(&layout, start, stop, fn, ctx);
+}
+
+/* ---- blocks and threads ------------------------------------------------------------------- */
+
+/* Every operation visits the pairs in blocks of GC_BLOCK elements (gc_for_each_block): a
+ * block is computed the same way whichever thread runs it, and a dot product is the sum of
+ * its blocks' partial sums combined in block order, so results are bit-identical for any
+ * thread count. */
+enum { OP_DOT, OP_AXPY, OP_LERP, OP_COPY };
+
+typedef struct {
+    const gc_pair *pairs;
+    int op;
+    double alpha;
+    dot_acc running;   /* dot, one thread: the blocks combined so far, in order */
+    dot_acc *partials; /* dot, several threads: one per block */
+} pairs_job;
+
+static ptrdiff_t job_pair_size(void *ctx, size_t i)
+{
+    return pair_size(&((const pairs_job *)ctx)->pairs[i]);
+}
+
+/* a + b, as the partial sums of a dot product are combined (the same in every path). */
+static dot_acc dot_combine(dot_acc a, dot_acc b)
+{
+    dot_acc r = {b.dtype, 0.0, 0.0};
+    double e;
+    two_sum(a.sum, b.sum, &r.sum, &e);
+    /* An infinite or NaN sum is the plain sum's (the compensation would turn inf into NaN). */
+    r.comp = isfinite(r.sum) ? (a.comp + b.comp) + e : 0.0;
+    return r;
+}
+
+static void visit_block(void *ctx, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
+{
+    pairs_job *job = ctx;
+    const gc_pair *p = &job->pairs[i];
+    switch (job->op) {
+    case OP_DOT: {
+        dot_acc acc = {p->dtype, 0.0, 0.0};
+        walk_pair(p, 2, start, stop, dot_run, &acc);
+        if (job->partials != NULL)
+            job->partials[k] = acc;
+        else
+            job->running = dot_combine(job->running, acc);
+        break;
+    }
+    case OP_AXPY:
+    case OP_LERP: {
+        axpy_args args = {p->dtype, job->alpha};
+        walk_pair(p, 2, start, stop, job->op == OP_AXPY ? axpy_run : lerp_run, &args);
+        break;
+    }
+    default: {
+        gc_dtype dtype = p->dtype;
+        if (p->data[1] == NULL)
+            walk_pair(p, 1, start, stop, zero_run, &dtype);
+        else
+            walk_pair(p, 2, start, stop, copy_run, &dtype);
+        break;
+    }
+    }
+}
+
+/* Byte extent [lo, hi) of one operand of a non-empty pair. */
+static void operand_extent(const gc_pair *p, int s, const char **lo, const char **hi)
+{
+    const char *l = p->data[s], *h = p->data[s];
+    for (int d = 0; d < p->ndim; d++) {
+        const ptrdiff_t span = (p->shape[d] - 1) * p->strides[s][d];
+        if (span < 0)
+            l += span;
+        else
+            h += span;
+    }
+    *lo = l;
+    *hi = h + gc_item_size(p->dtype);
+}
+
+/* Whether pairs may be written on several threads: every operand's memory disjoint from every
+ * other's (operands of one pair are disjoint already, the glue checked). Otherwise an array
+ * listed twice, or written by one pair and read by another, must be processed in list order. */
+static int pairs_disjoint(const gc_pair *pairs, size_t n)
+{
+    const char **bounds = malloc(4 * n * sizeof *bounds + 1);
+    if (bounds == NULL)
+        return 0;
+    size_t m = 0;
+    const char **lo = bounds, **hi = bounds + 2 * n;
+    for (size_t i = 0; i < n; i++) {
+        if (pair_size(&pairs[i]) == 0)
+            continue;
+        for (int s = 0; s < 2; s++) {
+            if (pairs[i].data[s] == NULL)
+                continue;
+            operand_extent(&pairs[i], s, &lo[m], &hi[m]);
+            m++;
+        }
+    }
+    const int disjoint = gc_ranges_disjoint(lo, hi, m) == 1;
+    free(bounds);
+    return disjoint;
+}
+
+static size_t pairs_blocks(const gc_pair *pairs, size_t n, ptrdiff_t *elements)
+{
+    size_t blocks = 0;
+    *elements = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ptrdiff_t size = pair_size(&pairs[i]);
+        *elements += size;
+        blocks += (size_t)((size + GC_BLOCK - 1) / GC_BLOCK);
+    }
+    return blocks;
+}
+
+static void run_elementwise(const gc_pair *pairs, size_t n, int op, double alpha)
+{
+    pairs_job job = {pairs, op, alpha, {GC_FLOAT64, 0.0, 0.0}, NULL};
+    ptrdiff_t elements;
+    pairs_blocks(pairs, n, &elements);
+    const int parallel = elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1 && pairs_disjoint(pairs, n);
+    gc_for_each_block(n, job_pair_size, parallel, visit_block, &job);
 }
 
 double gc_pairs_dot(const gc_pair *pairs, size_t n)
 {
-    dot_acc acc = {GC_FLOAT64, 0.0, 0.0};
-    for (size_t i = 0; i < n; i++) {
-        acc.dtype = pairs[i].dtype;
-        walk_pair(&pairs[i], 2, dot_run, &acc);
+    pairs_job job = {pairs, OP_DOT, 0.0, {GC_FLOAT64, 0.0, 0.0}, NULL};
+    ptrdiff_t elements;
+    const size_t nblocks = pairs_blocks(pairs, n, &elements);
+    /* Threads store one partial per block, combined below in block order, exactly as one
+     * thread combines them as it goes (and as it does if there is no memory for them). */
+    if (elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
+        job.partials = malloc(nblocks * sizeof *job.partials + 1);
+    gc_for_each_block(n, job_pair_size, job.partials != NULL, visit_block, &job);
+    if (job.partials != NULL) {
+        for (size_t k = 0; k < nblocks; k++)
+            job.running = dot_combine(job.running, job.partials[k]);
+        free(job.partials);
     }
-    return acc.sum + acc.comp;
+    return job.running.sum + job.running.comp;
 }
 
 void gc_pairs_axpy(const gc_pair *pairs, size_t n, double alpha)
 {
-    for (size_t i = 0; i < n; i++) {
-        axpy_args args = {pairs[i].dtype, alpha};
-        walk_pair(&pairs[i], 2, axpy_run, &args);
-    }
+    run_elementwise(pairs, n, OP_AXPY, alpha);
 }
 
 void gc_pairs_lerp(const gc_pair *pairs, size_t n, double weight)
 {
-    for (size_t i = 0; i < n; i++) {
-        axpy_args args = {pairs[i].dtype, weight};
-        walk_pair(&pairs[i], 2, lerp_run, &args);
-    }
+    run_elementwise(pairs, n, OP_LERP, weight);
 }
 
 void gc_pairs_copy(const gc_pair *pairs, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        gc_dtype dtype = pairs[i].dtype;
-        if (pairs[i].data[1] == NULL)
-            walk_pair(&pairs[i], 1, zero_run, &dtype);
-        else
-            walk_pair(&pairs[i], 2, copy_run, &dtype);
-    }
+    run_elementwise(pairs, n, OP_COPY, 0.0);
 }

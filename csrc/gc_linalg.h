@@ -1,7 +1,7 @@
 /* Vector algebra over lists of arrays, for optimizers that treat all their parameters as one
  * vector (LBFGS): dot products, axpy and copies. Plain C: no Python, no NumPy.
  *
- * The operands come in pairs of one shape and dtype (float16, float32 or float64), paired by
+ * The operands come in pairs of one shape and real dtype (float16, float32 or float64), paired by
  * logical index whatever their memory layouts; the glue (py_linalg.c) has validated them, so
  * nothing here can fail.
  *
@@ -10,8 +10,19 @@
  * is accumulated more accurately than torch's (MKL's ?dot, in the dtype, in an order of its
  * own): float16/float32 products are exact in float64 and summed there; float64 ones with a
  * compensated sum (Ogita, Rump and Oishi's Dot2: error as if computed in twice the precision).
- * The caller rounds the result once to the dtype. The order is fixed (pairs in list order,
- * elements in layout order), so results do not depend on the ISA or the thread count.
+ * The caller rounds the result once to the dtype. An infinite or NaN result is the plain
+ * sum's (inf, not the NaN a compensation term would make of it).
+ *
+ * Threads. Every operation cuts the pairs into blocks of GC_BLOCK elements (gc_parallel.h)
+ * and, on inputs of GC_PARALLEL_MIN elements or more, runs blocks on several threads. A dot
+ * product sums each block on its own (elements in layout order) and combines the blocks'
+ * partial sums in block order (pairs in list order) with a compensated addition, on one
+ * thread as on many, so results are bit-identical for any thread count and ISA. Writes run
+ * on several threads only when no two operands of the call share memory (an array listed
+ * twice is updated twice, in list order, as torch's loop updates it).
+ *
+ * Complex arrays reach these functions as real pairs (the glue describes a complex64 or
+ * complex128 array as float32/float64 with a trailing dimension of 2, torch.view_as_real).
  */
 #ifndef GC_LINALG_H
 #define GC_LINALG_H

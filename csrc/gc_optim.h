@@ -62,6 +62,40 @@ typedef struct {
     double h[GC_OPTIM_MAXH];
 } gc_optim_options;
 
+/* h[GC_OPTIM_LR_SINGLE] (after every spec's own slots): 1 when the group's "lr" is a float32
+ * scalar (a NumPy float32, as gradclip passes a float32 Tensor or array lr). torch's Python
+ * then computes with lr in float32 -- a 0-d float32 tensor, or a NumPy float32, with Python
+ * floats converted to float32 -- so its lr / x, lr * x and 1 - lr * x round to float32 at
+ * every operation; with a Python float lr they are float64. These helpers are those
+ * expressions, either way. */
+#define GC_OPTIM_LR_SINGLE (GC_OPTIM_MAXH - 1)
+
+static inline int gc_lr_single(const double *h)
+{
+    return h[GC_OPTIM_LR_SINGLE] != 0.0;
+}
+
+/* 1 - lr * x */
+static inline double gc_lr_one_minus_times(const double *h, double lr, double x)
+{
+    if (gc_lr_single(h)) {
+        const float product = (float)lr * (float)x;
+        const float result = 1.0f - product;
+        return (double)result;
+    }
+    return 1.0 - lr * x;
+}
+
+/* lr / x */
+static inline double gc_lr_over(const double *h, double lr, double x)
+{
+    if (gc_lr_single(h)) {
+        const float result = (float)lr / (float)x;
+        return (double)result;
+    }
+    return lr / x;
+}
+
 typedef struct {
     gc_dtype dtype; /* float16, float32 or float64 for every operand (complex ones as real pairs) */
     int ndim;

@@ -27,7 +27,7 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, dou
     KERNEL(adam_scalars_) s;
     s.scale = (C)o->scaling.scale;
     s.wd = ALPHA(h[ADAM_WEIGHT_DECAY]);
-    s.decay = (C)(1.0 - h[ADAM_LR] * h[ADAM_WEIGHT_DECAY]);
+    s.decay = (C)gc_lr_one_minus_times(h, h[ADAM_LR], h[ADAM_WEIGHT_DECAY]);
     s.weight = (C)(1.0 - h[ADAM_BETA1]);
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;
@@ -35,7 +35,7 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, dou
     s.one_minus_beta2 = (C)(1.0 - h[ADAM_BETA2]);
     s.bc2_sqrt = (C)pow(bc2, 0.5);
     s.eps = (C)h[ADAM_EPS];
-    s.neg_step = (C)(-(h[ADAM_LR] / bc1));
+    s.neg_step = (C)(-gc_lr_over(h, h[ADAM_LR], bc1)); /* step_size = lr / bc1; value=-step_size */
     return s;
 }
 

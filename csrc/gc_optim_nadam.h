@@ -25,7 +25,7 @@ static KERNEL(nadam_scalars_) KERNEL(nadam_scalars)(const gc_optim_options *o, c
     KERNEL(nadam_scalars_) s;
     s.scale = (C)o->scaling.scale;
     s.wd = ALPHA(h[NADAM_WEIGHT_DECAY]);
-    s.decay = (C)(1.0 - h[NADAM_LR] * h[NADAM_WEIGHT_DECAY]);
+    s.decay = (C)gc_lr_one_minus_times(h, h[NADAM_LR], h[NADAM_WEIGHT_DECAY]);
     s.weight = (C)(1.0 - h[NADAM_BETA1]);
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;

@@ -24,7 +24,7 @@ static KERNEL(radam_scalars_) KERNEL(radam_scalars)(const gc_optim_options *o, c
     KERNEL(radam_scalars_) s;
     s.scale = (C)o->scaling.scale;
     s.wd = ALPHA(h[RADAM_WEIGHT_DECAY]);
-    s.decay = (C)(1.0 - h[RADAM_LR] * h[RADAM_WEIGHT_DECAY]);
+    s.decay = (C)gc_lr_one_minus_times(h, h[RADAM_LR], h[RADAM_WEIGHT_DECAY]);
     s.weight = (C)(1.0 - h[RADAM_BETA1]);
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;

@@ -73,7 +73,7 @@ static void adagrad_prepare(gc_optim_item *item, float *const *scalars, const do
 {
     *scalars[0] += 1.0f;
     const double step = (double)*scalars[0];
-    item->derived[ADAGRAD_CLR] = h[ADAGRAD_LR] / (1.0 + (step - 1.0) * h[ADAGRAD_LR_DECAY]);
+    item->derived[ADAGRAD_CLR] = gc_lr_over(h, h[ADAGRAD_LR], 1.0 + (step - 1.0) * h[ADAGRAD_LR_DECAY]);
 }
 
 /* ---- RMSprop ------------------------------------------------------------------------------ */
@@ -117,7 +117,7 @@ static void adamax_prepare(gc_optim_item *item, float *const *scalars, const dou
     *scalars[0] += 1.0f;
     /* bias_correction = 1 - beta1 ** step; clr = lr / bias_correction (Python floats) */
     const double bias_correction = 1.0 - pow(h[ADAMAX_BETA1], (double)*scalars[0]);
-    item->derived[ADAMAX_CLR] = h[ADAMAX_LR] / bias_correction;
+    item->derived[ADAMAX_CLR] = gc_lr_over(h, h[ADAMAX_LR], bias_correction);
 }
 
 /* ---- NAdam -------------------------------------------------------------------------------- */
@@ -145,8 +145,17 @@ static void nadam_prepare(gc_optim_item *item, float *const *scalars, const doub
     const double mu_product = (double)*scalars[1];
     const double mu_product_next = mu_product * mu_next;
     item->derived[NADAM_BC2] = 1.0 - pow(h[NADAM_BETA2], step);
-    item->derived[NADAM_GRAD_VALUE] = -lr * (1.0 - mu) / (1.0 - mu_product);
-    item->derived[NADAM_AVG_VALUE] = -lr * mu_next / (1.0 - mu_product_next);
+    if (gc_lr_single(h)) {
+        /* (-lr * (1 - mu)) / (1 - mu_product), each operation in float32 (see gc_optim.h) */
+        const float grad_value = (-(float)lr * (float)(1.0 - mu)) / (float)(1.0 - mu_product);
+        const float avg_value = (-(float)lr * (float)mu_next) / (float)(1.0 - mu_product_next);
+        item->derived[NADAM_GRAD_VALUE] = (double)grad_value;
+        item->derived[NADAM_AVG_VALUE] = (double)avg_value;
+    }
+    else {
+        item->derived[NADAM_GRAD_VALUE] = -lr * (1.0 - mu) / (1.0 - mu_product);
+        item->derived[NADAM_AVG_VALUE] = -lr * mu_next / (1.0 - mu_product_next);
+    }
 }
 
 /* ---- RAdam -------------------------------------------------------------------------------- */
@@ -184,8 +193,34 @@ static int three_operands(const double *h)
     return 3;
 }
 
+/* lr / (1 + lambd * lr * step) ** alpha with a float32 lr: every operation a float32 tensor
+ * operation, and ** is torch's pow(tensor, exponent): its special cases, else powf. */
+static float asgd_eta_single(float lr, float lambd, float step, double alpha)
+{
+    const float t = lambd * lr;
+    const float u = t * step;
+    const float base = 1.0f + u;
+    float p;
+    if (alpha == 2.0)
+        p = base * base;
+    else if (alpha == 3.0)
+        p = base * base * base;
+    else if (alpha == -2.0)
+        p = 1.0f / (base * base);
+    else if (alpha == 0.5)
+        p = sqrtf(base);
+    else if (alpha == -0.5)
+        p = 1.0f / sqrtf(base);
+    else if (alpha == -1.0)
+        p = 1.0f / base;
+    else
+        p = powf(base, (float)alpha);
+    return lr / p;
+}
+
 /* This step uses eta and mu as stored (float32); then torch stores the next ones, computed from
- * Python floats: eta = lr / (1 + lambd * lr * step) ** alpha, mu = 1 / max(1, step - t0). */
+ * Python floats: eta = lr / (1 + lambd * lr * step) ** alpha, mu = 1 / max(1, step - t0) (with a
+ * float32 lr, eta in float32 operations). */
 static void asgd_prepare(gc_optim_item *item, float *const *scalars, const double *h)
 {
     *scalars[0] += 1.0f;
@@ -195,7 +230,10 @@ static void asgd_prepare(gc_optim_item *item, float *const *scalars, const doubl
     item->derived[ASGD_MU] = mu;
     item->derived[ASGD_AVERAGE] = mu != 1.0;
     const double step = (double)*scalars[0], lr = h[ASGD_LR], beyond = step - h[ASGD_T0];
-    *scalars[1] = (float)(lr / pow(1.0 + h[ASGD_LAMBD] * lr * step, h[ASGD_ALPHA]));
+    if (gc_lr_single(h))
+        *scalars[1] = asgd_eta_single((float)lr, (float)h[ASGD_LAMBD], (float)step, h[ASGD_ALPHA]);
+    else
+        *scalars[1] = (float)(lr / pow(1.0 + h[ASGD_LAMBD] * lr * step, h[ASGD_ALPHA]));
     *scalars[2] = (float)(beyond > 1.0 ? 1.0 / beyond : 1.0); /* Python's max(1, x) is 1 for NaN */
 }
 
@@ -214,6 +252,14 @@ static void step_prepare(gc_optim_item *item, float *const *scalars, const doubl
 }
 
 /* ------------------------------------------------------------------------------------------- */
+
+/* Every spec's hyper-parameters leave the last slot of gc_optim_options free for GC_OPTIM_LR_SINGLE. */
+_Static_assert(SGD_NH <= GC_OPTIM_LR_SINGLE && ADAM_NH <= GC_OPTIM_LR_SINGLE && AVERAGE_NH <= GC_OPTIM_LR_SINGLE &&
+                   ADAGRAD_NH <= GC_OPTIM_LR_SINGLE && RMSPROP_NH <= GC_OPTIM_LR_SINGLE &&
+                   ADADELTA_NH <= GC_OPTIM_LR_SINGLE && ADAMAX_NH <= GC_OPTIM_LR_SINGLE &&
+                   NADAM_NH <= GC_OPTIM_LR_SINGLE && RADAM_NH <= GC_OPTIM_LR_SINGLE && ASGD_NH <= GC_OPTIM_LR_SINGLE &&
+                   RPROP_NH <= GC_OPTIM_LR_SINGLE,
+               "a spec's hyper-parameters overlap GC_OPTIM_LR_SINGLE");
 
 const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
     [GC_OPTIM_sgd] = {.name = "sgd",

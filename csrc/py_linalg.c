@@ -6,6 +6,11 @@
  * (torch's flattened parameter vector: segment i is viewed with item i's shape, as torch's
  * view_as). The source of a copy may also list objects with a .grad (a None gradient reads
  * as zeros shaped like the object's .data), or None itself where the other side is a list.
+ *
+ * A complex64/complex128 list item is its real pairs, as torch.view_as_real gives them (any
+ * layout): paired with an item of the same complex dtype, or with 2 * size elements of a
+ * float32/float64 flat vector (torch's LBFGS flattens complex parameters so). The flat
+ * vector itself is real.
  */
 #include "py_glue.h"
 
@@ -90,9 +95,16 @@ static PyObject *resolve(module_state *st, PyObject *item, int flags, const char
     return NULL;
 }
 
-static int real_float(PyArrayObject *a, int written, const arg_name *who, gc_dtype *dtype)
+/* A float16/32/64 array, or (list items, allow_complex) a complex64/complex128 one. */
+static int check_operand(PyArrayObject *a, int written, int allow_complex, const arg_name *who, gc_dtype *dtype)
 {
-    return glue_check_array(a, written ? NEED_WRITE : 0, NULL, who, dtype);
+    return glue_check_array(a, (written ? NEED_WRITE : 0) | (allow_complex ? ALLOW_COMPLEX : 0), NULL, who, dtype);
+}
+
+/* The real dtype a complex one is viewed as (torch.view_as_real). */
+static gc_dtype real_part(gc_dtype dtype)
+{
+    return dtype == GC_COMPLEX64 ? GC_FLOAT32 : dtype == GC_COMPLEX128 ? GC_FLOAT64 : dtype;
 }
 
 /* Byte extent [lo, hi) of an array with shape/strides; empty arrays have none. */
@@ -187,7 +199,8 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
     }
     /* From here on no Python code runs. Validate and describe. */
     /* Each pair takes a shape and two strides of max(ndim, 1) entries (0-d as 1-D), ndim
-     * being that of whichever array gives the pair its shape: reserve for the largest. */
+     * being that of whichever array gives the pair its shape, one more for a complex array's
+     * real and imaginary parts: reserve for the largest. */
     Py_ssize_t ndims = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         int nd = 1;
@@ -198,7 +211,7 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
         }
         if (likes[i] != NULL && PyArray_NDIM((PyArrayObject *)likes[i]) > nd)
             nd = PyArray_NDIM((PyArrayObject *)likes[i]);
-        ndims += 3 * (Py_ssize_t)nd;
+        ndims += 3 * (Py_ssize_t)(nd + 1);
     }
     dims = PyMem_Malloc((size_t)ndims * sizeof(ptrdiff_t) + 1);
     if (dims == NULL) {
@@ -212,7 +225,7 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
     if (!both_arrays && *flat != NULL) {
         PyArrayObject *f = (PyArrayObject *)*flat;
         const arg_name who = {names[1 - list_side], -1, -1, 0};
-        if (real_float(f, flags[1 - list_side] & SIDE_WRITTEN, &who, &flat_dtype) < 0)
+        if (check_operand(f, flags[1 - list_side] & SIDE_WRITTEN, 0, &who, &flat_dtype) < 0)
             goto done;
         if (PyArray_NDIM(f) != 1 || (PyArray_DIM(f, 0) > 1 && PyArray_STRIDE(f, 0) != PyArray_ITEMSIZE(f))) {
             PyErr_Format(PyExc_ValueError, "%s must be a contiguous 1-D array (a flattened vector)",
@@ -227,19 +240,20 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
         gc_pair *p = &b->pairs[i];
         PyArrayObject *ops[2] = {NULL, NULL};
         PyArrayObject *shape_src = NULL;
+        gc_dtype dtype = GC_FLOAT64; /* the arrays' own, possibly complex */
         for (int s = 0; s < 2; s++) {
             PyObject *a = both_arrays ? refs[s] : refs[2 * i + s];
             if (a != NULL && a != Py_None) {
                 ops[s] = (PyArrayObject *)a;
                 const arg_name who = {names[s], -1, both_arrays ? -1 : i, !both_arrays && via_grad[2 * i + s]};
                 gc_dtype dt;
-                if (real_float(ops[s], flags[s] & SIDE_WRITTEN, &who, &dt) < 0)
+                if (check_operand(ops[s], flags[s] & SIDE_WRITTEN, 1, &who, &dt) < 0)
                     goto done;
                 if (shape_src == NULL) {
                     shape_src = ops[s];
-                    p->dtype = dt;
+                    dtype = dt;
                 }
-                else if (dt != p->dtype) {
+                else if (dt != dtype) {
                     PyErr_Format(PyExc_TypeError, "%s has dtype %S but %s has dtype %S", NAME(&who),
                                  (PyObject *)PyArray_DESCR(ops[s]), names[0],
                                  (PyObject *)PyArray_DESCR(ops[0]));
@@ -260,18 +274,24 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
             shape_src = (PyArrayObject *)likes[i];
             const arg_name who = {names[list_side], -1, i, 0};
             gc_dtype dt;
-            if (real_float(shape_src, 0, &who, &dt) < 0)
+            if (check_operand(shape_src, 0, 1, &who, &dt) < 0)
                 goto done;
-            p->dtype = dt;
+            dtype = dt;
         }
+        /* A complex pair is a real one with a last dimension of 2 (torch.view_as_real). */
+        const int pairs = gc_is_complex(dtype);
+        const ptrdiff_t real_size = (ptrdiff_t)gc_item_size(real_part(dtype));
+        p->dtype = real_part(dtype);
         const int ndim = PyArray_NDIM(shape_src);
-        const ptrdiff_t size = glue_array_size(shape_src);
-        p->ndim = ndim > 0 ? ndim : 1;
+        const ptrdiff_t size = glue_array_size(shape_src) * (pairs ? 2 : 1);
+        p->ndim = pairs ? ndim + 1 : (ndim > 0 ? ndim : 1);
         p->shape = next;
         if (ndim == 0)
             next[0] = 1;
         for (int d = 0; d < ndim; d++)
             next[d] = PyArray_DIMS(shape_src)[d];
+        if (pairs)
+            next[ndim] = 2;
         next += p->ndim;
         for (int s = 0; s < 2; s++) {
             p->strides[s] = next;
@@ -296,8 +316,8 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
                 p->data[s] = flat_data + offset * (ptrdiff_t)gc_item_size(flat_dtype);
             }
             else if (ops[s] != NULL) {
-                if (ndim == 0)
-                    next[0] = (ptrdiff_t)gc_item_size(p->dtype);
+                if (ndim == 0 || pairs)
+                    next[p->ndim - 1] = real_size; /* a 0-d array's one element; the parts */
                 for (int d = 0; d < ndim; d++)
                     next[d] = PyArray_STRIDES(ops[s])[d];
                 p->data[s] = PyArray_BYTES(ops[s]);

@@ -371,9 +371,16 @@ static int parse_group(const gc_optim_spec *spec, PyObject *groups, Py_ssize_t g
         return -1;
     }
     PyObject *const *a = &PyTuple_GET_ITEM(group, 0);
+    options->h[GC_OPTIM_LR_SINGLE] = 0.0;
     for (int k = 0; k < spec->nh; k++) {
         PyObject *value = a[spec->max_ops + spec->nscalars + k];
         const char *name = spec->hparams[k];
+        /* A float32 lr computes in float32, as torch's Python computes with one (gc_optim.h). */
+        if (strcmp(name, "lr") == 0)
+            options->h[GC_OPTIM_LR_SINGLE] =
+                PyArray_IsScalar(value, Float) ||
+                (PyArray_Check(value) && PyArray_NDIM((PyArrayObject *)value) == 0 &&
+                 PyArray_TYPE((PyArrayObject *)value) == NPY_FLOAT32);
         if (name[0] == '?') {
             int flag;
             if (glue_parse_bool(value, &flag) < 0)

@@ -3,7 +3,8 @@
 Random lists of arrays (dtypes, shapes, layouts, 0-d, empty), each side a list or a flat
 vector, with random defects (wrong dtype, shape, length, read-only, not an array, aliasing):
 the call either raises TypeError/ValueError and modifies nothing, or matches a float64
-reference (to one rounding of the dtype).
+reference (to one rounding of the dtype). Complex arrays are their real pairs
+(torch.view_as_real): the reference works on those, and a flat vector holds them.
 """
 
 import os
@@ -16,12 +17,21 @@ from hypothesis import strategies as st
 from gradclip import _C
 
 EXAMPLES = int(os.environ.get("GRADCLIP_FUZZ_EXAMPLES", 10_000 if os.environ.get("GRADCLIP_STRESS") else 150))
-DTYPES = [np.float16, np.float32, np.float64]
+DTYPES = [np.float16, np.float32, np.float64, np.complex64, np.complex128]
 LAYOUTS = ["c", "f", "rev", "step"]
+
+
+def _real(a):
+    """A complex array's real pairs (torch.view_as_real, any strides); a real array itself."""
+    if a.dtype.kind != "c":
+        return a
+    return np.lib.stride_tricks.as_strided(a.real, a.shape + (2,), a.strides + (a.itemsize // 2,))
 
 
 def _array(rng, shape, dtype, layout):
     base = rng.standard_normal(shape).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        base = np.asarray(base + 1j * rng.standard_normal(shape), dtype)
     if layout == "f" and base.ndim >= 2:
         return np.asfortranarray(base)
     if layout == "rev" and base.ndim >= 1:
@@ -46,7 +56,9 @@ def problems(draw):
     defect = draw(st.sampled_from([None, None, "dtype", "shape", "length", "readonly", "junk", "alias", "flatlen"]))
     if defect == "dtype" and n:
         i = draw(st.integers(0, n - 1))
-        xs[i] = xs[i].astype(np.float64 if dtype != np.float64 else np.float32)
+        other = {np.float16: np.float64, np.float32: np.complex64, np.float64: np.float32,
+                 np.complex64: np.complex128, np.complex128: np.complex64}  # real vs complex too
+        xs[i] = xs[i].astype(other[dtype])
     elif defect == "shape" and n:
         i = draw(st.integers(0, n - 1))
         xs[i] = np.zeros(xs[i].size + 1, dtype)
@@ -62,9 +74,10 @@ def problems(draw):
         xs[0] = ys[0]
     x_side = xs
     if flat_x and all(isinstance(x, np.ndarray) for x in xs):
-        flat = np.concatenate([np.asarray(x, np.float64).ravel() for x in xs] or [np.zeros(0)]).astype(
-            xs[0].dtype if xs and isinstance(xs[0], np.ndarray) else dtype
-        )
+        # The real vector torch's LBFGS makes of them (complex: real and imaginary parts).
+        ref = xs[0].dtype if xs else np.dtype(dtype)
+        real = np.finfo(ref).dtype if ref.kind == "c" else ref
+        flat = np.concatenate([_real(x).astype(np.float64).ravel() for x in xs] or [np.zeros(0)]).astype(real)
         if defect == "flatlen":
             flat = np.concatenate([flat, np.zeros(1, flat.dtype)])
         x_side = flat
@@ -77,15 +90,18 @@ def _ok(ys, xs, written=True):
         return False
     pieces = xs
     if isinstance(xs, np.ndarray):
-        if sum(y.size for y in ys) != xs.size or any(y.dtype != xs.dtype for y in ys):
+        if xs.dtype.kind == "c" or sum(_real(y).size for y in ys) != xs.size or any(_real(y).dtype != xs.dtype for y in ys):
             return False
         pieces, off = [], 0
         for y in ys:
-            pieces.append(xs[off : off + y.size].reshape(y.shape))
-            off += y.size
+            pieces.append(xs[off : off + _real(y).size].reshape(_real(y).shape))
+            off += _real(y).size
+    else:
+        for y, x in zip(ys, pieces):
+            if not isinstance(x, np.ndarray) or x.dtype != y.dtype or x.shape != y.shape:
+                return False
+        pieces = [_real(x) for x in pieces]
     for y, x in zip(ys, pieces):
-        if not isinstance(x, np.ndarray) or x.dtype != y.dtype or x.shape != y.shape:
-            return False
         if written and (not y.flags.writeable or (y.size and np.shares_memory(x, y))):
             return False
     return True, pieces
@@ -129,12 +145,13 @@ def test_list_algebra_fuzz(problem, op):
         return  # copy's source may hold None (zeros): checked in test_optim_lbfgs
     assert valid, f"accepted an invalid call ({defect})"
     pieces = valid[1]
+    before = [_real(b) for b in before]
     if op == "dot":
         exact = sum(float(np.sum(b.astype(np.float64) * x.astype(np.float64))) for b, x in zip(before, pieces))
         scale = sum(float(np.sum(np.abs(b.astype(np.float64) * x.astype(np.float64)))) for b, x in zip(before, pieces))
         assert abs(result - exact) <= 1e-12 * scale + 1e-300
         return
-    for y, b, x in zip(ys, before, pieces):
+    for y, b, x in zip([_real(y) for y in ys], before, pieces):
         if y.size == 0:
             continue
         dtype = y.dtype.type

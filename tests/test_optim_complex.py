@@ -126,3 +126,44 @@ def test_complex_parameters_need_complex_gradients():
         opt.step(grads=[np.ones(2)])
     np.testing.assert_array_equal(p.data, 1)
     gradclip.clip_grad_norm_([p], 1.0)  # the clipping functions take complex gradients too
+
+
+@pytest.mark.parametrize("name,message", [("Adafactor", "Adafactor does not support complex parameters"),
+                                          ("Muon", "Muon does not support complex parameters")])
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_adafactor_and_muon_refuse_complex_parameters_like_torch(name, message, dtype):
+    # torch accepts them when constructed and raises when a step reaches one with a gradient;
+    # gradclip raises the same error, before modifying anything (torch would already have
+    # updated the groups before the offending one).
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((3, 4))
+    z = (rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(dtype)
+    params = [Parameter(real.copy()), Parameter(z.copy())]
+    tensors = [torch.from_numpy(real.copy()), torch.from_numpy(z.copy())]
+    opt = getattr(optim, name)([{"params": [params[0]]}, {"params": [params[1]]}])
+    topt = getattr(torch.optim, name)([{"params": [tensors[0]]}, {"params": [tensors[1]]}])
+    # Without a gradient the complex parameter is skipped: both step.
+    params[0].grad = np.ones((3, 4))
+    tensors[0].grad = torch.ones(3, 4, dtype=torch.float64)
+    opt.step(), topt.step()
+    np.testing.assert_allclose(params[0].data, tensors[0].numpy(), rtol=1e-6)
+    before = [p.data.copy() for p in params]
+    params[1].grad = np.ones((3, 4), dtype)
+    tensors[1].grad = torch.ones(3, 4, dtype=tensors[1].dtype)
+    with pytest.raises(RuntimeError) as theirs:
+        topt.step()
+    for call in (lambda: opt.step(), lambda: opt.clip_and_step(1.0)):
+        with pytest.raises(RuntimeError) as ours:
+            call()
+        assert str(ours.value) == str(theirs.value) == message
+        for p, b in zip(params, before):
+            np.testing.assert_array_equal(p.data, b)
+        np.testing.assert_array_equal(params[0].grad, 1.0)  # not clipped either
+    with pytest.raises(RuntimeError, match=message):
+        getattr(optim, name)([z.copy()]).step(grads=[np.ones((3, 4), dtype)])
+
+
+def test_lbfgs_takes_complex_parameters():
+    # Its parity with torch is tested in test_optim_lbfgs.py.
+    assert optim.LBFGS._supports_complex
+    optim.LBFGS([Parameter(np.zeros(3, np.complex64)), Parameter(np.zeros(2, np.float32))])

@@ -370,6 +370,11 @@ NOT_NUMBERS = ["abc", None, 1 + 0j, np.array([0.1, 0.2]), True, 10**400]
 )
 def test_constructor_names_a_hyperparameter_that_is_not_a_number(name, key, value):
     # torch fails on a comparison ("'<' not supported between ...") without naming it.
+    if key == "lr" and isinstance(value, np.ndarray):
+        # An array lr is torch's Tensor lr, which must have one element (torch's error).
+        with pytest.raises(ValueError, match="^Tensor lr must be 1-element$"):
+            getattr(optim, name)([np.zeros(2)], **{key: value})
+        return
     with pytest.raises(TypeError, match=rf"^{key} "):
         getattr(optim, name)([np.zeros(2)], **{key: value})
 
@@ -405,7 +410,9 @@ def test_hyperparameter_set_on_a_later_group_is_checked_before_any_update(name, 
     opt.param_groups[1][key] = value
     grads = good_grads(arrays)
     before = snapshot(opt, grads)
-    with pytest.raises(TypeError, match=rf"param_groups\[1\]\['{key}'\]"):
+    # An array lr is a Tensor lr of the wrong size: torch's ValueError, naming the group.
+    error = ValueError if key == "lr" and isinstance(value, np.ndarray) else TypeError
+    with pytest.raises(error, match=rf"param_groups\[1\]\['{key}'\]"):
         opt.step(grads=grads)
     assert_unchanged(opt, grads, before)
 

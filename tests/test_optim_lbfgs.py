@@ -2,13 +2,16 @@
 
 gradclip's LBFGS does every operation torch's does, in the same order and rounding, except its
 reductions (dot products and ``abs().sum()``), which it accumulates in float64 / compensated
-instead of calling MKL. The first tests substitute torch's own reductions and demand bit
-identity over many closure evaluations (both line searches, float32/float64, including a
-diverging run): everything but the reductions is exact. The next ones measure gradclip as it
-ships against torch: the tolerances asserted are the measured differences with a margin.
+instead of calling MKL, and the line search's scalar square root (NumPy's is correctly
+rounded, torch's float32 one is 1 ulp off now and then). The first tests substitute torch's
+own reductions and sqrt and demand bit identity over many closure evaluations (both line
+searches, float32/float64/complex64/complex128, including a diverging run): everything else is
+exact. The next ones measure gradclip as it ships against torch: the tolerances asserted are
+the measured differences with a margin.
 """
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ import torch
 import gradclip
 from gradclip import Parameter, _C, optim
 from gradclip.demo.models import CharRNN
+from gradclip.optim import lbfgs as lbfgs_module
 from gradclip.optim.lbfgs import LBFGS
 
 DTYPES = [np.float32, np.float64]
@@ -26,7 +30,7 @@ TORCH_STATE_KEYS = ["func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "r
 
 @pytest.fixture
 def torch_reductions(monkeypatch):
-    """Make gradclip's LBFGS use torch's dot product and abs().sum()."""
+    """Make gradclip's LBFGS use torch's dot product, abs().sum() and scalar sqrt."""
 
     def dot(self, x, y):
         return self._dtype().type(torch.from_numpy(x).dot(torch.from_numpy(y)).item())
@@ -34,8 +38,15 @@ def torch_reductions(monkeypatch):
     def abs_sum(self, x):
         return self._dtype().type(torch.from_numpy(x).abs().sum().item())
 
+    def sqrt(x):
+        # _cubic_interpolate's sqrt of a 0-d tensor (a NumPy scalar here), or of a float.
+        if isinstance(x, np.generic):
+            return type(x)(torch.from_numpy(np.asarray(x)).sqrt().item())
+        return math.sqrt(x)
+
     monkeypatch.setattr(LBFGS, "_dot", dot)
     monkeypatch.setattr(LBFGS, "_abs_sum", abs_sum)
+    monkeypatch.setattr(lbfgs_module, "_sqrt", sqrt)
 
 
 # -- problems: a NumPy loss and gradient, evaluated for both sides ------------------------
@@ -68,6 +79,30 @@ def rnn(dtype, seed=1):
         loss, cache = model.forward(inputs, targets, model.initial_state(3))
         grads, _ = model.backward(cache)
         return loss, [grads[n] for n in names]
+
+    return init, f
+
+
+def complex_least_squares(dtype, seed=0, mixed=False):
+    """min 0.5 * ||A W + c - b||^2 over complex W (7x3) and c (3; real with ``mixed``).
+
+    The gradient is that of the loss in the real and imaginary parts (torch's convention for a
+    real loss of complex parameters): A^H r for W, the column sums of r for c.
+    """
+    rng = np.random.default_rng(seed)
+    real = np.finfo(dtype).dtype
+
+    def cplx(*shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+    A, b = cplx(40, 7), cplx(40)
+    init = [0.1 * cplx(7, 3), np.zeros(3, real if mixed else dtype)]
+
+    def f(W, c):
+        r = A @ W + c - b[:, None]
+        gc = r.sum(axis=0)
+        loss = 0.5 * float(np.sum(np.abs(r.astype(np.complex128)) ** 2))
+        return loss, [(A.conj().T @ r).astype(dtype), gc.real.astype(real) if mixed else gc.astype(dtype)]
 
     return init, f
 
@@ -243,6 +278,112 @@ def test_torch_state_dict_loads_and_continues(torch_reductions):
         assert ours.step() == theirs.step()
         for x, y in zip(ours.values(), theirs.values()):
             np.testing.assert_array_equal(x, y)
+
+
+# -- complex parameters (torch's view_as_real) -----------------------------------------------
+
+COMPLEX = [np.complex64, np.complex128]
+COMPLEX_CASES = [(dt, False) for dt in COMPLEX] + [(np.complex64, True)]  # True: a float32 bias too
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype,mixed", COMPLEX_CASES, ids=["complex64", "complex128", "complex64+float32"])
+def test_complex_bit_identical_given_torchs_reductions(torch_reductions, line_search_fn, dtype, mixed):
+    # Short steps (4 iterations) so that six of them do not converge: every step moves, and
+    # the state after each is compared whole, bit for bit.
+    init, f = complex_least_squares(dtype, mixed=mixed)
+    kwargs = dict(lr=0.5 if line_search_fn is None else 1.0, line_search_fn=line_search_fn, history_size=3, max_iter=4)
+    ours, theirs = Side("gradclip", init, f, **kwargs), Side("torch", init, f, **kwargs)
+    for step in range(6):
+        assert ours.step() == theirs.step()
+        assert ours.evaluations == theirs.evaluations
+        for a, b in zip(ours.values(), theirs.values()):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+        state, tstate = ours.state(), theirs.state()
+        assert list(state) == list(tstate)
+        for key, value in tstate.items():
+            _same(state[key], value, f"{key} after step {step}")
+    # The flat vectors are the real dtype, twice as long as the complex parameters.
+    state = ours.state()
+    real = np.finfo(dtype).dtype
+    assert state["d"].dtype == real and state["d"].size == 2 * 21 + (3 if mixed else 6)
+
+
+def _relative(ours, theirs):
+    """max |ours - torch| / max |torch| over a list of arrays (torch tensors or ndarrays)."""
+    theirs = [t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in theirs]
+    scale = max(float(np.abs(t).max()) for t in theirs)
+    return max(float(np.abs(np.asarray(o) - t).max()) for o, t in zip(ours, theirs)) / scale
+
+
+# Measured (complex least squares, relative as above): params after each step 1.4e-7 / 5.4e-6
+# (complex64, fixed / Wolfe; the Wolfe run takes one more evaluation than torch near the
+# optimum), 2.1e-16 (complex128); the whole state after a 4-iteration step 5.4e-6 (complex64),
+# 1.4e-15 (complex128). The bounds are the real dtypes' (TOLERANCE).
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype,mixed", COMPLEX_CASES, ids=["complex64", "complex128", "complex64+float32"])
+def test_complex_least_squares_matches_torch(line_search_fn, dtype, mixed):
+    tolerance = TOLERANCE[np.finfo(dtype).dtype.type]
+    init, f = complex_least_squares(dtype, mixed=mixed)
+    ours, theirs = Side("gradclip", init, f, line_search_fn=line_search_fn), Side("torch", init, f, line_search_fn=line_search_fn)
+    for _ in range(3):
+        assert ours.step() == pytest.approx(theirs.step(), rel=10 * tolerance)
+        assert _relative(ours.values(), theirs.values()) <= tolerance
+    assert f(*ours.values())[0] == pytest.approx(f(*theirs.values())[0], rel=10 * tolerance)
+    # It solved the problem: the gradient at the result is tiny next to the first one.
+    assert np.abs(f(*ours.values())[1][0]).max() < 1e-3 * np.abs(f(*init)[1][0]).max()
+
+    # The state after one step that stops short of the optimum (near it the state holds
+    # differences of nearly equal gradients, and relative errors mean nothing).
+    kwargs = dict(line_search_fn=line_search_fn, max_iter=4, history_size=3)
+    ours, theirs = Side("gradclip", init, f, **kwargs), Side("torch", init, f, **kwargs)
+    ours.step(), theirs.step()
+    state, tstate = ours.state(), theirs.state()
+    assert list(state) == list(tstate)
+    for key, value in tstate.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 1:
+            assert state[key].dtype == value.numpy().dtype, key
+            assert _relative([state[key]], [value]) <= tolerance, key
+        elif isinstance(value, list):
+            entries = [(o, t) for o, t in zip(state[key], value) if t is not None]
+            assert len(state[key]) == len(value), key
+            assert _relative([o for o, _ in entries], [t for _, t in entries]) <= tolerance, key
+        elif isinstance(value, (torch.Tensor, float)):
+            assert float(state[key]) == pytest.approx(float(value), rel=tolerance), key
+        else:
+            assert state[key] == value, key
+
+
+def test_complex_none_gradient_reads_as_zero_pairs():
+    p, q = Parameter(np.array([1 + 1j, 2 - 1j])), Parameter(np.array([3j]))
+    tp, tq = torch.tensor([1 + 1j, 2 - 1j], dtype=torch.complex128), torch.tensor([3j], dtype=torch.complex128)
+    # Two iterations on a quadratic: both move p (by O(1)), neither touches q.
+    opt, topt = optim.LBFGS([p, q], max_iter=2), torch.optim.LBFGS([tp, tq], max_iter=2)
+    target = np.array([0.5 + 2j, -1 - 0.25j])
+
+    def closure():
+        p.grad = 2 * (p.data - target) * np.array([1.0, 3.0])
+        return float(np.sum(np.abs(p.data - target) ** 2 * np.array([1.0, 3.0])))
+
+    def tclosure():
+        tp.grad = torch.from_numpy(2 * (tp.detach().numpy() - target) * np.array([1.0, 3.0]))
+        return float(np.sum(np.abs(tp.detach().numpy() - target) ** 2 * np.array([1.0, 3.0])))
+
+    opt.step(closure), topt.step(tclosure)
+    assert np.abs(p.data - np.array([1 + 1j, 2 - 1j])).min() > 0.05
+    np.testing.assert_allclose(p.data, tp.numpy(), rtol=1e-14)
+    np.testing.assert_array_equal(q.data, tq.numpy())
+    assert opt.state[p]["d"].shape == topt.state[tp]["d"].shape == (6,)
+    np.testing.assert_array_equal(opt.state[p]["d"][4:], 0)
+
+
+def test_complex_parameters_must_share_the_real_dtype():
+    with pytest.raises(TypeError, match="must share one dtype"):
+        optim.LBFGS([Parameter(np.zeros(3, np.complex128)), Parameter(np.zeros(3, np.float32))])
+    with pytest.raises(TypeError, match="must share one dtype"):
+        optim.LBFGS([Parameter(np.zeros(3, np.complex128)), Parameter(np.zeros(3, np.complex64))])
+    optim.LBFGS([Parameter(np.zeros(3, np.complex128)), Parameter(np.zeros(3, np.float64))])
 
 
 # -- clip_and_step -------------------------------------------------------------------------
@@ -459,3 +600,89 @@ def test_list_entry_points_refuse_bad_input_and_change_nothing():
         ro = np.ones(3)
         ro.flags.writeable = False
         _C.list_copy([ro], [np.zeros(3)])
+
+
+# -- the list algebra on complex arrays: their real pairs (torch.view_as_real) --------------
+
+
+def _complex_lists(dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (5,), (), (2, 3, 2), (0, 3)]
+    out = []
+    for s in shapes:
+        z = np.asarray((rng.standard_normal(s) + 1j * rng.standard_normal(s)) * 3).astype(dtype)
+        out.append(LAYOUTS[layout](z) if z.ndim else z)
+    return out
+
+
+def _as_real(z):
+    # What torch.view_as_real gives: a real view of the same memory, parts last (any strides).
+    return np.lib.stride_tricks.as_strided(z.real, z.shape + (2,), z.strides + (z.itemsize // 2,))
+
+
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_list_algebra_views_complex_arrays_as_real_pairs(dtype, layout):
+    xs, ys = _complex_lists(dtype, layout, 0), _complex_lists(dtype, layout, 1)
+    real = np.finfo(dtype).dtype
+    # dot: the real dot product of the pairs, bit for bit what the real views give.
+    got = _C.list_dot(xs, ys)
+    assert got == _C.list_dot([_as_real(x) for x in xs], [_as_real(y) for y in ys])
+    exact = sum(float(np.sum(_as_real(x).astype(np.float64) * _as_real(y).astype(np.float64))) for x, y in zip(xs, ys))
+    assert got == pytest.approx(exact, rel=1e-12)
+    # copy to a flat vector: torch's _gather_flat_grad (view_as_real(g).view(-1), concatenated).
+    flat = np.full(sum(2 * x.size for x in xs), np.nan, real)
+    _C.list_copy(flat, xs)
+    expected = torch.cat([torch.view_as_real(torch.from_numpy(x.copy())).reshape(-1) for x in xs]).numpy()
+    np.testing.assert_array_equal(flat, expected)
+    # and back, and into complex arrays of the same layout from complex ones
+    back = [LAYOUTS[layout](np.zeros_like(x)) if x.ndim else np.zeros_like(x) for x in xs]
+    _C.list_copy(back, flat)
+    for a, b in zip(back, xs):
+        np.testing.assert_array_equal(a, b)
+    # axpy from the flat vector: torch's _add_grad, view_as_real(p).add_(segment, alpha=)
+    params = [y.copy() if y.ndim == 0 else LAYOUTS[layout](np.zeros_like(np.ascontiguousarray(y))) for y in ys]
+    for q, y in zip(params, ys):
+        q[...] = y  # the same values, in the layout under test
+    tparams = [torch.from_numpy(np.ascontiguousarray(y).copy()) for y in ys]
+    offset = 0
+    for t in tparams:
+        view = torch.view_as_real(t)
+        view.add_(torch.from_numpy(flat[offset : offset + view.numel()]).view_as(view), alpha=-0.37)
+        offset += view.numel()
+    _C.list_axpy(params, -0.37, flat)
+    for a, t in zip(params, tparams):
+        np.testing.assert_array_equal(a, t.numpy())
+
+
+def test_list_algebra_complex_errors_change_nothing():
+    z = np.ones(3, np.complex128)
+    before = z.copy()
+    bad = [
+        ([z], 1.0, [np.ones(3)]),  # complex paired with real
+        ([z], 1.0, [np.ones(3, np.complex64)]),  # complex128 with complex64
+        ([z], 1.0, np.ones(3)),  # flat of size, not 2 * size
+        ([z], 1.0, np.ones(6, np.float32)),  # flat of the other precision
+        ([z], 1.0, np.ones(3, np.complex128)),  # a flat vector is real
+    ]
+    for args in bad:
+        with pytest.raises((TypeError, ValueError)):
+            _C.list_axpy(*args)
+        np.testing.assert_array_equal(z, before)
+    _C.list_axpy([z], 1.0, np.ones(6))
+    np.testing.assert_array_equal(z, before + (1 + 1j))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_list_dot_of_infinities_is_torchs(dtype):
+    # An infinite product makes the sum inf (not the NaN a compensation term would give it),
+    # inf - inf is NaN, as torch's dot.
+    big = float(np.finfo(dtype).max)
+    for x, y in [([np.inf, 1.0, 2.0], [1.0, 1.0, 1.0]), ([np.inf, -np.inf], [1.0, 1.0]), ([big, big], [1.0, 1.0])]:
+        x, y = np.array(x).astype(dtype), np.array(y).astype(dtype)
+        expected = torch.from_numpy(x).dot(torch.from_numpy(y)).item() if dtype != np.float16 else float(
+            torch.from_numpy(x.astype(np.float32)).dot(torch.from_numpy(y.astype(np.float32)))
+        )
+        with np.errstate(over="ignore"):  # a float64 sum past the dtype's range rounds to inf
+            got = dtype(_C.list_dot([x[:1], x[1:]], [y[:1], y[1:]]))
+            np.testing.assert_array_equal(got, dtype(expected))

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
 from .sgd import _reject_unsupported
 
 __all__ = ["Adadelta", "AdadeltaGroup", "adadelta"]
@@ -71,8 +71,10 @@ class Adadelta(Optimizer):
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`. Plain ndarrays may be
         complex64/complex128 (updated as real pairs, as torch does).
-    lr : float, default 1.0
+    lr : float or Tensor, default 1.0
         Coefficient that scales the delta before it is applied.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     rho : float, default 0.9
         Decay rate of the running averages, in ``[0, 1]``.
     eps : float, default 1e-6
@@ -118,7 +120,7 @@ class Adadelta(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(rho, "rho")
@@ -154,7 +156,8 @@ class Adadelta(Optimizer):
         fix_steps(self)
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "rho", "eps", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("rho", "eps", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_flag(group["maximize"], f"{where}['maximize']")
 

@@ -11,7 +11,7 @@ from ._numpy_ops import mul_
 from ._numpy_ops import norm as _norm
 from ._numpy_ops import scaled_grad
 from .adam import _STEP_DTYPE, _as_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_real, _check_state_array, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of
 
 __all__ = ["Adafactor"]
 
@@ -22,9 +22,12 @@ class Adafactor(Optimizer):
     Parameters
     ----------
     params : iterable
-        Parameters or parameter groups; see :class:`Optimizer`. float16/32/64, real.
-    lr : float, default 1e-2
+        Parameters or parameter groups; see :class:`Optimizer`. float16/32/64, real
+        (complex ones are accepted, as torch accepts them, and refused by :meth:`step`).
+    lr : float or Tensor, default 1e-2
         The largest relative step size (``rho_t = min(lr, 1 / sqrt(step))``).
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     beta2_decay : float, default -0.8
         The second-moment decay is ``1 - step ** beta2_decay``; must be <= 0.
     eps : tuple of (float or None, float), default (None, 1e-3)
@@ -43,6 +46,9 @@ class Adafactor(Optimizer):
     ------
     ValueError
         A hyper-parameter out of range (torch's checks, order and messages).
+    RuntimeError
+        From :meth:`step`: a complex parameter with a gradient (torch's "Adafactor does not
+        support complex parameters"), before anything is modified.
 
     Notes
     -----
@@ -64,6 +70,9 @@ class Adafactor(Optimizer):
     followed by :meth:`step`).
     """
 
+    # Accepted by the constructor as torch accepts them; step() refuses them, as torch's does.
+    _supports_complex = True
+
     def __init__(
         self,
         params: ParamsT,
@@ -76,7 +85,7 @@ class Adafactor(Optimizer):
         foreach: Optional[bool] = None,
         maximize: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         _check_real(beta2_decay, "beta2_decay")
@@ -116,7 +125,8 @@ class Adafactor(Optimizer):
                     p_state["step"] = _as_step(p_state["step"])
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "beta2_decay", "d", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("beta2_decay", "d", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         eps1, eps2 = group["eps"]
         if eps1 is not None:
@@ -151,6 +161,8 @@ class Adafactor(Optimizer):
         for gi, batch in enumerate(batches):
             self._check_group(batch.group, f"param_groups[{gi}]")
             for p, value, grad in zip(batch.keys, batch.values, batch.grads):
+                if value.dtype.kind == "c":
+                    raise RuntimeError("Adafactor does not support complex parameters")
                 where = "a parameter"
                 _check_grad(grad, value, where, grad_scale is not None and write_back)
                 self._check_state(batch.group, p, value, grad, where)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real, _value
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _value
 from .sgd import _reject_unsupported
 
 __all__ = ["Adagrad", "AdagradGroup", "adagrad"]
@@ -78,8 +78,10 @@ class Adagrad(Optimizer):
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`. Plain ndarrays may be
         complex64/complex128 (updated as real pairs, as torch does).
-    lr : float, default 1e-2
+    lr : float or Tensor, default 1e-2
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     lr_decay : float, default 0
         The step size is ``lr / (1 + (step - 1) * lr_decay)``.
     weight_decay : float, default 0
@@ -133,7 +135,7 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: Optional[bool] = None,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(lr_decay, "lr_decay")
@@ -179,7 +181,8 @@ class Adagrad(Optimizer):
         fix_steps(self)
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "weight_decay", "lr_decay", "eps"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("weight_decay", "lr_decay", "eps"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_flag(group["maximize"], f"{where}['maximize']")
 

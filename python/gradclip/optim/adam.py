@@ -12,9 +12,11 @@ from .optimizer import (
     ParamsT,
     _Batch,
     _check_flag,
+    _check_lr,
     _check_real,
     _check_state_array,
     _dicts_of,
+    _is_tensor_lr,
 )
 from .sgd import _reject_unsupported
 
@@ -58,8 +60,10 @@ class Adam(Optimizer):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     betas : tuple of two floats, default (0.9, 0.999)
         Decay rates of the first and second moment estimates. Both must be Python floats
         (torch's rule: ``(0.9, 1)`` is rejected), each in ``[0, 1)``.
@@ -119,7 +123,9 @@ class Adam(Optimizer):
     ) -> None:
         # torch's checks, in torch's order; a non-number fails on a comparison in torch, with a
         # message that does not say which argument, so it is named here first.
-        _check_real(lr, "lr")
+        if _is_tensor_lr(lr) and foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(eps, "eps")
@@ -173,7 +179,8 @@ class Adam(Optimizer):
                     p_state["step"] = _as_step(p_state["step"])
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "eps", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("eps", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_betas(group["betas"], f"{where}['betas']")
         for key in ("amsgrad", "maximize", "decoupled_weight_decay"):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
 from .adam import _check_betas
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
 from .sgd import _reject_unsupported
 
 __all__ = ["Adamax", "AdamaxGroup", "adamax"]
@@ -73,8 +73,10 @@ class Adamax(Optimizer):
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`. Plain ndarrays may be
         complex64/complex128 (updated as real pairs, as torch does).
-    lr : float, default 2e-3
+    lr : float or Tensor, default 2e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     betas : tuple of two floats, default (0.9, 0.999)
         Decay rates of the first moment and of the infinity norm, each in ``[0, 1)``.
     eps : float, default 1e-8
@@ -118,7 +120,7 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(eps, "eps")
@@ -156,7 +158,8 @@ class Adamax(Optimizer):
         fix_steps(self)
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "eps", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("eps", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_betas(group["betas"], f"{where}['betas']")
         _check_flag(group["maximize"], f"{where}['maximize']")

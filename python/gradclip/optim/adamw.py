@@ -21,8 +21,10 @@ class AdamW(Adam):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     betas : tuple of two floats, default (0.9, 0.999)
         Decay rates of the moment estimates.
     eps : float, default 1e-8

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
 from .sgd import _reject_unsupported
 
 __all__ = ["ASGD", "ASGDGroup", "asgd"]
@@ -75,8 +75,10 @@ class ASGD(Optimizer):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-2
+    lr : float or Tensor, default 1e-2
         Learning rate (the first ``eta``).
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     lambd : float, default 1e-4
         Decay term.
     alpha : float, default 0.75
@@ -123,7 +125,7 @@ class ASGD(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(weight_decay, "weight_decay")
@@ -155,7 +157,8 @@ class ASGD(Optimizer):
         _state.convert_scalars(self, ("step", "eta", "mu"))
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "lambd", "alpha", "t0", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("lambd", "alpha", "t0", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_flag(group["maximize"], f"{where}['maximize']")
 

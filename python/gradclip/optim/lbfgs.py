@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _C, _clip
 from .._parameter import Parameter
-from .optimizer import Optimizer, ParamsT, _check_real, _typename, _value
+from .optimizer import Optimizer, ParamsT, _check_lr, _lr_scalar, _typename, _value
 
 __all__ = ["LBFGS"]
 
@@ -19,6 +19,11 @@ __all__ = ["LBFGS"]
 _Scalar: TypeAlias = Union[float, np.floating]
 #: The line search's ``obj_func(x, t, d)``: the loss and the flat gradient at ``x + t d``.
 _ObjFunc: TypeAlias = Callable[[np.ndarray, _Scalar, np.ndarray], tuple[float, np.ndarray]]
+
+
+def _real_dtype(dtype: np.dtype) -> np.dtype:
+    """complex64 -> float32, complex128 -> float64, real dtypes unchanged."""
+    return np.finfo(dtype).dtype if dtype.kind == "c" else dtype
 
 
 # torch's LBFGS works on 0-d tensors of the parameters' dtype and on Python floats. NumPy
@@ -199,9 +204,12 @@ class LBFGS(Optimizer):
     ----------
     params : iterable
         :class:`gradclip.Parameter` objects (the closure sets their ``.grad``), all of one
-        dtype (float16, float32 or float64). One parameter group only, as in torch.
-    lr : float, default 1
+        real dtype (float16, float32 or float64; a complex64/complex128 parameter counts as
+        its real and imaginary parts, float32/float64). One parameter group only, as in torch.
+    lr : float or Tensor, default 1
         Learning rate (the initial step length of every iteration).
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     max_iter : int, default 20
         Maximal number of iterations per :meth:`step`.
     max_eval : int, optional
@@ -221,7 +229,8 @@ class LBFGS(Optimizer):
     ValueError
         A negative ``lr``; more than one parameter group (torch's messages).
     TypeError
-        Parameters of different dtypes, or plain ndarrays (no ``.grad`` for the closure to set).
+        Parameters of different (real) dtypes, or plain ndarrays (no ``.grad`` for the closure
+        to set).
 
     Notes
     -----
@@ -242,8 +251,16 @@ class LBFGS(Optimizer):
     Parameters and losses therefore agree with torch to a measured tolerance (see the README),
     not bit for bit.
 
-    Unlike torch, which promotes mixed dtypes when it concatenates, gradclip needs one dtype.
+    Complex parameters are their real and imaginary parts, as torch's ``view_as_real``
+    gives them: each is 2 * size entries of the flat vectors (real, imaginary, element by
+    element), and the step moves both parts as real numbers. complex64 parameters mix with
+    float32 ones (one float32 vector), complex128 with float64.
+
+    Unlike torch, which promotes mixed dtypes when it concatenates, gradclip needs one real
+    dtype.
     """
+
+    _supports_complex = True
 
     def __init__(
         self,
@@ -256,7 +273,7 @@ class LBFGS(Optimizer):
         history_size: int = 100,
         line_search_fn: Optional[str] = None,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:
@@ -281,9 +298,10 @@ class LBFGS(Optimizer):
                     f"so its parameters must be gradclip.Parameter objects, not {_typename(p)}"
                 )
         dtypes = {_value(p).dtype for p in self._params}
-        if len(dtypes) > 1:
+        if len({_real_dtype(dt) for dt in dtypes}) > 1:
             raise TypeError(
-                "LBFGS treats all parameters as one vector, so they must share one dtype, got "
+                "LBFGS treats all parameters as one vector, so they must share one dtype "
+                "(complex64 counts as float32, complex128 as float64), got "
                 + ", ".join(sorted(str(dt) for dt in dtypes))
             )
         self._numel_cache: Optional[int] = None
@@ -294,11 +312,15 @@ class LBFGS(Optimizer):
     # -- the flat vector ------------------------------------------------------------------
 
     def _dtype(self) -> np.dtype:
-        return _value(self._params[0]).dtype
+        # The flat vectors' dtype: a complex parameter's real parts'.
+        return _real_dtype(_value(self._params[0]).dtype)
 
     def _numel(self) -> int:
         if self._numel_cache is None:
-            self._numel_cache = sum(_value(p).size for p in self._params)
+            # torch: 2 * numel for a complex parameter (its view_as_real).
+            self._numel_cache = sum(
+                2 * _value(p).size if _value(p).dtype.kind == "c" else _value(p).size for p in self._params
+            )
         return self._numel_cache
 
     def _dot(self, x: np.ndarray, y: np.ndarray) -> np.floating:
@@ -354,7 +376,7 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise AssertionError(f"Expected exactly one param_group, but got {len(self.param_groups)}")
         group = self.param_groups[0]
-        lr = float(group["lr"])
+        lr = _lr_scalar(group["lr"])  # a float32 Tensor lr: float32 arithmetic, as torch's
         max_iter = group["max_iter"]
         max_eval = group["max_eval"]
         tolerance_grad = group["tolerance_grad"]
@@ -403,7 +425,7 @@ class LBFGS(Optimizer):
                 H_diag = 1
             else:
                 y = flat_grad - prev_flat_grad
-                s = d * t
+                s = d * d.dtype.type(t)  # torch: t in d's dtype (t may be a float64 0-d tensor)
                 ys = dot(y, s)
                 if ys > 1e-10:
                     if len(old_dirs) == history_size:
@@ -479,7 +501,7 @@ class LBFGS(Optimizer):
                 break
             if opt_cond:
                 break
-            if np.max(np.abs(d * t)) <= tolerance_change:
+            if np.max(np.abs(d * d.dtype.type(t))) <= tolerance_change:
                 break
             if abs(loss - prev_loss) < tolerance_change:
                 break

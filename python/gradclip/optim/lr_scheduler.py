@@ -8,8 +8,8 @@ read and write ``optimizer.param_groups[i]["lr"]`` (and ``"momentum"``/``"betas"
 momentum-cycling ones), so they work with every :class:`gradclip.optim.Optimizer`, including
 your own subclasses.
 
-As in torch, an ``lr`` stored as a 0-d ndarray is updated in place (torch fills a tensor lr)
-and is copied, never aliased, by :meth:`LRScheduler.get_last_lr`.
+As in torch, an ``lr`` stored as an ndarray or a torch tensor (torch's Tensor lr) is updated in
+place (torch fills a tensor lr) and is copied, never aliased, by :meth:`LRScheduler.get_last_lr`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from weakref import ref
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _is_torch_tensor
 
 __all__ = [
     "LambdaLR",
@@ -78,8 +78,10 @@ Number = Union[float, np.ndarray]
 
 
 def _copy(value: Any) -> Any:
-    # An lr held in an ndarray is copied so that no two places alias it (torch clones).
-    return value.copy() if isinstance(value, np.ndarray) else value
+    # An lr held in an ndarray or tensor is copied so that no two places alias it (torch clones).
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value.clone() if _is_torch_tensor(value) else value
 
 
 def _format_param(name: str, optimizer: Optimizer, param: Any) -> list[Any]:
@@ -101,10 +103,12 @@ def _param_groups_val_list(optimizer: Optimizer, key: str) -> list[Any]:
 
 
 def _update_param_group_val(param_group: dict[str, Any], key: str, val: Any) -> None:
-    """Set ``param_group[key]``; an ndarray already there is filled in place, not replaced."""
+    """Set ``param_group[key]``; an ndarray or tensor already there is filled in place, not replaced."""
     current = param_group[key]
     if isinstance(current, np.ndarray):
         current[...] = val
+    elif _is_torch_tensor(current):
+        current.fill_(val.squeeze() if _is_torch_tensor(val) else val)  # torch: fill_(_to_scalar(val))
     else:
         param_group[key] = val
 

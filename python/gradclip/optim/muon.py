@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _C
 from ._numpy_ops import mul_, norm, round_bf16, scaled_grad
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_real, _check_state_array, _dicts_of, _value
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of, _lr_scalar, _value
 
 __all__ = ["Muon", "zeropower_via_newtonschulz"]
 
@@ -105,10 +105,13 @@ class Muon(Optimizer):
     Parameters
     ----------
     params : iterable
-        2-D parameters or parameter groups of them (float16/32/64); see :class:`Optimizer`.
+        2-D parameters or parameter groups of them (float16/32/64; complex ones are accepted,
+        as torch accepts them, and refused by :meth:`step`); see :class:`Optimizer`.
         Biases, embeddings and other parameters belong in another optimizer (e.g. AdamW).
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     weight_decay : float, default 0.1
         Decoupled weight decay: ``p *= 1 - lr * weight_decay`` every step.
     momentum : float, default 0.95
@@ -130,6 +133,9 @@ class Muon(Optimizer):
     ValueError
         A hyper-parameter out of range, an unknown ``adjust_lr_fn``, or a parameter that is
         not 2-D (torch's checks and messages; the size is printed as a NumPy shape).
+    RuntimeError
+        From :meth:`step`: a complex parameter with a gradient (torch's "Muon does not support
+        complex parameters"), before anything is modified.
 
     Notes
     -----
@@ -144,6 +150,9 @@ class Muon(Optimizer):
     ``clip_grad_norm_`` followed by :meth:`step`).
     """
 
+    # Accepted by the constructor as torch accepts them; step() refuses them, as torch's does.
+    _supports_complex = True
+
     def __init__(
         self,
         params: ParamsT,
@@ -156,7 +165,7 @@ class Muon(Optimizer):
         ns_steps: int = DEFAULT_NS_STEPS,
         adjust_lr_fn: Optional[str] = None,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         _check_real(momentum, "momentum")
@@ -187,7 +196,8 @@ class Muon(Optimizer):
                     )
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "weight_decay", "momentum", "eps"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("weight_decay", "momentum", "eps"):
             _check_real(group[key], f"{where}[{key!r}]")
         _check_flag(group["nesterov"], f"{where}['nesterov']")
 
@@ -202,13 +212,15 @@ class Muon(Optimizer):
         for gi, batch in enumerate(batches):
             self._check_group(batch.group, f"param_groups[{gi}]")
             for p, value, grad in zip(batch.keys, batch.values, batch.grads):
+                if value.dtype.kind == "c":
+                    raise RuntimeError("Muon does not support complex parameters")
                 _check_grad(grad, value, "a parameter", grad_scale is not None and write_back)
                 if grad.ndim != 2:
                     raise ValueError("Param gradient must be a 2D matrix")
                 self._check_state(batch.group, p, value, grad, "a parameter")
         for batch in batches:
             group = batch.group
-            lr, weight_decay, momentum = float(group["lr"]), group["weight_decay"], group["momentum"]
+            lr, weight_decay, momentum = _lr_scalar(group["lr"]), group["weight_decay"], group["momentum"]
             states = _dicts_of(self.state, batch.keys)
             for value, grad, state in zip(batch.values, batch.grads, states):
                 if "momentum_buffer" not in state:

@@ -100,6 +100,81 @@ def _check_real(value: Any, what: str) -> None:
         raise TypeError(f"{what} cannot be converted to a float: {exc}") from None
 
 
+def _is_torch_tensor(value: object) -> bool:
+    """A ``torch.Tensor`` (or a subclass), recognised without importing torch."""
+    return any(cls.__name__ == "Tensor" and cls.__module__ == "torch" for cls in type(value).__mro__)
+
+
+def _is_tensor_lr(value: object) -> bool:
+    """An lr held in a torch tensor or an ndarray: torch's "Tensor lr"."""
+    return isinstance(value, np.ndarray) or _is_torch_tensor(value)
+
+
+def _check_lr(value: Any, what: str = "lr") -> None:
+    """Raise unless ``value`` is a usable learning rate.
+
+    A real number (as :func:`_check_real`), or, as torch accepts a Tensor lr, a torch tensor
+    or ndarray of one element (any shape) and dtype float32 or float64 (an ndarray also of an
+    integer dtype, which NumPy computes with in float64). torch's error for more elements; a
+    float16 lr of any kind is refused, because torch would compute with it in float16.
+    """
+    prefix = "" if what == "lr" else f"{what}: "
+    if _is_tensor_lr(value):
+        size = value.numel() if _is_torch_tensor(value) else value.size
+        if size != 1:
+            raise ValueError(prefix + "Tensor lr must be 1-element")
+        if _is_torch_tensor(value):
+            ok = str(value.dtype) in ("torch.float32", "torch.float64")
+        else:
+            ok = value.dtype in (np.dtype(np.float32), np.dtype(np.float64)) or value.dtype.kind in "iu"
+        if not ok:
+            raise TypeError(
+                f"{prefix}a Tensor lr must be float32 or float64, not {value.dtype} (torch computes "
+                "with an lr in its own dtype; gradclip reproduces float32 and float64)"
+            )
+        return
+    if isinstance(value, np.float16):
+        raise TypeError(
+            f"{prefix}a float16 lr is not supported (torch would compute with it in float16); "
+            "pass a float or a float32/float64 value"
+        )
+    _check_real(value, what)
+
+
+def _lr_scalar(value: Any) -> Any:
+    """What a step computes with for the lr ``value`` (validated by :func:`_check_lr`).
+
+    torch's Python computes with a Tensor lr as a 0-d tensor of its dtype: Python floats are
+    converted to that dtype, another 0-d tensor promotes, an array with dimensions keeps its
+    own dtype. NumPy computes with a scalar of that dtype the same way (NEP 50), so a float32
+    or float64 tensor or array becomes a NumPy float32 or float64, and the C kernels compute
+    their lr expressions in float32 when the lr is a float32 (``lr / bias_correction``,
+    ``1 - lr * weight_decay``, ...), as torch does. A NumPy float32 lr stays one (torch
+    computes with it in float32 too); everything else becomes the Python float it holds (a
+    NumPy float64 is one, for torch as for NumPy).
+    """
+    if _is_tensor_lr(value):
+        _check_lr(value)  # a group edited after construction: refused, not reinterpreted
+    if _is_torch_tensor(value):
+        item = value.item()
+        return np.float32(item) if str(value.dtype) == "torch.float32" else np.float64(item)
+    if isinstance(value, np.ndarray):
+        item = value.reshape(()).item()
+        return value.dtype.type(item) if value.dtype.kind == "f" else float(item)
+    if isinstance(value, np.float32):
+        return value
+    return float(value)
+
+
+def _step_group(group: dict[str, Any]) -> dict[str, Any]:
+    """The group a step computes with: ``group`` itself, or a shallow copy whose Tensor lr is
+    replaced by :func:`_lr_scalar` (the group keeps the tensor, as torch's does)."""
+    lr = group.get("lr")
+    if not _is_tensor_lr(lr):
+        return group
+    return {**group, "lr": _lr_scalar(lr)}
+
+
 def _check_flag(value: object, what: str) -> None:
     try:
         bool(value)
@@ -254,6 +329,14 @@ class Optimizer:
     a list with one array (or ``None``) per parameter, in the order of the parameters over
     all groups. Plain ndarray parameters need ``grads``. A parameter whose gradient is
     ``None`` is skipped, as in torch. Every array is validated before anything is modified.
+
+    A Tensor lr, as torch 2.13 takes one: a group's ``"lr"`` may be a 1-element torch tensor
+    or ndarray (any shape) of dtype float32 or float64, kept in the group as given (torch's
+    ``Tensor lr must be 1-element`` otherwise). torch's CPU step computes with it as a 0-d
+    tensor of its dtype, so with a float32 lr its scalar expressions (``lr /
+    bias_correction``, ``1 - lr * weight_decay``, ...) are float32 operations; gradclip
+    computes them the same way (a NumPy float32 lr too, as torch does), and with a float64
+    lr as with the float it holds.
 
     Hooks are torch's: ``register_step_pre_hook``/``register_step_post_hook`` (and the global
     ones in :mod:`gradclip.optim.optimizer`) run around :meth:`step` *and*
@@ -636,13 +719,16 @@ class Optimizer:
         """
         if grads is None:
             # Anything but a Parameter raises (explained by _explain).
-            return [_Batch(group, *_C.with_grads(group["params"], Parameter, None)) for group in self.param_groups]
+            return [
+                _Batch(_step_group(group), *_C.with_grads(group["params"], Parameter, None))
+                for group in self.param_groups
+            ]
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads")
         batches, start = [], 0
         for group in self.param_groups:
             stop = start + len(group["params"])
-            batches.append(_Batch(group, *_C.with_grads(group["params"], Parameter, grads[start:stop])))
+            batches.append(_Batch(_step_group(group), *_C.with_grads(group["params"], Parameter, grads[start:stop])))
             start = stop
         if start != len(grads):
             raise ValueError("grads")

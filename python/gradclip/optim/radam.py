@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
 from .sgd import _reject_unsupported
 
 __all__ = ["RAdam", "RAdamGroup", "radam"]
@@ -79,8 +79,10 @@ class RAdam(Optimizer):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     betas : tuple of two floats, default (0.9, 0.999)
         Decay rates of the first and second moment estimates, each in ``[0, 1)``.
     eps : float, default 1e-8
@@ -128,7 +130,7 @@ class RAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(eps, "eps")
@@ -167,7 +169,8 @@ class RAdam(Optimizer):
         _state.convert_scalars(self, ("step",))
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "eps", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("eps", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         _state.check_pair(group["betas"], f"{where}['betas']")
         for key in ("decoupled_weight_decay", "maximize"):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
 from .sgd import _reject_unsupported
 
 __all__ = ["RMSprop", "RMSpropGroup", "rmsprop"]
@@ -89,8 +89,10 @@ class RMSprop(Optimizer):
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`. Plain ndarrays may be
         complex64/complex128 (updated as real pairs, as torch does).
-    lr : float, default 1e-2
+    lr : float or Tensor, default 1e-2
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     alpha : float, default 0.99
         Smoothing constant of the squared-gradient average.
     eps : float, default 1e-8
@@ -143,7 +145,7 @@ class RMSprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(eps, "eps")
@@ -194,7 +196,8 @@ class RMSprop(Optimizer):
         )
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "alpha", "eps", "weight_decay", "momentum"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("alpha", "eps", "weight_decay", "momentum"):
             _check_real(group[key], f"{where}[{key!r}]")
         for key in ("centered", "maximize"):
             _check_flag(group[key], f"{where}[{key!r}]")

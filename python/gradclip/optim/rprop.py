@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_real, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
 from .sgd import _reject_unsupported
 
 __all__ = ["Rprop", "RpropGroup", "rprop"]
@@ -71,8 +71,10 @@ class Rprop(Optimizer):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-2
+    lr : float or Tensor, default 1e-2
         Learning rate: every element's initial step size.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     etas : tuple of two floats, default (0.5, 1.2)
         ``(etaminus, etaplus)``, the factors that shrink and grow the step sizes;
         ``0 < etaminus < 1 < etaplus``.
@@ -117,7 +119,7 @@ class Rprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         _state.check_pair(etas, "etas")
@@ -146,7 +148,7 @@ class Rprop(Optimizer):
         _state.convert_scalars(self, ("step",))
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        _check_real(group["lr"], f"{where}['lr']")
+        _check_lr(group["lr"], f"{where}['lr']")
         _state.check_pair(group["etas"], f"{where}['etas']")
         _state.check_pair(group["step_sizes"], f"{where}['step_sizes']")
         _check_flag(group["maximize"], f"{where}['maximize']")

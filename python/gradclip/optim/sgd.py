@@ -12,6 +12,7 @@ from .optimizer import (
     ParamsT,
     _Batch,
     _check_flag,
+    _check_lr,
     _check_real,
     _check_state_array,
     _get_each,
@@ -44,8 +45,10 @@ class SGD(Optimizer):
     ----------
     params : iterable
         Parameters or parameter groups; see :class:`Optimizer`.
-    lr : float, default 1e-3
+    lr : float or Tensor, default 1e-3
         Learning rate.
+        A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
+        computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
     momentum : float, default 0
         Momentum factor.
     dampening : float, default 0
@@ -116,7 +119,7 @@ class SGD(Optimizer):
     ) -> None:
         # torch's checks, in torch's order; a non-number fails on a comparison in torch, with a
         # message that does not say which argument, so it is named here first.
-        _check_real(lr, "lr")
+        _check_lr(lr)
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         _check_real(momentum, "momentum")
@@ -153,7 +156,8 @@ class SGD(Optimizer):
             group.setdefault("fused", False)
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        for key in ("lr", "momentum", "dampening", "weight_decay"):
+        _check_lr(group["lr"], f"{where}['lr']")
+        for key in ("momentum", "dampening", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
         for key in ("nesterov", "maximize"):
             _check_flag(group[key], f"{where}[{key!r}]")
