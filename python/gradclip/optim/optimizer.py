@@ -133,7 +133,7 @@ def _check_lr(value: Any, what: str = "lr") -> None:
                 "with an lr in its own dtype; gradclip reproduces float32 and float64)"
             )
         return
-    if isinstance(value, np.float16):
+    if isinstance(value, np.generic) and value.dtype == np.dtype(np.float16):
         raise TypeError(
             f"{prefix}a float16 lr is not supported (torch would compute with it in float16); "
             "pass a float or a float32/float64 value"
@@ -161,7 +161,7 @@ def _lr_scalar(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         item = value.reshape(()).item()
         return value.dtype.type(item) if value.dtype.kind == "f" else float(item)
-    if isinstance(value, np.float32):
+    if isinstance(value, np.generic) and value.dtype == np.dtype(np.float32):
         return value
     return float(value)
 
