@@ -339,20 +339,26 @@ def _large_workload():
     return [gradclip.clip_grad_norm_(grads, 10.0), gradclip.get_total_norm(grads, 1.0)] + grads
 
 
-def test_pool_and_threads_per_call_agree():
-    """The persistent workers and threads started per call compute the same bits."""
+def _same_bits_in_both_modes(set_mode, reference_mode, other_mode, restore_mode, threads):
+    """_large_workload under set_mode(reference_mode), then three times under other_mode: the
+    same bits each time."""
     previous = _C.get_num_threads()
     try:
-        _C.set_num_threads(3)
-        _C._set_thread_pool(False)
-        per_call = _large_workload()
-        _C._set_thread_pool(True)
-        pooled = [_large_workload() for _ in range(3)]
+        _C.set_num_threads(threads)
+        set_mode(reference_mode)
+        reference = _large_workload()
+        set_mode(other_mode)
+        others = [_large_workload() for _ in range(3)]
     finally:
-        _C._set_thread_pool(True)
+        set_mode(restore_mode)
         _C.set_num_threads(previous)
-    for result in pooled:
-        assert_bitwise_equal(result, per_call)
+    for result in others:
+        assert_bitwise_equal(result, reference)
+
+
+def test_pool_and_threads_per_call_agree():
+    """The persistent workers and threads started per call compute the same bits."""
+    _same_bits_in_both_modes(_C._set_thread_pool, False, True, True, threads=3)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -376,17 +382,7 @@ def test_a_forked_child_starts_its_own_pool():
 def test_adaptive_thread_count_gives_the_same_bits():
     """Using only the idle cores (the default outside the tests) changes who computes a block,
     never its result."""
-    previous = _C.get_num_threads()
-    try:
-        _C.set_num_threads(2)
-        fixed = _large_workload()
-        _C._set_adaptive_threads(True)
-        adaptive = [_large_workload() for _ in range(3)]
-    finally:
-        _C._set_adaptive_threads(False)
-        _C.set_num_threads(previous)
-    for result in adaptive:
-        assert_bitwise_equal(result, fixed)
+    _same_bits_in_both_modes(_C._set_adaptive_threads, False, True, False, threads=2)
 
 
 def test_many_threads_sharing_the_pool(kernel_threads):
