@@ -68,6 +68,23 @@ static void run_scale(batch *b, double coef)
     }
 }
 
+/* Whether clip_grad_norm_ may leave out its scaling pass: when nothing is clipped (a coefficient
+ * of exactly 1), multiplying a real element by 1 changes no bit unless it is a signalling NaN,
+ * and a finite total of a p-norm with p > 0 means no element is NaN or infinite. (torch's mul_
+ * by 1 reads and writes every gradient for nothing; the common case of a training step that
+ * is not clipped then costs one pass over the gradients instead of three.) A complex element
+ * times 1 is (re*1 - im*0, re*0 + im*1), which can turn -0 into +0: those lists are scaled. */
+static int skip_unit_scale(const batch *b, const gc_norm *norm, double total, double coef)
+{
+    if (!(coef == 1.0 && norm->p > 0.0 && isfinite(total)))
+        return 0;
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        if (gc_is_complex(b->arrays[i].dtype))
+            return 0;
+    }
+    return 1;
+}
+
 /* total_norm(tensors, norm_type, error_if_nonfinite) -> float32 or float64 scalar */
 PyObject *py_total_norm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -138,7 +155,9 @@ PyObject *py_clip_grad_norm(PyObject *module, PyObject *const *args, Py_ssize_t 
         glue_batch_release(&b);
         return NULL;
     }
-    run_scale(&b, gc_clip_coef(total, max_norm, single));
+    const double coef = gc_clip_coef(total, max_norm, single);
+    if (!skip_unit_scale(&b, &norm, total, coef))
+        run_scale(&b, coef);
     glue_batch_release(&b);
     return glue_float_scalar(total, single);
 }

@@ -1,0 +1,76 @@
+"""clip_grad_norm_ writes nothing when it clips nothing.
+
+A coefficient of exactly 1 leaves every finite real element as it is, and a finite p-norm
+(p > 0) means every element is finite, so the scaling pass is left out. What is observed here
+is the memory itself: the gradient is a copy-on-write mapping of a file (np.memmap, mode "c"),
+whose pages are copied into anonymous memory only when something writes to them.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+
+import gradclip
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+
+N = 1 << 20
+
+
+def written_kib(path):
+    """The copied-on-write ("Anonymous") part of the mapping of `path` in this process, in KiB."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0] and ":" not in line.split(" ", 1)[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Anonymous:"):
+                total += int(line.split()[1])
+    return total
+
+
+def mapped_gradient(tmp_path, dtype):
+    path = tmp_path / f"grad-{np.dtype(dtype).name}.bin"
+    values = np.random.default_rng(0).standard_normal(N)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j
+    values.astype(dtype).tofile(path)
+    return path, np.memmap(path, dtype=dtype, mode="c", shape=(N,))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, np.inf, 3.0])
+def test_nothing_written_when_nothing_is_clipped(tmp_path, dtype, norm_type):
+    path, g = mapped_gradient(tmp_path, dtype)
+    before = np.array(g)
+    total = gradclip.clip_grad_norm_([g], 1e30, norm_type)
+    assert np.isfinite(total)
+    assert written_kib(path) == 0
+    np.testing.assert_array_equal(g, before)
+    # The control: clipping does write (so the measurement can see writes).
+    gradclip.clip_grad_norm_([g], float(total) / 2, norm_type)
+    assert written_kib(path) >= N * np.dtype(dtype).itemsize // 1024 // 2
+
+
+@pytest.mark.parametrize("norm_type", [0.0, -1.0, -np.inf])
+def test_norms_that_can_be_finite_over_nan_still_scale(tmp_path, norm_type):
+    # With p <= 0 a finite total says nothing about NaN elements, whose bits torch's multiply
+    # by 1 may change (a signalling NaN is quieted): the pass runs, as in torch.
+    path, g = mapped_gradient(tmp_path, np.float32)
+    gradclip.clip_grad_norm_([g], 1e30, norm_type)
+    assert written_kib(path) > 0
+
+
+def test_complex_lists_still_scale(tmp_path):
+    # (re*1 - im*0) turns -0 into +0 when im < 0: the pass runs, as in torch.
+    path, g = mapped_gradient(tmp_path, np.complex64)
+    gradclip.clip_grad_norm_([g], 1e30)
+    assert written_kib(path) > 0
+
+
+def test_nonfinite_total_still_scales_as_torch(tmp_path):
+    path, g = mapped_gradient(tmp_path, np.float32)
+    g[0] = np.inf  # dirties a page: measure the result instead
+    gradclip.clip_grad_norm_([g], 1e30)
+    assert np.all(g[1:] == 0) and np.isnan(g[0])  # torch: coef 0 (1e30 / inf), inf * 0 = nan
