@@ -58,20 +58,30 @@ static void dot_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrd
 typedef struct {
     gc_dtype dtype;
     double alpha;
+    const gc_torch_dims *dims; /* axpy: the pair's, and where the current run starts */
+    ptrdiff_t run_start;
 } axpy_args;
 
 static void axpy_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const axpy_args *a = ctx;
+    axpy_args *a = ctx;
     const ptrdiff_t i0 = gc_elements(strides[0], a->dtype), i1 = gc_elements(strides[1], a->dtype);
     switch (a->dtype) {
     case GC_FLOAT16: {
         gc_half *y = (gc_half *)ptrs[0];
         const gc_half *x = (const gc_half *)ptrs[1];
-        /* torch's float16 add rounds alpha to float16, then computes in float. */
+        /* torch's float16 add rounds alpha to float16, then computes fma(x, alpha, y) in float
+         * in its vectorised loop, y + h(alpha * x) in float16 arithmetic in its scalar loop
+         * (see gc_torch_vector_end). */
         const float alpha = gc_half_to_float(gc_float_to_half((float)a->alpha));
-        for (ptrdiff_t k = 0; k < n; k++)
+        const ptrdiff_t end = gc_torch_vector_end(a->dims, a->run_start, 3u, n, GC_TORCH_HALF_TAIL);
+        for (ptrdiff_t k = 0; k < end; k++)
             y[k * i0] = gc_float_to_half(fmaf(gc_half_to_float(x[k * i1]), alpha, gc_half_to_float(y[k * i0])));
+        for (ptrdiff_t k = end; k < n; k++) {
+            const float product = gc_half_to_float(gc_float_to_half(alpha * gc_half_to_float(x[k * i1])));
+            y[k * i0] = gc_float_to_half(gc_half_to_float(y[k * i0]) + product);
+        }
+        a->run_start += n;
         break;
     }
     case GC_FLOAT32: {
@@ -209,16 +219,31 @@ double gc_pairs_dot(const gc_pair *pairs, size_t n)
 
 void gc_pairs_axpy(const gc_pair *pairs, size_t n, double alpha)
 {
+    gc_torch_dims dims;
     for (size_t i = 0; i < n; i++) {
-        axpy_args args = {pairs[i].dtype, alpha};
-        walk_pair(&pairs[i], 2, axpy_run, &args);
+        const gc_pair *p = &pairs[i];
+        axpy_args args = {p->dtype, alpha, &dims, 0};
+        if (p->dtype == GC_FLOAT16 && pair_size(p) > 0) {
+            /* The dims walk_pair visits, for torch's loop split. */
+            const ptrdiff_t itemsize = (ptrdiff_t)gc_item_size(p->dtype);
+            if (p->ndim == 1) {
+                gc_torch_dims_init(&dims, 1, p->shape, 2, p->strides, itemsize);
+            }
+            else {
+                gc_layout layout;
+                gc_layout_init(&layout, p->ndim, p->shape, 2, p->data, p->strides);
+                const ptrdiff_t *strides[2] = {layout.strides[0], layout.strides[1]};
+                gc_torch_dims_init(&dims, layout.ndim, layout.shape, 2, strides, itemsize);
+            }
+        }
+        walk_pair(p, 2, axpy_run, &args);
     }
 }
 
 void gc_pairs_lerp(const gc_pair *pairs, size_t n, double weight)
 {
     for (size_t i = 0; i < n; i++) {
-        axpy_args args = {pairs[i].dtype, weight};
+        axpy_args args = {pairs[i].dtype, weight, NULL, 0};
         walk_pair(&pairs[i], 2, lerp_run, &args);
     }
 }
