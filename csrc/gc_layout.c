@@ -111,3 +111,77 @@ void gc_layout_walk(const gc_layout *layout, ptrdiff_t start, ptrdiff_t stop, gc
         }
     }
 }
+
+void gc_torch_dims_init(gc_torch_dims *dims, int nd, const ptrdiff_t *shape, int nops,
+                        const ptrdiff_t *const *strides, ptrdiff_t itemsize)
+{
+    dims->ndim = nd;
+    for (int d = 0; d < nd; d++)
+        dims->shape[d] = shape[d];
+    for (int k = 0; k < nops; k++)
+        for (int d = 0; d < nd; d++)
+            dims->strides[k][d] = strides[k][d] % itemsize ? 0 : strides[k][d] / itemsize;
+}
+
+/* torch's TensorIterator, for one operation over the operands `ops` (all of one shape): it
+ * fuses every pair of dims over which all operands are contiguous and runs the innermost
+ * (fused) dim in its vectorised loop when every operand steps by one element along it, each
+ * row's last length % tail elements excepted. So an element is vectorised when some dim has
+ * stride 1 in every operand and the element's offset along the chain of dims fused onto that
+ * one is below the chain's length rounded down to a multiple of `tail`. Along a run that offset
+ * grows by a constant step (or stays), so the vectorised elements of a run are a prefix of it. */
+ptrdiff_t gc_torch_vector_end(const gc_torch_dims *dims, ptrdiff_t run_start, unsigned ops, ptrdiff_t n,
+                              ptrdiff_t tail)
+{
+    const int nd = dims->ndim;
+    if (ops == 0)
+        return 0;
+    int first = 0;
+    while (!(ops & (1u << first)))
+        first++;
+    char fused[GC_MAXDIMS] = {0};
+    ptrdiff_t length = 0;
+    for (int d = nd - 1; d >= 0 && length == 0; d--) {
+        int unit = 1;
+        for (int k = 0; k <= GC_MAXOPS; k++)
+            if (ops & (1u << k))
+                unit &= dims->strides[k][d] == 1;
+        if (unit) {
+            fused[d] = 1;
+            length = dims->shape[d];
+        }
+    }
+    if (length == 0)
+        return 0; /* no unit-stride dim: the scalar loop throughout */
+    for (int found = 1; found;) {
+        found = 0;
+        for (int d = 0; d < nd && !found; d++) {
+            if (fused[d])
+                continue;
+            int next = 1;
+            for (int k = 0; k <= GC_MAXOPS; k++)
+                if (ops & (1u << k))
+                    next &= dims->strides[k][d] == length;
+            if (next) {
+                fused[d] = 1;
+                length *= dims->shape[d];
+                found = 1;
+            }
+        }
+    }
+    /* The run's first element's offset along the chain, and its step along the run. */
+    ptrdiff_t rest = run_start, offset = 0;
+    for (int d = nd - 1; d >= 0; d--) {
+        if (fused[d])
+            offset += rest % dims->shape[d] * dims->strides[first][d];
+        rest /= dims->shape[d];
+    }
+    const ptrdiff_t step = fused[nd - 1] ? dims->strides[first][nd - 1] : 0;
+    const ptrdiff_t cut = length - length % tail;
+    if (offset >= cut)
+        return 0;
+    if (step == 0)
+        return n;
+    const ptrdiff_t count = (cut - offset + step - 1) / step;
+    return count < n ? count : n;
+}

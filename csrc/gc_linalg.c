@@ -60,20 +60,30 @@ static void dot_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrd
 typedef struct {
     gc_dtype dtype;
     double alpha;
+    const gc_torch_dims *dims; /* axpy: the pair's, and where the current run starts */
+    ptrdiff_t run_start;
 } axpy_args;
 
 static void axpy_run(void *ctx, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
 {
-    const axpy_args *a = ctx;
+    axpy_args *a = ctx;
     const ptrdiff_t i0 = gc_elements(strides[0], a->dtype), i1 = gc_elements(strides[1], a->dtype);
     switch (a->dtype) {
     case GC_FLOAT16: {
         gc_half *y = (gc_half *)ptrs[0];
         const gc_half *x = (const gc_half *)ptrs[1];
-        /* torch's float16 add rounds alpha to float16, then computes in float. */
+        /* torch's float16 add rounds alpha to float16, then computes fma(x, alpha, y) in float
+         * in its vectorised loop, y + h(alpha * x) in float16 arithmetic in its scalar loop
+         * (see gc_torch_vector_end). */
         const float alpha = gc_half_to_float(gc_float_to_half((float)a->alpha));
-        for (ptrdiff_t k = 0; k < n; k++)
+        const ptrdiff_t end = gc_torch_vector_end(a->dims, a->run_start, 3u, n, GC_TORCH_HALF_TAIL);
+        for (ptrdiff_t k = 0; k < end; k++)
             y[k * i0] = gc_float_to_half(fmaf(gc_half_to_float(x[k * i1]), alpha, gc_half_to_float(y[k * i0])));
+        for (ptrdiff_t k = end; k < n; k++) {
+            const float product = gc_half_to_float(gc_float_to_half(alpha * gc_half_to_float(x[k * i1])));
+            y[k * i0] = gc_float_to_half(gc_half_to_float(y[k * i0]) + product);
+        }
+        a->run_start += n;
         break;
     }
     case GC_FLOAT32: {
@@ -199,6 +209,20 @@ static void walk_pair(const gc_pair *p, int nops, ptrdiff_t start, ptrdiff_t sto
     gc_layout_walk(&layout, start, stop, fn, ctx);
 }
 
+/* The dims walk_pair visits a float16 pair in, for torch's loop split (gc_torch_vector_end). */
+static void pair_torch_dims(const gc_pair *p, gc_torch_dims *dims)
+{
+    const ptrdiff_t itemsize = (ptrdiff_t)gc_item_size(p->dtype);
+    if (p->ndim == 1) {
+        gc_torch_dims_init(dims, 1, p->shape, 2, p->strides, itemsize);
+        return;
+    }
+    gc_layout layout;
+    gc_layout_init(&layout, p->ndim, p->shape, 2, p->data, p->strides);
+    const ptrdiff_t *strides[2] = {layout.strides[0], layout.strides[1]};
+    gc_torch_dims_init(dims, layout.ndim, layout.shape, 2, strides, itemsize);
+}
+
 /* ---- blocks and threads ------------------------------------------------------------------- */
 
 /* Every operation visits the pairs in blocks of GC_BLOCK elements (gc_for_each_block): a
@@ -247,7 +271,14 @@ static void visit_block(void *ctx, size_t i, ptrdiff_t start, ptrdiff_t stop, si
     }
     case OP_AXPY:
     case OP_LERP: {
-        axpy_args args = {p->dtype, job->alpha};
+        /* A float16 axpy rounds as torch's loops split the pair (see axpy_run): the split's
+         * dims, and the block's position in the visiting order. */
+        gc_torch_dims dims;
+        axpy_args args = {p->dtype, job->alpha, NULL, start};
+        if (job->op == OP_AXPY && p->dtype == GC_FLOAT16) {
+            pair_torch_dims(p, &dims);
+            args.dims = &dims;
+        }
         walk_pair(p, 2, start, stop, job->op == OP_AXPY ? axpy_run : lerp_run, &args);
         break;
     }

@@ -22,25 +22,79 @@ static ptrdiff_t item_size(void *ctx, size_t i)
     return size;
 }
 
+/* dims of an item: its operands', and as GC_OPTIM_GRAD_TMP_OP the gradient temporary's,
+ * contiguous over the dims sorted by decreasing |gradient stride| (a stable sort: ties keep the
+ * visiting order), as torch allocates the result of an operation on the gradient. */
+static void describe_dims(gc_torch_dims *dims, int nd, const ptrdiff_t *shape, int nops,
+                          const ptrdiff_t *const *strides, ptrdiff_t itemsize)
+{
+    gc_torch_dims_init(dims, nd, shape, nops, strides, itemsize);
+    const ptrdiff_t *g = dims->strides[GC_OP_GRAD];
+    int order[GC_MAXDIMS];
+    for (int d = 0; d < nd; d++) {
+        int pos = d;
+        while (pos > 0 && llabs((long long)g[order[pos - 1]]) < llabs((long long)g[d])) {
+            order[pos] = order[pos - 1];
+            pos--;
+        }
+        order[pos] = d;
+    }
+    ptrdiff_t expect = 1;
+    for (int j = nd - 1; j >= 0; j--) {
+        dims->strides[GC_OPTIM_GRAD_TMP_OP][order[j]] = expect;
+        expect *= shape[order[j]];
+    }
+}
+
+ptrdiff_t gc_optim_torch_vector_end(const gc_optim_item *it, unsigned ops, ptrdiff_t n, ptrdiff_t tail)
+{
+    return it->zero_dim ? 0 : gc_torch_vector_end(it->dims, it->run_start, ops, n, tail);
+}
+
+/* A block's runs, each passed to the kernel with its position (see gc_optim_item). */
+typedef struct {
+    gc_optim_item item; /* the block's copy, its run_start advanced run by run */
+    gc_run_fn walk;
+} run_ctx;
+
+static void visit_run(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, ptrdiff_t n)
+{
+    run_ctx *ctx = ctx_;
+    ctx->walk(&ctx->item, ptrs, strides, n);
+    ctx->item.run_start += n;
+}
+
 static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
 {
     (void)k;
     const step_ctx *ctx = ctx_;
     const gc_optim_item *it = &ctx->items[i];
+    const ptrdiff_t itemsize = (ptrdiff_t)gc_item_size(it->dtype);
+    gc_torch_dims dims;
+    run_ctx run = {*it, ctx->walk};
+    run.item.dims = &dims;
+    run.item.run_start = start;
     if (it->ndim == 1) {
         /* One run per operand (contiguous operands arrive so): no layout to build. */
         char *ptrs[GC_OPTIM_MAXOPS];
         ptrdiff_t strides[GC_OPTIM_MAXOPS];
+        const ptrdiff_t *stride_of[GC_OPTIM_MAXOPS];
         for (int k = 0; k < it->nops; k++) {
             strides[k] = it->strides[k][0];
+            stride_of[k] = &strides[k];
             ptrs[k] = it->data[k] + start * strides[k];
         }
-        ctx->walk((void *)it, ptrs, strides, stop - start);
+        describe_dims(&dims, 1, it->shape, it->nops, stride_of, itemsize);
+        ctx->walk(&run.item, ptrs, strides, stop - start);
         return;
     }
     gc_layout layout;
     gc_layout_init(&layout, it->ndim, it->shape, it->nops, it->data, it->strides);
-    gc_layout_walk(&layout, start, stop, ctx->walk, (void *)it);
+    const ptrdiff_t *stride_of[GC_OPTIM_MAXOPS];
+    for (int k = 0; k < it->nops; k++)
+        stride_of[k] = layout.strides[k];
+    describe_dims(&dims, layout.ndim, layout.shape, it->nops, stride_of, itemsize);
+    gc_layout_walk(&layout, start, stop, visit_run, &run);
 }
 
 /* Whether no operand of any item shares memory with an operand of another item (within an

@@ -109,7 +109,25 @@ typedef struct {
                      runs on the complex tensor itself round differently, e.g. add(alpha=)) */
     const gc_optim_options *options;
     double derived[GC_OPTIM_MAXDERIVED]; /* from the spec's prepare, e.g. the step count */
+    /* Set by the driver (gc_optim.c) for each run it passes to a kernel, on its own copy of the
+     * item: how the item is visited and where the run starts (the index of its first element
+     * in visiting order). For the kernels' model of torch's loops (torch_vector_end). */
+    const gc_torch_dims *dims;
+    ptrdiff_t run_start;
 } gc_optim_item;
+
+/* In an item's gc_torch_dims (see gc_layout.h), the slot of a temporary torch would allocate
+ * from the gradient (-grad, grad.add(p)): contiguous in the gradient's own order of dims. */
+#define GC_OPTIM_GRAD_TMP_OP GC_MAXOPS
+
+/* Operand sets of torch operations, for gc_optim_torch_vector_end: bit k is operand k, this bit
+ * the gradient temporary. */
+#define GC_OPTIM_GRAD_TMP (1u << GC_OPTIM_GRAD_TMP_OP)
+
+/* How many of the n elements of item `it`'s current run torch's vectorised CPU loop computes
+ * for one operation over the operand set `ops`, whose scalar loop takes the last
+ * row % `tail` elements of each row (see torch_vector_end in gc_optim_tmpl.h). */
+ptrdiff_t gc_optim_torch_vector_end(const gc_optim_item *it, unsigned ops, ptrdiff_t n, ptrdiff_t tail);
 
 typedef struct {
     const char *name;

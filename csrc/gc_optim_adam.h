@@ -34,7 +34,7 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, dou
     s.beta2 = (C)h[ADAM_BETA2];
     s.one_minus_beta2 = (C)(1.0 - h[ADAM_BETA2]);
     s.bc2_sqrt = (C)pow(bc2, 0.5);
-    s.eps = (C)h[ADAM_EPS];
+    s.eps = ALPHA(h[ADAM_EPS]); /* denom.add_(eps): a scalar added to a tensor */
     s.neg_step = (C)(-gc_lr_over(h, h[ADAM_LR], bc1)); /* step_size = lr / bc1; value=-step_size */
     return s;
 }
@@ -87,12 +87,10 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     T clipped[2];
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int decay = h[ADAM_WEIGHT_DECAY] != 0.0, decoupled = h[ADAM_DECOUPLED] != 0.0;
+    /* grad.add(param, alpha=weight_decay) (see ADD_ALPHA): where torch computes it in its
+     * scalar loop, the run's last elements take the general loop. */
     if (decay && !decoupled) {
-        /* grad.add(param, alpha=weight_decay) (see ADD_ALPHA): vectorised up to `end` over a
-         * contiguous parameter, scalar over a strided one. */
-        int flat;
-        const ptrdiff_t end = KERNEL(torch_vector_end)(it, ptrs, inc, n, &flat);
-        const ptrdiff_t nv = !flat || end < 0 ? 0 : end;
+        const ptrdiff_t nv = KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n);
         if (nv < n)
             KERNEL(adam_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, m_ + nv * im, im, v_ + nv * iv, iv,
                               amsgrad ? vmax_ + nv * ix : NULL, ix, &s, has_scale, write_back, maximize, decay,

@@ -19,14 +19,14 @@ typedef struct {
 GC_INLINE void KERNEL(adamax_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                    T *restrict m_, ptrdiff_t im, T *restrict e_, ptrdiff_t ie,
                                    const KERNEL(adamax_scalars_) *restrict s, int has_scale, int write_back,
-                                   int maximize, int decay, int pairs, int small_weight)
+                                   int maximize, int decay, int pairs, int small_weight, int scalar_wd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
         EFFECTIVE_GRAD(g, grad, i * ig);
         const C p = LOAD(param[i * ip]);
         if (decay)
-            g = COUPLED_DECAY(g, p, pairs);
+            g = COUPLED_DECAY(scalar_wd, g, p, pairs);
         const C m0 = LOAD(m_[i * im]);
         const C diff = g - m0; /* exp_avg.lerp_(g, 1 - beta1) */
         const C m = ROUND(small_weight ? FMA(s->weight, diff, m0) : FMA(s->weight_minus_one, diff, g));
@@ -54,22 +54,28 @@ static void KERNEL(adamax)(const gc_optim_item *it, char *const *ptrs, const ptr
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;
     s.beta2 = (C)h[ADAMAX_BETA2];
-    s.eps = (C)h[ADAMAX_EPS];
+    s.eps = ALPHA(h[ADAMAX_EPS]); /* x.add(eps): a scalar added to a tensor */
     s.neg_clr = (C)(-it->derived[ADAMAX_CLR]);
     int has_scale = o->scaling.has_scale;
     const int write_back = o->scaling.write_back;
     T clipped[2];
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ADAMAX_MAXIMIZE] != 0.0, decay = h[ADAMAX_WEIGHT_DECAY] != 0.0;
+    /* The weight decay's add(alpha): its last elements where torch runs its scalar loop. */
+    const ptrdiff_t nv = decay ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n;
+    if (nv < n)
+        KERNEL(adamax_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, m_ + nv * im, im, e_ + nv * ie, ie, &s,
+                            has_scale, write_back, maximize, decay, it->pairs, s.small_weight, 1);
+    n = nv;
     if (ip == 1 && ig == 1 && im == 1 && ie == 1 && !maximize && !decay && s.small_weight &&
         (!has_scale || write_back)) {
         if (has_scale)
-            KERNEL(adamax_loop)(n, param, 1, grad, 1, m_, 1, e_, 1, &s, 1, 1, 0, 0, 0, 1);
+            KERNEL(adamax_loop)(n, param, 1, grad, 1, m_, 1, e_, 1, &s, 1, 1, 0, 0, 0, 1, 0);
         else
-            KERNEL(adamax_loop)(n, param, 1, grad, 1, m_, 1, e_, 1, &s, 0, 0, 0, 0, 0, 1);
+            KERNEL(adamax_loop)(n, param, 1, grad, 1, m_, 1, e_, 1, &s, 0, 0, 0, 0, 0, 1, 0);
         return;
     }
     KERNEL(adamax_loop)(n, param, ip, grad, ig, m_, im, e_, ie, &s, has_scale, write_back, maximize, decay,
-                        it->pairs, s.small_weight);
+                        it->pairs, s.small_weight, 0);
 }
 #endif /* SUFFIX */

@@ -29,16 +29,17 @@ static KERNEL(asgd_scalars_) KERNEL(asgd_scalars)(const gc_optim_options *o, con
 
 GC_INLINE void KERNEL(asgd_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                  T *restrict ax_, ptrdiff_t ia, const KERNEL(asgd_scalars_) *restrict s,
-                                 int has_scale, int write_back, int maximize, int decay, int average)
+                                 int has_scale, int write_back, int maximize, int decay, int average,
+                                 int scalar_wd, int scalar_update)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
         EFFECTIVE_GRAD(g, grad, i * ig);
         C p = LOAD(param[i * ip]);
         if (decay)
-            g = ROUND(FMA(p, s->wd, g));
+            g = ROUND(ADD_ALPHA(scalar_wd, g, s->wd, p));
         p = ROUND(p * s->decay);          /* param.mul_(1 - lambd * eta) */
-        p = ROUND(FMA(g, s->neg_eta, p)); /* param.add_(grad, alpha=-eta) */
+        p = ROUND(ADD_ALPHA(scalar_update, p, s->neg_eta, g)); /* param.add_(grad, alpha=-eta) */
         param[i * ip] = STORE(p);
         if (average) {
             const C ax = LOAD(ax_[i * ia]);
@@ -63,13 +64,25 @@ static void KERNEL(asgd)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[ASGD_MAXIMIZE] != 0.0, decay = h[ASGD_WEIGHT_DECAY] != 0.0;
     const int average = it->derived[ASGD_AVERAGE] != 0.0;
-    if (ip == 1 && ig == 1 && ia == 1 && !maximize && !decay && (!has_scale || write_back)) {
-        if (average)
-            KERNEL(asgd_loop)(n, param, 1, grad, 1, ax_, 1, &s, has_scale, has_scale, 0, 0, 1);
-        else
-            KERNEL(asgd_loop)(n, param, 1, grad, 1, ax_, 1, &s, has_scale, has_scale, 0, 0, 0);
-        return;
+    const int contiguous = ip == 1 && ig == 1 && ia == 1;
+    /* Which of torch's loops computes each add(alpha) (see torch_vector_end): the weight decay
+     * and param.add_(grad, alpha=-eta). */
+    const ptrdiff_t ends[2] = {decay ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n,
+                               KERNEL(torch_vector_end)(it, OPS_P | OPS_DECAYED_GRAD(decay, maximize), n)};
+    for (ptrdiff_t lo = 0, hi; lo < n; lo = hi) {
+        unsigned sc;
+        hi = gc_torch_segment(ends, 2, lo, n, &sc);
+        T *const p_ = param + lo * ip, *const g_ = grad + lo * ig, *const a_ = ax_ + lo * ia;
+        const ptrdiff_t m = hi - lo;
+        if (sc == 0 && contiguous && !maximize && !decay && (!has_scale || write_back)) {
+            if (average)
+                KERNEL(asgd_loop)(m, p_, 1, g_, 1, a_, 1, &s, has_scale, has_scale, 0, 0, 1, 0, 0);
+            else
+                KERNEL(asgd_loop)(m, p_, 1, g_, 1, a_, 1, &s, has_scale, has_scale, 0, 0, 0, 0, 0);
+            continue;
+        }
+        KERNEL(asgd_loop)(m, p_, ip, g_, ig, a_, ia, &s, has_scale, write_back, maximize, decay, average,
+                          (sc & 1u) != 0, (sc & 2u) != 0);
     }
-    KERNEL(asgd_loop)(n, param, ip, grad, ig, ax_, ia, &s, has_scale, write_back, maximize, decay, average);
 }
 #endif /* SUFFIX */

@@ -46,9 +46,9 @@ static inline float round_half(float x)
 #define FMA fmaf
 #define SQRT sqrtf
 #define WIDE_SCALE(x, c) round_half((float)((double)(x) * (c)))
-/* torch's scalar loop takes the last n % 32 elements of a contiguous float16 run (measured
- * with torch 2.13 on an AVX-512 CPU; see the README). */
-#define SCALAR_TAIL 32
+/* torch's scalar loop takes the last length % 32 elements of each float16 row it vectorises
+ * (see gc_layout.h). */
+#define SCALAR_TAIL GC_TORCH_HALF_TAIL
 #define SUFFIX _f16
 #include "gc_optim_kernels.h"
 

@@ -32,7 +32,7 @@ static KERNEL(nadam_scalars_) KERNEL(nadam_scalars)(const gc_optim_options *o, c
     s.beta2 = (C)h[NADAM_BETA2];
     s.one_minus_beta2 = (C)(1.0 - h[NADAM_BETA2]);
     s.bc2 = (C)derived[NADAM_BC2];
-    s.eps = (C)h[NADAM_EPS];
+    s.eps = ALPHA(h[NADAM_EPS]); /* x.add(eps): a scalar added to a tensor */
     s.grad_value = (C)derived[NADAM_GRAD_VALUE];
     s.avg_value = (C)derived[NADAM_AVG_VALUE];
     return s;
@@ -41,7 +41,7 @@ static KERNEL(nadam_scalars_) KERNEL(nadam_scalars)(const gc_optim_options *o, c
 GC_INLINE void KERNEL(nadam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                   T *restrict m_, ptrdiff_t im, T *restrict v_, ptrdiff_t iv,
                                   const KERNEL(nadam_scalars_) *restrict s, int has_scale, int write_back,
-                                  int maximize, int decay, int decoupled, int small_weight)
+                                  int maximize, int decay, int decoupled, int small_weight, int scalar_wd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
@@ -51,7 +51,7 @@ GC_INLINE void KERNEL(nadam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, 
             if (decoupled)
                 p = ROUND(p * s->decay);
             else
-                g = ROUND(FMA(p, s->wd, g));
+                g = ROUND(ADD_ALPHA(scalar_wd, g, s->wd, p));
         }
         const C m0 = LOAD(m_[i * im]);
         const C diff = g - m0;
@@ -80,15 +80,21 @@ static void KERNEL(nadam)(const gc_optim_item *it, char *const *ptrs, const ptrd
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[NADAM_MAXIMIZE] != 0.0, decay = h[NADAM_WEIGHT_DECAY] != 0.0;
     const int decoupled = h[NADAM_DECOUPLED] != 0.0;
+    /* The coupled weight decay's add(alpha): its last elements where torch runs its scalar loop. */
+    const ptrdiff_t nv = decay && !decoupled ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n;
+    if (nv < n)
+        KERNEL(nadam_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, m_ + nv * im, im, v_ + nv * iv, iv, &s,
+                           has_scale, write_back, maximize, decay, decoupled, s.small_weight, 1);
+    n = nv;
     if (ip == 1 && ig == 1 && im == 1 && iv == 1 && !maximize && !decay && s.small_weight &&
         (!has_scale || write_back)) {
         if (has_scale)
-            KERNEL(nadam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, 1, 1, 0, 0, 0, 1);
+            KERNEL(nadam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, 1, 1, 0, 0, 0, 1, 0);
         else
-            KERNEL(nadam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, 0, 0, 0, 0, 0, 1);
+            KERNEL(nadam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, 0, 0, 0, 0, 0, 1, 0);
         return;
     }
     KERNEL(nadam_loop)(n, param, ip, grad, ig, m_, im, v_, iv, &s, has_scale, write_back, maximize, decay,
-                       decoupled, s.small_weight);
+                       decoupled, s.small_weight, 0);
 }
 #endif /* SUFFIX */

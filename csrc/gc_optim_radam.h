@@ -32,7 +32,7 @@ static KERNEL(radam_scalars_) KERNEL(radam_scalars)(const gc_optim_options *o, c
     s.one_minus_beta2 = (C)(1.0 - h[RADAM_BETA2]);
     s.bc1 = (C)derived[RADAM_BC1];
     s.lr = (C)h[RADAM_LR];
-    s.eps = (C)h[RADAM_EPS];
+    s.eps = ALPHA(h[RADAM_EPS]); /* x.add(eps): a scalar added to a tensor */
     s.bc2_sqrt = (C)derived[RADAM_BC2_SQRT];
     s.rect = (C)derived[RADAM_RECT];
     return s;
@@ -41,7 +41,8 @@ static KERNEL(radam_scalars_) KERNEL(radam_scalars)(const gc_optim_options *o, c
 GC_INLINE void KERNEL(radam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                   T *restrict m_, ptrdiff_t im, T *restrict v_, ptrdiff_t iv,
                                   const KERNEL(radam_scalars_) *restrict s, int has_scale, int write_back,
-                                  int maximize, int decay, int decoupled, int small_weight, int rectify)
+                                  int maximize, int decay, int decoupled, int small_weight, int rectify,
+                                  int scalar_wd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
@@ -51,7 +52,7 @@ GC_INLINE void KERNEL(radam_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, 
             if (decoupled)
                 p = ROUND(p * s->decay);
             else
-                g = ROUND(FMA(p, s->wd, g));
+                g = ROUND(ADD_ALPHA(scalar_wd, g, s->wd, p));
         }
         const C m0 = LOAD(m_[i * im]);
         const C diff = g - m0;
@@ -85,15 +86,21 @@ static void KERNEL(radam)(const gc_optim_item *it, char *const *ptrs, const ptrd
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[RADAM_MAXIMIZE] != 0.0, decay = h[RADAM_WEIGHT_DECAY] != 0.0;
     const int decoupled = h[RADAM_DECOUPLED] != 0.0, rectify = it->derived[RADAM_RECTIFY] != 0.0;
+    /* The coupled weight decay's add(alpha): its last elements where torch runs its scalar loop. */
+    const ptrdiff_t nv = decay && !decoupled ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n;
+    if (nv < n)
+        KERNEL(radam_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, m_ + nv * im, im, v_ + nv * iv, iv, &s,
+                           has_scale, write_back, maximize, decay, decoupled, s.small_weight, rectify, 1);
+    n = nv;
     if (ip == 1 && ig == 1 && im == 1 && iv == 1 && !maximize && !decay && s.small_weight &&
         (!has_scale || write_back)) {
         if (rectify)
-            KERNEL(radam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, has_scale, has_scale, 0, 0, 0, 1, 1);
+            KERNEL(radam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, has_scale, has_scale, 0, 0, 0, 1, 1, 0);
         else
-            KERNEL(radam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, has_scale, has_scale, 0, 0, 0, 1, 0);
+            KERNEL(radam_loop)(n, param, 1, grad, 1, m_, 1, v_, 1, &s, has_scale, has_scale, 0, 0, 0, 1, 0, 0);
         return;
     }
     KERNEL(radam_loop)(n, param, ip, grad, ig, m_, im, v_, iv, &s, has_scale, write_back, maximize, decay,
-                       decoupled, s.small_weight, rectify);
+                       decoupled, s.small_weight, rectify, 0);
 }
 #endif /* SUFFIX */

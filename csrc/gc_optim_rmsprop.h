@@ -21,14 +21,14 @@ GC_INLINE void KERNEL(rmsprop_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip
                                     T *restrict v_, ptrdiff_t iv, T *restrict ga_, ptrdiff_t ia, T *restrict buf_,
                                     ptrdiff_t ib, const KERNEL(rmsprop_scalars_) *restrict s, int has_scale,
                                     int write_back, int maximize, int decay, int pairs, int centered, int momentum,
-                                    int small_weight)
+                                    int small_weight, int scalar_wd, int scalar_update)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         C g;
         EFFECTIVE_GRAD(g, grad, i * ig);
         const C p = LOAD(param[i * ip]);
         if (decay)
-            g = COUPLED_DECAY(g, p, pairs);
+            g = COUPLED_DECAY(scalar_wd, g, p, pairs);
         /* square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha) */
         const C v = ROUND(FMA(s->one_minus_alpha * g, g, ROUND(LOAD(v_[i * iv]) * s->alpha)));
         v_[i * iv] = STORE(v);
@@ -48,7 +48,7 @@ GC_INLINE void KERNEL(rmsprop_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip
             /* buf.mul_(momentum).addcdiv_(g, avg); param.add_(buf, alpha=-lr) */
             const C b = ROUND(ROUND(LOAD(buf_[i * ib]) * s->momentum) + g / avg);
             buf_[i * ib] = STORE(b);
-            param[i * ip] = STORE(FMA(b, s->neg_lr_alpha, p));
+            param[i * ip] = STORE(ADD_ALPHA(scalar_update, p, s->neg_lr_alpha, b));
         }
         else {
             param[i * ip] = STORE(p + (s->neg_lr * g) / avg); /* addcdiv_(g, avg, value=-lr) */
@@ -75,7 +75,7 @@ static void KERNEL(rmsprop)(const gc_optim_item *it, char *const *ptrs, const pt
     s.weight = s.one_minus_alpha;
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;
-    s.eps = (C)h[RMSPROP_EPS];
+    s.eps = ALPHA(h[RMSPROP_EPS]); /* x.add(eps): a scalar added to a tensor */
     s.momentum = (C)h[RMSPROP_MOMENTUM];
     s.neg_lr = (C)(-h[RMSPROP_LR]);
     s.neg_lr_alpha = ALPHA(-h[RMSPROP_LR]);
@@ -85,19 +85,30 @@ static void KERNEL(rmsprop)(const gc_optim_item *it, char *const *ptrs, const pt
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[RMSPROP_MAXIMIZE] != 0.0, decay = h[RMSPROP_WEIGHT_DECAY] != 0.0;
     const int contiguous = ip == 1 && ig == 1 && iv == 1 && ia == 1 && ib == 1;
-    if (contiguous && !maximize && !decay && !centered && (!has_scale || write_back)) {
-        /* Plain RMSprop and with momentum, with or without fused clipping. */
-        if (momentum && has_scale)
-            KERNEL(rmsprop_loop)(n, param, 1, grad, 1, v_, 1, ga_, 1, buf_, 1, &s, 1, 1, 0, 0, 0, 0, 1, 1);
-        else if (momentum)
-            KERNEL(rmsprop_loop)(n, param, 1, grad, 1, v_, 1, ga_, 1, buf_, 1, &s, 0, 0, 0, 0, 0, 0, 1, 1);
-        else if (has_scale)
-            KERNEL(rmsprop_loop)(n, param, 1, grad, 1, v_, 1, ga_, 1, buf_, 1, &s, 1, 1, 0, 0, 0, 0, 0, 1);
-        else
-            KERNEL(rmsprop_loop)(n, param, 1, grad, 1, v_, 1, ga_, 1, buf_, 1, &s, 0, 0, 0, 0, 0, 0, 0, 1);
-        return;
+    /* Which of torch's loops computes each add(alpha) (see torch_vector_end): the weight decay
+     * and, with momentum, param.add_(buf, alpha=-lr). */
+    const ptrdiff_t ends[2] = {decay ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n,
+                               momentum ? KERNEL(torch_vector_end)(it, OPS_P | OPS_S(1 + centered), n) : n};
+    for (ptrdiff_t lo = 0, hi; lo < n; lo = hi) {
+        unsigned sc;
+        hi = gc_torch_segment(ends, 2, lo, n, &sc);
+        T *const p_ = param + lo * ip, *const g_ = grad + lo * ig, *const v = v_ + lo * iv;
+        T *const a_ = centered ? ga_ + lo * ia : NULL, *const b_ = momentum ? buf_ + lo * ib : NULL;
+        const ptrdiff_t m = hi - lo;
+        if (sc == 0 && contiguous && !maximize && !decay && !centered && (!has_scale || write_back)) {
+            /* Plain RMSprop and with momentum, with or without fused clipping. */
+            if (momentum && has_scale)
+                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0);
+            else if (momentum)
+                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0);
+            else if (has_scale)
+                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0);
+            else
+                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0);
+            continue;
+        }
+        KERNEL(rmsprop_loop)(m, p_, ip, g_, ig, v, iv, a_, ia, b_, ib, &s, has_scale, write_back, maximize, decay,
+                             it->pairs, centered, momentum, s.small_weight, (sc & 1u) != 0, (sc & 2u) != 0);
     }
-    KERNEL(rmsprop_loop)(n, param, ip, grad, ig, v_, iv, ga_, ia, buf_, ib, &s, has_scale, write_back, maximize,
-                         decay, it->pairs, centered, momentum, s.small_weight);
 }
 #endif /* SUFFIX */

@@ -65,38 +65,35 @@ static void KERNEL(sgd)(const gc_optim_item *it, char *const *ptrs, const ptrdif
     const int maximize = h[SGD_MAXIMIZE] != 0.0, nesterov = h[SGD_NESTEROV] != 0.0, fresh = it->fresh;
     const int cx = it->pairs; /* complex: every add rounds twice (see the top of this file) */
     const int plain = !decay && !maximize && !nesterov && !fresh && !cx;
-    /* Which of torch's loops computes each add(alpha) (see ADD_ALPHA): over a contiguous
-     * parameter every add is vectorised up to `end`; over a strided one, the adds that read
-     * the parameter or the original gradient are scalar, while the momentum adds read
-     * contiguous temporaries (weight decay's result, the buffer), vectorised up to `end`. */
-    int flat;
-    const ptrdiff_t end = KERNEL(torch_vector_end)(it, ptrs, inc, n, &flat);
-    if (!flat || end < n) {
-        const ptrdiff_t nv = end < 0 ? 0 : end;
-        if (!flat && nv > 0)
-            KERNEL(sgd_loop)(nv, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
-                             nesterov, fresh, 1, !decay || cx, 1);
-        if (nv < n)
-            KERNEL(sgd_loop)(n - nv, param + nv * ip, ip, grad + nv * ig, ig, momentum ? buf + nv * ib : NULL, ib,
-                             &s, has_scale, write_back, maximize, decay, momentum, nesterov, fresh, 1, 1, 1);
-        if (!flat)
-            return;
-        n = nv;
+    const int contiguous = ip == 1 && ig == 1 && ib == 1;
+    /* Which of torch's loops computes each add(alpha) (see ADD_ALPHA, torch_vector_end): the
+     * weight decay, the momentum adds (buf.mul_(momentum).add_(g, alpha=1 - dampening) and
+     * nesterov's g.add(buf, alpha=momentum), over the same operands) and the update. */
+    const unsigned g2 = OPS_DECAYED_GRAD(decay, maximize);
+    const unsigned update = OPS_P | (momentum ? (nesterov ? GC_OPTIM_GRAD_TMP : OPS_S(0)) : g2);
+    const ptrdiff_t ends[3] = {decay ? KERNEL(torch_vector_end)(it, DECAY_OPS(maximize), n) : n,
+                               momentum ? KERNEL(torch_vector_end)(it, OPS_S(0) | g2, n) : n,
+                               KERNEL(torch_vector_end)(it, update, n)};
+    for (ptrdiff_t lo = 0, hi; lo < n; lo = hi) {
+        unsigned sc;
+        hi = gc_torch_segment(ends, 3, lo, n, &sc);
+        T *const p_ = param + lo * ip, *const g_ = grad + lo * ig, *const b_ = momentum ? buf + lo * ib : NULL;
+        const ptrdiff_t m = hi - lo;
+        if (sc == 0 && contiguous && plain && (!has_scale || write_back)) {
+            /* The common cases (with or without momentum, with or without fused clipping),
+             * specialised so they vectorise. */
+            if (momentum && has_scale)
+                KERNEL(sgd_loop)(m, p_, 1, g_, 1, b_, 1, &s, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0);
+            else if (momentum)
+                KERNEL(sgd_loop)(m, p_, 1, g_, 1, b_, 1, &s, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0);
+            else if (has_scale)
+                KERNEL(sgd_loop)(m, p_, 1, g_, 1, b_, 1, &s, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            else
+                KERNEL(sgd_loop)(m, p_, 1, g_, 1, b_, 1, &s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+            continue;
+        }
+        KERNEL(sgd_loop)(m, p_, ip, g_, ig, b_, ib, &s, has_scale, write_back, maximize, decay, momentum, nesterov,
+                         fresh, cx || (sc & 1u), cx || (sc & 2u), cx || (sc & 4u));
     }
-    if (ip == 1 && ig == 1 && ib == 1 && plain && (!has_scale || write_back)) {
-        /* The common cases (with or without momentum, with or without fused clipping),
-         * specialised so they vectorise. */
-        if (momentum && has_scale)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0);
-        else if (momentum)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0);
-        else if (has_scale)
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        else
-            KERNEL(sgd_loop)(n, param, 1, grad, 1, buf, 1, &s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-        return;
-    }
-    KERNEL(sgd_loop)(n, param, ip, grad, ig, buf, ib, &s, has_scale, write_back, maximize, decay, momentum,
-                     nesterov, fresh, cx, cx, cx);
 }
 #endif /* SUFFIX */

@@ -73,8 +73,9 @@ MATRIX_LAYOUTS = [
     ((4, 3), lambda x: x.T),
     ((5, 2), lambda x: x),
 ]
-# float16: torch's vectorised and scalar-remainder loops round some scalars differently, so
-# sizes that are multiples of 64 (contiguous) keep torch on its vectorised path throughout.
+# float16: torch's vectorised and scalar-remainder loops round add(alpha=) differently;
+# contiguous sizes that are multiples of 32 keep torch on its vectorised path throughout
+# (DEFAULT_LAYOUTS, all under 32 elements, keep it on its scalar loops).
 VECTOR_LAYOUTS = [
     ((64,), lambda x: x),
     ((8, 16), lambda x: x),

@@ -34,12 +34,11 @@ def _mode(dtype: Any) -> str:
     return "ndarray" if np.dtype(dtype).kind == "c" else "parameter"
 
 
-def parity_tests(name: str, bounds: dict, float16_bounds: dict, complex_ok: bool = True) -> dict:
+def parity_tests(name: str, bounds: dict, complex_ok: bool = True) -> dict:
     """Test functions for optimizer ``name`` over torch's own configurations.
 
     ``bounds[dtype name]``: per-key ulp bounds of one step against real torch (gradclip's
-    arrays reset to torch's after every step); ``float16_bounds``: the same for float16 in
-    layouts that make torch take its scalar loops.
+    arrays reset to torch's after every step). float16 is bit-identical in every layout.
     """
     configs = torch_optim_inputs(name)
     ids = [desc for desc, _ in configs]
@@ -77,8 +76,12 @@ def parity_tests(name: str, bounds: dict, float16_bounds: dict, complex_ok: bool
 
     @pytest.mark.parametrize("kwargs", [kw for _, kw in configs], ids=ids)
     def test_float16_in_layouts_torch_runs_through_its_scalar_loop(kwargs):
+        # Parameters of 4 to 12 elements, strided and transposed ones (DEFAULT_LAYOUTS): torch
+        # computes every operation in its scalar loops, whose add(alpha) rounds the product to
+        # float16 first. Bit for bit over the whole run (tests/test_optim_float16_torch.py
+        # covers odd sizes, tails and layouts per option).
         kw, tkw = split_tensor_lr(kwargs)
-        run_parity(name, kw, np.float16, ulps=float16_bounds, resync=True, torch_kwargs=tkw)
+        run_parity(name, kw, np.float16, ulps=0, torch_kwargs=tkw)
 
     @pytest.mark.parametrize("write_back", [True, False])
     @pytest.mark.parametrize("dtype", [np.float16] + dtypes, ids=lambda d: np.dtype(d).name)

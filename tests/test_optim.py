@@ -318,9 +318,9 @@ def test_large_arrays_match_torch_bitwise(name, kwargs, dtype):
 )
 def test_float16_matches_torch_bitwise(name, kwargs):
     # torch computes float16 in float32 and rounds after every op, but its vectorised loop
-    # and its scalar remainder loop round the add(alpha=) scalar differently. Contiguous
-    # arrays whose size is a multiple of 64 only ever take the vectorised path, which
-    # gradclip follows.
+    # and its scalar remainder loop round add(alpha=) differently. Contiguous arrays whose
+    # size is a multiple of 32 only ever take the vectorised path (the other layouts:
+    # tests/test_optim_float16_torch.py).
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal(shape).astype(np.float16) for shape in [(64,), (8, 16), (4096,)]]
     tensors = [torch.from_numpy(a.copy()) for a in arrays]

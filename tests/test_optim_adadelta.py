@@ -21,7 +21,6 @@ globals().update(
             "complex128": {"param": 2, "acc_delta": 8},
             "whole_run_float64": 16,
         },
-        float16_bounds={"param": 2, "square_avg": 8, "acc_delta": 2},
     )
 )
 

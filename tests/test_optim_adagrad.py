@@ -21,7 +21,6 @@ globals().update(
             "complex128": {"param": 2},
             "whole_run_float64": 2,
         },
-        float16_bounds={"param": 2, "sum": 16},
     )
 )
 

@@ -14,7 +14,6 @@ globals().update(
         "Adamax",
         bounds={"float32": _EXACT, "float64": _EXACT, "complex64": _EXACT, "complex128": _EXACT,
                 "whole_run_float64": 0},
-        float16_bounds={"*": 64},
     )
 )
 

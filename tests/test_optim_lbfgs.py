@@ -513,8 +513,28 @@ def test_list_dot_is_accurate(dtype, layout):
     assert np.dtype(dtype).type(got) == np.dtype(dtype).type(float(exact))
 
 
-# float16 only contiguous (see below).
-AXPY_CASES = [(np.float16, 0)] + [(dt, layout) for dt in (np.float32, np.float64) for layout in range(len(LAYOUTS))]
+# float16 in every layout torch can hold (no negative strides), with the same strides in torch.
+AXPY_CASES = [(np.float16, layout) for layout in (0, 1, 3)] + [
+    (dt, layout) for dt in (np.float32, np.float64) for layout in range(len(LAYOUTS))
+]
+
+
+def _torch_like(a):
+    """A tensor with a's values and strides, in memory of its own (contiguous where a has a
+    negative stride, which torch cannot hold)."""
+    if a.ndim == 0 or a.size == 0 or min(a.strides) < 0:
+        return torch.from_numpy(np.ascontiguousarray(a).copy())
+    extent = sum((size - 1) * stride for size, stride in zip(a.shape, a.strides)) // a.itemsize + 1
+    t = torch.zeros(extent, dtype=torch.from_numpy(a[:0].copy()).dtype).as_strided(
+        a.shape, [s // a.itemsize for s in a.strides]
+    )
+    t.copy_(torch.from_numpy(np.ascontiguousarray(a)))
+    return t
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.itemsize])
 
 
 @pytest.mark.skipif(
@@ -526,24 +546,27 @@ def test_list_axpy_is_torchs_add(dtype, layout, alpha):
     lists = _lists
     if dtype == np.float16:
         # torch's float16 add is an fma in float only in its vectorised loop; its scalar loop
-        # (the last n % 64 elements of a contiguous run, and strided views) rounds alpha * x
-        # to float16 first. gradclip always fuses: compare where torch is vectorised.
+        # (the last length % 32 elements of each row it vectorises, every element of a tensor
+        # with no unit-stride dim or of a 0-d one) rounds alpha * x to float16 first, and so
+        # does gradclip: sizes with tails, and the small ones that are all tail.
         lists = lambda dtype, seed: [  # noqa: E731
-            np.random.default_rng(seed).standard_normal(s).astype(dtype) for s in [(64,), (2, 64), (128,)]
+            np.asarray(np.random.default_rng(seed).standard_normal(s) * 3).astype(dtype)
+            for s in [(64,), (2, 64), (33,), (70, 3), (5, 37), (3, 4), (), (2, 3, 2), (0, 3)]
         ]
     ys = [LAYOUTS[layout](y) if y.ndim else y.copy() for y in lists(dtype, 0)]
     xs = lists(dtype, 1)
-    expected = [torch.from_numpy(np.ascontiguousarray(y).copy()) for y in ys]
+    expected = [_torch_like(y) for y in ys]
     for e, x in zip(expected, xs):
         e.add_(torch.from_numpy(x), alpha=float(alpha))
     _C.list_axpy(ys, alpha, xs)
     for y, e in zip(ys, expected):
-        np.testing.assert_array_equal(y, e.numpy())
-    # From a flat vector, as LBFGS moves its parameters.
+        np.testing.assert_array_equal(_bits(y), _bits(e.numpy()))
+    # From a flat vector, as LBFGS moves its parameters (torch adds a view of it shaped like
+    # the parameter: contiguous, the same as xs).
     ys2 = [LAYOUTS[layout](y) if y.ndim else y.copy() for y in lists(dtype, 0)]
     _C.list_axpy(ys2, alpha, np.concatenate([x.ravel() for x in xs]))
     for y, e in zip(ys2, expected):
-        np.testing.assert_array_equal(y, e.numpy())
+        np.testing.assert_array_equal(_bits(y), _bits(e.numpy()))
 
 
 @pytest.mark.parametrize("layout", range(len(LAYOUTS)))

@@ -22,7 +22,6 @@ globals().update(
             "complex128": {"param": 256, "momentum_buffer": 16},
             "whole_run_float64": 32,
         },
-        float16_bounds={"param": 128, "square_avg": 8, "grad_avg": 32, "momentum_buffer": 512},
     )
 )
 

@@ -10,9 +10,12 @@ How torch rounds, and how the kernels reproduce it
 --------------------------------------------------
 Each torch operation rounds once to the tensor's dtype, with its Python-float scalars first
 converted to that dtype (float16 tensors: scalars go to float32 and the operation runs in
-float32, then rounds to float16; ``add``'s alpha is rounded to float16 first). Three
-operations are *fused multiply-adds* in torch's CPU kernels (``vec::fmadd`` in the vectorised
-loop; the scalar loop is contracted to an FMA by the compiler):
+float32, then rounds to float16; ``add``'s alpha and a scalar added to a tensor, such as
+``eps``, are rounded to float16 first). Three operations are *fused multiply-adds* in torch's
+CPU kernels (``vec::fmadd`` in the vectorised loop; the scalar loop is contracted to an FMA by
+the compiler, except for float16 ``add``, whose scalar loop computes ``a + h(s * b)`` in
+float16 arithmetic: the kernels follow which elements torch gives to which loop, see
+csrc/gc_optim_tmpl.h):
 
 * ``a.add(b, alpha=s)``            ->  ``fma(b, s, a)``
 * ``a.lerp_(b, w)`` (scalar w)      ->  ``fma(w, b - a, a)`` if ``|w| < 0.5``

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _C
-from ._numpy_ops import mul_
+from ._numpy_ops import div_, mul_, rsqrt
 from ._numpy_ops import norm as _norm
 from ._numpy_ops import scaled_grad
 from .adam import _STEP_DTYPE, _as_step
@@ -202,11 +202,11 @@ class Adafactor(Optimizer):
                     row_var, col_var = state["row_var"], state["col_var"]
                     row_mean = _norm(grad, -1)
                     row_mean *= row_mean
-                    row_mean /= dtype(grad.shape[-1])
+                    div_(row_mean, grad.shape[-1])
                     _C.list_lerp(row_var, row_mean, one_minus_beta2_t)
                     col_mean = _norm(grad, -2)
                     col_mean *= col_mean
-                    col_mean /= dtype(grad.shape[-2])
+                    div_(col_mean, grad.shape[-2])
                     _C.list_lerp(col_var, col_mean, one_minus_beta2_t)
                     var_estimate = np.matmul(row_var, col_var)  # outer products: exact
                     row_var_mean = (row_var.sum(axis=-2, keepdims=True, dtype=np.float64) / row_var.shape[-2]).astype(
@@ -219,10 +219,7 @@ class Adafactor(Optimizer):
                     _C.list_lerp(variance, grad_squared, one_minus_beta2_t)
                     var_estimate = variance.copy()
                 update = np.maximum(var_estimate, dtype(eps1 * eps1))
-                if value.dtype == np.float16:  # torch's rsqrt rounds once, from float32
-                    update = (1 / np.sqrt(update.astype(np.float32))).astype(np.float16)
-                else:
-                    update = 1 / np.sqrt(update)
+                update = rsqrt(update)  # torch's var_estimate is C-contiguous
                 update *= grad
                 denom = max(1.0, float(_norm(update)) / ((update.size**0.5) * d))
                 _C.list_axpy(value, -alpha / denom, np.asarray(update))
