@@ -95,16 +95,21 @@ static void KERNEL(rmsprop)(const gc_optim_item *it, char *const *ptrs, const pt
         T *const p_ = param + lo * ip, *const g_ = grad + lo * ig, *const v = v_ + lo * iv;
         T *const a_ = centered ? ga_ + lo * ia : NULL, *const b_ = momentum ? buf_ + lo * ib : NULL;
         const ptrdiff_t m = hi - lo;
-        if (sc == 0 && contiguous && !maximize && !decay && !centered && (!has_scale || write_back)) {
-            /* Plain RMSprop and with momentum, with or without fused clipping. */
-            if (momentum && has_scale)
-                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0);
+        if (sc == 0 && contiguous && !maximize && !decay && (!centered || s.small_weight) &&
+            (!has_scale || write_back)) {
+            /* Plain, centered, with momentum, with or without fused clipping: constant flags,
+             * so that each loop vectorises. */
+#define RMSPROP_CONTIGUOUS(HAS_SCALE, CENTERED, MOMENTUM)                                           \
+    KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, HAS_SCALE, HAS_SCALE, 0, 0, 0, CENTERED, MOMENTUM, 1, 0, 0)
+            if (centered && momentum)
+                has_scale ? RMSPROP_CONTIGUOUS(1, 1, 1) : RMSPROP_CONTIGUOUS(0, 1, 1);
+            else if (centered)
+                has_scale ? RMSPROP_CONTIGUOUS(1, 1, 0) : RMSPROP_CONTIGUOUS(0, 1, 0);
             else if (momentum)
-                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0);
-            else if (has_scale)
-                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0);
+                has_scale ? RMSPROP_CONTIGUOUS(1, 0, 1) : RMSPROP_CONTIGUOUS(0, 0, 1);
             else
-                KERNEL(rmsprop_loop)(m, p_, 1, g_, 1, v, 1, a_, 1, b_, 1, &s, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0);
+                has_scale ? RMSPROP_CONTIGUOUS(1, 0, 0) : RMSPROP_CONTIGUOUS(0, 0, 0);
+#undef RMSPROP_CONTIGUOUS
             continue;
         }
         KERNEL(rmsprop_loop)(m, p_, ip, g_, ig, v, iv, a_, ia, b_, ib, &s, has_scale, write_back, maximize, decay,

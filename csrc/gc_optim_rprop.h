@@ -14,7 +14,7 @@ typedef struct {
 } KERNEL(rprop_scalars_);
 
 /* torch's sign(): 0 for NaN and for both zeros. */
-#define RPROP_SIGN(x) ((C)(((C)0 < (x)) - ((x) < (C)0)))
+#define RPROP_SIGN(x) ((C)0 < (x) ? (C)1 : ((x) < (C)0 ? (C)-1 : (C)0))
 
 GC_INLINE void KERNEL(rprop_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, T *restrict grad, ptrdiff_t ig,
                                   T *restrict prev_, ptrdiff_t iq, T *restrict size_, ptrdiff_t is,
@@ -25,22 +25,15 @@ GC_INLINE void KERNEL(rprop_loop)(ptrdiff_t n, T *restrict param, ptrdiff_t ip, 
         C g;
         EFFECTIVE_GRAD(g, grad, i * ig);
         /* sign = grad.mul(prev).sign(), then the three masked assignments in torch's order */
-        C factor = RPROP_SIGN(ROUND(g * LOAD(prev_[i * iq])));
-        if (factor > 0)
-            factor = s->etaplus;
-        if (factor < 0)
-            factor = s->etaminus;
-        if (factor == 0)
-            factor = 1;
+        /* (as selects, which vectorise: the constructor's 0 < etaminus < 1 < etaplus makes the
+         * three assignments independent) */
+        const C sign = RPROP_SIGN(ROUND(g * LOAD(prev_[i * iq])));
+        const C factor = sign > 0 ? s->etaplus : (sign < 0 ? s->etaminus : (C)1);
         /* step_size.mul_(sign).clamp_(min, max); clamp keeps NaN */
-        C size = ROUND(LOAD(size_[i * is]) * factor);
-        if (size == size) {
-            size = size < s->lo ? s->lo : size;
-            size = s->hi < size ? s->hi : size;
-        }
+        const C size0 = ROUND(LOAD(size_[i * is]) * factor);
+        const C size = size0 != size0 ? size0 : (s->hi < (size0 < s->lo ? s->lo : size0) ? s->hi : (size0 < s->lo ? s->lo : size0));
         /* grad[sign.eq(etaminus)] = 0 */
-        if (factor == s->etaminus)
-            g = 0;
+        g = factor == s->etaminus ? (C)0 : g;
         /* param.addcmul_(grad.sign(), step_size, value=-1) */
         param[i * ip] = STORE(FMA(-RPROP_SIGN(g), size, LOAD(param[i * ip])));
         size_[i * is] = STORE(size);
@@ -68,7 +61,10 @@ static void KERNEL(rprop)(const gc_optim_item *it, char *const *ptrs, const ptrd
     CLIP_ZERO_DIM(it, o, grad, clipped, has_scale, write_back);
     const int maximize = h[RPROP_MAXIMIZE] != 0.0;
     if (ip == 1 && ig == 1 && iq == 1 && is == 1 && !maximize && (!has_scale || write_back)) {
-        KERNEL(rprop_loop)(n, param, 1, grad, 1, prev_, 1, size_, 1, &s, has_scale, has_scale, 0);
+        if (has_scale)
+            KERNEL(rprop_loop)(n, param, 1, grad, 1, prev_, 1, size_, 1, &s, 1, 1, 0);
+        else
+            KERNEL(rprop_loop)(n, param, 1, grad, 1, prev_, 1, size_, 1, &s, 0, 0, 0);
         return;
     }
     KERNEL(rprop_loop)(n, param, ip, grad, ig, prev_, iq, size_, is, &s, has_scale, write_back, maximize);
