@@ -114,8 +114,8 @@ static struct {
     int busy;            /* atomic: a thread is running a job on the pool */
     int enabled;         /* atomic */
     int awake;           /* atomic: workers not sleeping on `wake` (working or spinning) */
-    int adaptive;        /* atomic: use only the cores the machine gives (see cores_given) */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1, 0, 1};
+    int adaptive;        /* atomic: use only the cores that look idle (see cores_given); off */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1, 0, 0};
 
 static long elapsed_ns(const struct timespec *since)
 {
@@ -222,13 +222,15 @@ static long idle_cpus(void)
     return idle > 0 ? idle : 0;
 }
 
-/* How many threads a call can use without sharing a core. The case it is for: a NumPy training
- * loop's OpenBLAS worker keeps spinning on a core for up to ~0.1 s after every matmul (a busy
- * loop, no yield). A pool worker woken beside it gets that core only in time slices of
- * milliseconds, and a call whose last chunk waits for such a slice takes longer than on the
- * calling thread alone. A core counts as taken only if it was taken both when the previous
- * pooled call ended and now: a kernel thread that is runnable for a few microseconds at one of
- * the two moments does not halve a call. Returns `wanted` when the count cannot be read. */
+/* How many threads a call can use without sharing a core (opt-in: gc_set_adaptive_threads).
+ * The case it is for: a NumPy training loop's OpenBLAS worker keeps spinning on a core for up to
+ * ~0.1 s after every matmul (a busy loop, no yield). A pool worker woken beside it gets that
+ * core only in time slices of milliseconds, and a call whose last chunk waits for such a slice
+ * can take longer than on the calling thread alone. A core counts as taken only if it was taken
+ * both when the previous pooled call ended and now. It is off by default because the count is
+ * noisy: any process woken for a moment (the reader of a pipe the program just wrote to) counts,
+ * and with no other library running, a benchmark saw a "taken" core at both moments in 51 of 69
+ * calls. Returns `wanted` when the count cannot be read. */
 static long idle_at_last_end = -1;
 
 static size_t cores_given(size_t wanted)

@@ -28,8 +28,8 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
  * threads for each call (as it does anyway when another thread is using the pool). */
 void gc_set_thread_pool(int enabled);
 
-/* Whether a pooled call uses only the cores that run nothing else at its start (the default),
- * or always gc_get_num_threads() threads. Never changes a result, only who computes it. */
+/* Whether a pooled call uses only the cores that run nothing else at its start, or always
+ * gc_get_num_threads() threads (the default). Never changes a result, only who computes it. */
 void gc_set_adaptive_threads(int enabled);
 
 /* Whether the byte ranges [lo[i], hi[i]) are pairwise disjoint (sorts a copy; O(n log n)).

@@ -3,6 +3,7 @@
 #include "py_glue.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "gc_optim.h"
 #include "gc_parallel.h"
@@ -50,9 +51,8 @@ static PyObject *py_set_thread_pool(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* _set_adaptive_threads(enabled) -> None: use only the idle cores (the default) or always
- * get_num_threads() threads; for tests that must exercise the workers on a loaded machine, and
- * for benchmarks. */
+/* _set_adaptive_threads(enabled) -> None: use only the cores that look idle, or always
+ * get_num_threads() threads (the default); for tests and benchmarks. */
 static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
 {
     (void)module;
@@ -128,6 +128,10 @@ static int module_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "ISA", gc_select_isa(getenv("GRADCLIP_ISA"))) < 0)
         return -1;
     gc_init_num_threads(getenv("GRADCLIP_NUM_THREADS"));
+    /* GRADCLIP_ADAPTIVE_THREADS=1: use only the cores that look idle (see gc_parallel.c). */
+    const char *adaptive = getenv("GRADCLIP_ADAPTIVE_THREADS");
+    if (adaptive != NULL && strcmp(adaptive, "1") == 0)
+        gc_set_adaptive_threads(1);
     return 0;
 }
 

@@ -56,13 +56,3 @@ def pytest_sessionfinish(session, exitstatus):
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _workers_take_part():
-    """Threaded tests must exercise the worker threads even on a loaded machine, where the
-    kernels would otherwise use only the idle cores (see gc_parallel.c, cores_given)."""
-    from gradclip import _C
-
-    _C._set_adaptive_threads(False)
-    yield
-    _C._set_adaptive_threads(True)

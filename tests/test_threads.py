@@ -380,8 +380,8 @@ def test_a_forked_child_starts_its_own_pool():
 
 
 def test_adaptive_thread_count_gives_the_same_bits():
-    """Using only the idle cores (the default outside the tests) changes who computes a block,
-    never its result."""
+    """Using only the cores that look idle (GRADCLIP_ADAPTIVE_THREADS=1) changes who computes a
+    block, never its result."""
     _same_bits_in_both_modes(_C._set_adaptive_threads, False, True, False, threads=2)
 
 
