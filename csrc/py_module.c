@@ -39,16 +39,22 @@ static PyObject *py_get_num_threads(PyObject *module, PyObject *unused)
     return PyLong_FromLong(gc_get_num_threads());
 }
 
+/* The truth of arg, passed to set(); for the switches below. */
+static PyObject *set_switch(PyObject *arg, void (*set)(int))
+{
+    const int enabled = PyObject_IsTrue(arg);
+    if (enabled < 0)
+        return NULL;
+    set(enabled);
+    Py_RETURN_NONE;
+}
+
 /* _set_thread_pool(enabled) -> None: persistent worker threads (the default) or threads started
  * for each call; for benchmarks that compare the two in one process. */
 static PyObject *py_set_thread_pool(PyObject *module, PyObject *arg)
 {
     (void)module;
-    const int enabled = PyObject_IsTrue(arg);
-    if (enabled < 0)
-        return NULL;
-    gc_set_thread_pool(enabled);
-    Py_RETURN_NONE;
+    return set_switch(arg, gc_set_thread_pool);
 }
 
 /* _set_adaptive_threads(enabled) -> None: use only the cores that look idle, or always
@@ -56,11 +62,7 @@ static PyObject *py_set_thread_pool(PyObject *module, PyObject *arg)
 static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
 {
     (void)module;
-    const int enabled = PyObject_IsTrue(arg);
-    if (enabled < 0)
-        return NULL;
-    gc_set_adaptive_threads(enabled);
-    Py_RETURN_NONE;
+    return set_switch(arg, gc_set_adaptive_threads);
 }
 
 /* _set_converter(fn or None) -> None
