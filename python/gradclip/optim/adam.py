@@ -9,6 +9,7 @@ import numpy as np
 from . import _functional
 from .optimizer import (
     Optimizer,
+    _check_adam_family,
     ParamsT,
     _Batch,
     _check_flag,
@@ -125,20 +126,7 @@ class Adam(Optimizer):
         # message that does not say which argument, so it is named here first.
         if _is_tensor_lr(lr) and foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        _check_lr(lr)
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_betas(betas, "betas")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_adam_family(lr, eps, betas, weight_decay, _check_betas)
         if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
             raise ValueError("betas must be either both floats or both Tensors")
         betas = (betas[0], betas[1])

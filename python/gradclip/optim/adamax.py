@@ -9,7 +9,7 @@ import numpy as np
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
 from .adam import _check_betas
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
+from .optimizer import _check_adam_family, Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
 from .sgd import _reject_unsupported
 
 __all__ = ["Adamax", "AdamaxGroup", "adamax"]
@@ -120,20 +120,7 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_lr(lr)
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_betas(betas, "betas")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_adam_family(lr, eps, betas, weight_decay, _check_betas)
         _reject_unsupported("Adamax", capturable=capturable, differentiable=differentiable)
 
         defaults = {

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
+from .optimizer import _check_adam_family, Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
 from .sgd import _reject_unsupported
 
 __all__ = ["NAdam", "NAdamGroup", "nadam"]
@@ -137,20 +137,7 @@ class NAdam(Optimizer):
         differentiable: bool = False,
     ) -> None:
         # torch's checks, in torch's order; a non-number is named here first.
-        _check_lr(lr)
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _state.check_pair(betas, "betas")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_adam_family(lr, eps, betas, weight_decay, _state.check_pair)
         _check_real(momentum_decay, "momentum_decay")
         if not 0.0 <= momentum_decay:
             raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")

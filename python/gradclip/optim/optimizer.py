@@ -141,6 +141,28 @@ def _check_lr(value: Any, what: str = "lr") -> None:
     _check_real(value, what)
 
 
+
+def _check_adam_family(
+    lr: Any, eps: Any, betas: Any, weight_decay: Any, check_pair: Callable[[Any, str], Any]
+) -> None:
+    """The constructor checks torch's Adam, Adamax, NAdam and RAdam share, in torch's order and
+    with its messages; a value that is not a number is named first (``check_pair`` checks that
+    betas is a pair of them)."""
+    _check_lr(lr)
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    _check_real(eps, "eps")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    check_pair(betas, "betas")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    _check_real(weight_decay, "weight_decay")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
 def _lr_scalar(value: Any) -> Any:
     """What a step computes with for the lr ``value`` (validated by :func:`_check_lr`).
 
