@@ -364,14 +364,15 @@ int gc_ranges_disjoint(const char *const *lo, const char *const *hi, size_t n)
     return disjoint;
 }
 
-static size_t blocks_of(ptrdiff_t size)
+static size_t blocks_of(ptrdiff_t size, ptrdiff_t block)
 {
-    return (size_t)((size + GC_BLOCK - 1) / GC_BLOCK);
+    return (size_t)((size + block - 1) / block);
 }
 
 typedef struct {
     const size_t *first; /* first[i]: global index of item i's first block; first[n]: total */
     size_t n;
+    ptrdiff_t block;
     gc_size_fn size_of;
     gc_block_fn visit;
     void *ctx;
@@ -394,20 +395,27 @@ static void visit_range(void *arg, size_t begin, size_t end)
         while (job->first[item + 1] <= k)
             item++;
         const ptrdiff_t size = job->size_of(job->ctx, item);
-        const ptrdiff_t start = (ptrdiff_t)(k - job->first[item]) * GC_BLOCK;
-        const ptrdiff_t stop = size - start < GC_BLOCK ? size : start + GC_BLOCK;
+        const ptrdiff_t start = (ptrdiff_t)(k - job->first[item]) * job->block;
+        const ptrdiff_t stop = size - start < job->block ? size : start + job->block;
         job->visit(job->ctx, item, start, stop, k);
     }
 }
 
 size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn visit, void *ctx)
 {
+    /* Chunks of four blocks (262,144 elements), at least one per thread. */
+    return gc_for_each_block_sized(n, size_of, GC_BLOCK, 4, parallel ? GC_PARALLEL_MIN : -1, visit, ctx);
+}
+
+size_t gc_for_each_block_sized(size_t n, gc_size_fn size_of, ptrdiff_t block, size_t grain, ptrdiff_t min_parallel,
+                               gc_block_fn visit, void *ctx)
+{
     size_t *first = NULL;
-    if (parallel && gc_get_num_threads() > 1) {
+    if (min_parallel >= 0 && gc_get_num_threads() > 1) {
         ptrdiff_t elements = 0;
         for (size_t i = 0; i < n; i++)
             elements += size_of(ctx, i);
-        if (elements >= GC_PARALLEL_MIN)
+        if (elements >= min_parallel)
             first = malloc((n + 1) * sizeof *first);
     }
     if (first == NULL) {
@@ -415,18 +423,17 @@ size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             const ptrdiff_t size = size_of(ctx, i);
-            for (ptrdiff_t start = 0; start < size; start += GC_BLOCK, k++)
-                visit(ctx, i, start, size - start < GC_BLOCK ? size : start + GC_BLOCK, k);
+            for (ptrdiff_t start = 0; start < size; start += block, k++)
+                visit(ctx, i, start, size - start < block ? size : start + block, k);
         }
         return k;
     }
     first[0] = 0;
     for (size_t i = 0; i < n; i++)
-        first[i + 1] = first[i] + blocks_of(size_of(ctx, i));
+        first[i + 1] = first[i] + blocks_of(size_of(ctx, i), block);
     const size_t total = first[n];
-    block_job job = {first, n, size_of, visit, ctx};
-    /* Chunks of four blocks (262,144 elements), at least one per thread. */
-    gc_parallel_for(total, 4, visit_range, &job);
+    block_job job = {first, n, block, size_of, visit, ctx};
+    gc_parallel_for(total, grain, visit_range, &job);
     free(first);
     return total;
 }

@@ -50,4 +50,11 @@ typedef ptrdiff_t (*gc_size_fn)(void *ctx, size_t item);
 typedef void (*gc_block_fn)(void *ctx, size_t item, ptrdiff_t start, ptrdiff_t stop, size_t k);
 size_t gc_for_each_block(size_t n, gc_size_fn size_of, int parallel, gc_block_fn visit, void *ctx);
 
+/* The same with blocks of `block` elements handed out `grain` at a time, in parallel when the
+ * items hold at least min_parallel elements together (never if it is negative): for callers
+ * whose results do not depend on how the elements are cut (each output element is computed
+ * inside one block), so that the cut can follow the work per element. */
+size_t gc_for_each_block_sized(size_t n, gc_size_fn size_of, ptrdiff_t block, size_t grain, ptrdiff_t min_parallel,
+                               gc_block_fn visit, void *ctx);
+
 #endif /* GC_PARALLEL_H */

@@ -195,3 +195,33 @@ def test_layouts_give_the_same_bits(dtype):
     for layout in ["strided", "reversed"]:
         for a, b in zip(results[layout], results["C"]):
             np.testing.assert_array_equal(a, b, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_rows_and_batches_not_a_multiple_of_four_same_bits(dtype, threads):
+    """Rows longer than one summing run (16,384 elements) and 13 examples (three passes of four
+    and one left over): the contiguous path gives the strided path's bits on any thread count."""
+    rng = np.random.default_rng(11)
+    base = [rng.standard_normal((13, 16_500 + 3)) * rng.uniform(0.1, 10, (13, 1)), rng.standard_normal((13, 2, 3))]
+    contiguous = [b.astype(dtype) for b in base]
+    strided = []
+    for b in base:
+        big = np.zeros((13, *(2 * s for s in b.shape[1:])), dtype)
+        view = big[(slice(None),) + tuple(slice(None, None, 2) for _ in b.shape[1:])]
+        view[...] = b
+        strided.append(view)
+    saved = gradclip.get_num_threads()
+    try:
+        gradclip.set_num_threads(threads)
+        fast = gradclip.clip_per_example_and_sum(contiguous, 5.0)
+        slow = gradclip.clip_per_example_and_sum(strided, 5.0)
+    finally:
+        gradclip.set_num_threads(saved)
+    for a, b in zip([fast[1]] + fast[0], [slow[1]] + slow[0]):
+        np.testing.assert_array_equal(a, b, strict=True)
+    factor = np.minimum(5.0 * (1.0 / (fast[1].astype(np.float64) + 1e-6)), 1.0)
+    for s, g in zip(fast[0], contiguous):
+        # float32: each sum is the float64 sum rounded once, so within half an ulp of its value
+        tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(s, np.einsum("i,i...", factor, g.astype(np.float64)), **tol)
