@@ -388,12 +388,13 @@ static void scale_run(gc_dtype dtype, void *x, ptrdiff_t inc, ptrdiff_t n, doubl
 }
 
 /* torch's clamp: NaN stays, otherwise min(max(v, lo), hi) in std::max/std::min's argument order
- * (which fixes the sign of a zero result). */
+ * (which fixes the sign of a zero result). A NaN v needs no test of its own: it fails both
+ * comparisons, so t_ is v and so is the result. Each line is one maxps/minps. */
 #define CLAMP_REAL(x, k)                                                                       \
     do {                                                                                       \
         const __typeof__((x)[0]) v_ = (x)[k];                                                  \
         const __typeof__((x)[0]) t_ = (v_ < lo) ? lo : v_;                                     \
-        (x)[k] = (v_ != v_) ? v_ : ((hi < t_) ? hi : t_);                                      \
+        (x)[k] = (hi < t_) ? hi : t_;                                                          \
     } while (0)
 /* float16 clamps without converting: a half's bits, read as sign and magnitude, map to an int16
  * key that orders like the value (+0 and -0 share key 0, as they compare equal), so the compare

@@ -330,3 +330,30 @@ def test_nn_utils_mirrors_the_top_level_names():
 
     for name in gradclip._clip.__all__:
         assert getattr(torch_utils, name) is getattr(gradclip, name)
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.uint32), (np.float64, np.uint64)])
+@pytest.mark.parametrize("step", [1, 3])
+def test_clip_grad_value_keeps_every_nan_bit_pattern(dtype, bits, step):
+    """Quiet, signalling and negative NaNs with payloads pass through the vector loops with
+    their bits (the clamp is one max and one min; a NaN element fails both comparisons)."""
+    info = np.finfo(dtype)
+    mant = info.nmant
+    exp_all = (bits(1) << bits(info.bits - 1)) - (bits(1) << bits(mant))  # all exponent bits set
+    quiet = bits(1) << bits(mant - 1)
+    patterns = [exp_all | quiet, exp_all | bits(1), exp_all | bits(0b1011), exp_all | quiet | bits(5)]
+    sign = bits(1) << bits(info.bits - 1)
+    patterns += [p | sign for p in patterns]
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal(1021) * 3).astype(dtype)
+    where = rng.choice(values.size, 200, replace=False)
+    raw = values.view(bits)
+    raw[where] = np.array(patterns, dtype=bits)[np.arange(where.size) % len(patterns)]
+    buf = np.zeros(values.size * step, dtype)
+    g = buf[::step]
+    g[...] = values
+    expected = np.where(np.isnan(values), values, np.clip(values, -1.5, 1.5))
+    gradclip.clip_grad_value_(g, 1.5)
+    got = np.ascontiguousarray(g).view(bits)
+    assert (got == expected.view(bits)).all()
+    assert (got[where] == raw[where]).all()
