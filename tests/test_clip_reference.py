@@ -302,7 +302,10 @@ def test_norm_of_norms_not_norm_of_concatenation():
 
 def test_clip_grads_with_norm_precision_follows_total():
     g64 = np.array([1.0, 1.0])
-    for total, dtype in [(np.float32(3.3), np.float32), (3.3, np.float64), (np.float64(3.3), np.float64)]:
+    cases = [(np.float32(3.3), np.float32), (3.3, np.float64), (np.float64(3.3), np.float64),
+             (np.float16(3.3), np.float32), (np.array(3.3, np.float32), np.float32), (np.array(3.3), np.float64),
+             (np.array([3.3], np.float16), np.float32), (3, np.float64), (np.int32(3), np.float64)]
+    for total, dtype in cases:
         g = g64.copy()
         gradclip.clip_grads_with_norm_([g], 1.0, total)
         coef = ref.clip_coef(total, 1.0, np.dtype(dtype))

@@ -217,14 +217,20 @@ def clip_grads_with_norm_(
         Accepted for compatibility and ignored.
     """
     _check_foreach(foreach)
-    total = np.asarray(total_norm)
-    if total.size != 1 or total.dtype.kind not in "fiu":
-        raise TypeError(
-            "total_norm must be a real scalar (a float, NumPy scalar or 0-d array), "
-            f"not {type(total_norm).__name__} with dtype {total.dtype} and shape {total.shape}"
-        )
-    single = total.dtype in (np.float16, np.float32)
-    value = float(total.reshape(()))
+    kind = type(total_norm)
+    if kind is float or kind is np.float64:  # what get_total_norm returns: no array needed
+        single, value = False, float(total_norm)
+    elif kind is np.float32 or kind is np.float16:
+        single, value = True, float(total_norm)
+    else:
+        total = np.asarray(total_norm)
+        if total.size != 1 or total.dtype.kind not in "fiu":
+            raise TypeError(
+                "total_norm must be a real scalar (a float, NumPy scalar or 0-d array), "
+                f"not {type(total_norm).__name__} with dtype {total.dtype} and shape {total.shape}"
+            )
+        single = total.dtype in (np.float16, np.float32)
+        value = float(total.reshape(()))
     if type(parameters) not in _PASS_THROUGH:
         parameters = _as_sequence(parameters)
     _C.clip_grads_with_norm(parameters, max_norm, value, single)
