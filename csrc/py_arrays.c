@@ -382,6 +382,17 @@ static int describe(batch *b, Py_ssize_t k, int flags, const gc_norm *norm, cons
 static PyObject *convert(module_state *st, PyObject *value, int writable, const arg_name *who,
                          const char *expected)
 {
+    if (st->tensor_type != NULL && Py_TYPE(value) == (PyTypeObject *)st->tensor_type) {
+        PyObject *array = PyObject_CallMethodNoArgs(value, st->str_numpy);
+        if (array != NULL && PyArray_CheckExact(array))
+            return array;
+        Py_XDECREF(array);
+        if (array == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_RuntimeError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+                return NULL;
+            PyErr_Clear(); /* the converter says why */
+        }
+    }
     if (st->converter != NULL) {
         PyObject *array = PyObject_CallFunctionObjArgs(st->converter, value, writable ? Py_True : Py_False, NULL);
         if (array == NULL || PyArray_Check(array))

@@ -37,6 +37,10 @@ typedef struct {
     PyObject *str_grad;  /* interned "grad" */
     PyObject *str_data;  /* interned "data" */
     PyObject *converter; /* gradclip._interop's converter for non-ndarray items, or NULL */
+    /* torch.Tensor once gradclip._interop has met torch (else NULL): exact instances are
+     * viewed with their numpy() method from C, without a call into the converter. */
+    PyObject *tensor_type;
+    PyObject *str_numpy; /* interned "numpy" */
 } module_state;
 
 module_state *glue_state(PyObject *module);

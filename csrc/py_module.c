@@ -79,6 +79,22 @@ static PyObject *py_set_converter(PyObject *module, PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* _set_tensor_type(torch.Tensor or None) -> None
+ * Exact instances of the type are viewed with their numpy() method, called from C: the
+ * converter's own first step for a torch tensor, without the Python call around it. When
+ * numpy() refuses (requires_grad, another device, bfloat16, ...) the converter runs as before
+ * and says why. */
+static PyObject *py_set_tensor_type(PyObject *module, PyObject *type)
+{
+    if (type != Py_None && !PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "the tensor type must be a type or None");
+        return NULL;
+    }
+    module_state *st = glue_state(module);
+    Py_XSETREF(st->tensor_type, type == Py_None ? NULL : Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
 #define FASTCALL(name, doc) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, doc}
 #define OPTIM_METHOD(name)                                                                                      \
     {#name "_step", (PyCFunction)(void (*)(void))py_##name##_step, METH_FASTCALL,                               \
@@ -110,6 +126,7 @@ static PyMethodDef module_methods[] = {
     {"_set_adaptive_threads", py_set_adaptive_threads, METH_O, "_set_adaptive_threads(enabled)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
+    {"_set_tensor_type", py_set_tensor_type, METH_O, "_set_tensor_type(type)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -120,8 +137,10 @@ static int module_exec(PyObject *module)
         return -1;
     st->str_grad = PyUnicode_InternFromString("grad");
     st->str_data = PyUnicode_InternFromString("data");
+    st->str_numpy = PyUnicode_InternFromString("numpy");
     st->converter = NULL;
-    if (st->str_grad == NULL || st->str_data == NULL)
+    st->tensor_type = NULL;
+    if (st->str_grad == NULL || st->str_data == NULL || st->str_numpy == NULL)
         return -1;
     if (PyModule_AddIntConstant(module, "BLOCK", (long)GC_BLOCK) < 0)
         return -1;
@@ -143,6 +162,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->str_grad);
     Py_VISIT(st->str_data);
     Py_VISIT(st->converter);
+    Py_VISIT(st->tensor_type);
+    Py_VISIT(st->str_numpy);
     return 0;
 }
 
@@ -152,6 +173,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str_grad);
     Py_CLEAR(st->str_data);
     Py_CLEAR(st->converter);
+    Py_CLEAR(st->tensor_type);
+    Py_CLEAR(st->str_numpy);
     return 0;
 }
 

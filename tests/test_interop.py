@@ -306,3 +306,65 @@ def test_exception_from_dlpack_propagates():
 
     with pytest.raises(KeyError, match="from the exporter"):
         gradclip.get_total_norm([Broken(np.ones(2))])
+
+
+# -- exact torch.Tensor items are viewed from C ----------------------------------------------
+
+
+class CountingConverter:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, obj, writable):
+        self.seen.append(type(obj))
+        return _interop.convert(obj, writable)
+
+
+class TensorSubclass(torch.Tensor):
+    pass
+
+
+def test_exact_tensors_are_viewed_in_c_and_the_rest_by_the_converter():
+    """Once torch has been seen, an exact torch.Tensor (p.grad) is viewed with numpy() from C;
+    the converter still handles what numpy() refuses (and says why) and every other type."""
+    net = model(scale=100.0)
+    torch_net = twin(net)
+    gradclip.clip_grad_norm_(torch.zeros(1), 1.0)  # torch now known to gradclip._interop
+    counting = CountingConverter()
+    gradclip._C._set_converter(counting)
+    try:
+        ours = gradclip.clip_grad_norm_(net.parameters(), 1.0)
+        assert counting.seen == []
+        theirs = torch.nn.utils.clip_grad_norm_(torch_net.parameters(), 1.0)
+        assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+        for p, q in zip(net.parameters(), torch_net.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-6)
+        held = next(net.parameters()).grad
+        refs = sys.getrefcount(held)
+        for _ in range(100):
+            gradclip.clip_grad_value_(net.parameters(), 0.5)
+        assert sys.getrefcount(held) == refs  # the views are released
+        # numpy() refuses a tensor that requires grad: the converter runs and explains.
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3, requires_grad=True)
+        before = p.grad.detach().clone()
+        with pytest.raises(ValueError, match="requires grad in place"):
+            gradclip.clip_grad_value_([p], 0.5)
+        assert counting.seen == [torch.Tensor]
+        assert torch.equal(p.grad.detach(), before)
+        # A subclass is not viewed from C: its numpy() is user code.
+        sub = torch.ones(4).as_subclass(TensorSubclass)
+        assert float(gradclip.get_total_norm([sub])) == 2.0
+        assert counting.seen[-1] is TensorSubclass
+    finally:
+        _interop.register(gradclip._C)
+
+
+def test_tensor_type_switch_takes_only_types():
+    with pytest.raises(TypeError, match="must be a type or None"):
+        gradclip._C._set_tensor_type(torch.zeros(1))
+    gradclip._C._set_tensor_type(None)
+    try:
+        assert float(gradclip.get_total_norm([torch.ones(4)])) == 2.0  # the converter alone
+    finally:
+        _interop.register(gradclip._C)

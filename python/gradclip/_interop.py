@@ -60,6 +60,7 @@ def _typename(obj: object) -> str:
 
 
 _tensor_type: type | None = None
+_registered: Any = None  # the C module whose converter is convert()
 
 
 def _torch_tensor(obj: object) -> bool:
@@ -70,6 +71,10 @@ def _torch_tensor(obj: object) -> bool:
         if not isinstance(tensor_type, type):
             return False
         _tensor_type = tensor_type
+        if _registered is not None:
+            # From now on the C layer views exact torch.Tensor items itself (numpy(), as
+            # convert() does first), and calls convert() only for the rest.
+            _registered._set_tensor_type(tensor_type)
     return isinstance(obj, _tensor_type)
 
 
@@ -200,4 +205,8 @@ def is_single_array(obj: object) -> bool:
 
 def register(module: Any) -> None:
     """Install :func:`convert` as the C layer's converter."""
+    global _registered
     module._set_converter(convert)
+    _registered = module
+    if _tensor_type is not None:
+        module._set_tensor_type(_tensor_type)
