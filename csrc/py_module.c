@@ -65,18 +65,25 @@ static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
     return set_switch(arg, gc_set_adaptive_threads);
 }
 
+/* Stores `value` (None: NULL) in one of the module state's object slots; `accepted` says
+ * whether a value other than None is of the right kind, else TypeError(message). */
+static PyObject *set_slot(PyObject **slot, PyObject *value, int accepted, const char *message)
+{
+    if (value != Py_None && !accepted) {
+        PyErr_SetString(PyExc_TypeError, message);
+        return NULL;
+    }
+    Py_XSETREF(*slot, value == Py_None ? NULL : Py_NewRef(value));
+    Py_RETURN_NONE;
+}
+
 /* _set_converter(fn or None) -> None
  * fn(obj, writable) -> ndarray is called for list items (or their .grad) that are not exact
  * ndarrays: DLPack objects such as torch tensors, ndarray subclasses. */
 static PyObject *py_set_converter(PyObject *module, PyObject *fn)
 {
-    if (fn != Py_None && !PyCallable_Check(fn)) {
-        PyErr_SetString(PyExc_TypeError, "the converter must be callable or None");
-        return NULL;
-    }
-    module_state *st = glue_state(module);
-    Py_XSETREF(st->converter, fn == Py_None ? NULL : Py_NewRef(fn));
-    Py_RETURN_NONE;
+    return set_slot(&glue_state(module)->converter, fn, PyCallable_Check(fn),
+                    "the converter must be callable or None");
 }
 
 /* _set_tensor_type(torch.Tensor or None) -> None
@@ -86,13 +93,8 @@ static PyObject *py_set_converter(PyObject *module, PyObject *fn)
  * and says why. */
 static PyObject *py_set_tensor_type(PyObject *module, PyObject *type)
 {
-    if (type != Py_None && !PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "the tensor type must be a type or None");
-        return NULL;
-    }
-    module_state *st = glue_state(module);
-    Py_XSETREF(st->tensor_type, type == Py_None ? NULL : Py_NewRef(type));
-    Py_RETURN_NONE;
+    return set_slot(&glue_state(module)->tensor_type, type, PyType_Check(type),
+                    "the tensor type must be a type or None");
 }
 
 #define FASTCALL(name, doc) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, doc}
