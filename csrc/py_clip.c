@@ -114,8 +114,10 @@ static int parse_clip_norm_args(const char *fname, PyObject *const *args, Py_ssi
     return 0;
 }
 
-/* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite) -> (total, coef)
- * The clipping coefficient clip_grad_norm_ would apply, without modifying anything. */
+/* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite) -> (total, coef, unit)
+ * The clipping coefficient clip_grad_norm_ would apply, without modifying anything; `unit`
+ * says whether scaling by it changes no bit (clip_grad_norm_ then leaves its pass out, and a
+ * fused step can leave out the scaling and the write-back). */
 PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     gc_norm norm;
@@ -128,13 +130,15 @@ PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssi
         return NULL;
     const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
     const int single = b.single_precision;
+    const double coef = rc < 0 ? 0.0 : gc_clip_coef(total, max_norm, single);
+    const int unit = rc < 0 ? 0 : skip_unit_scale(&b, &norm, total, coef);
     glue_batch_release(&b);
     if (rc < 0)
         return NULL;
     PyObject *scalar = glue_float_scalar(total, single);
     if (scalar == NULL)
         return NULL;
-    return Py_BuildValue("(Nd)", scalar, gc_clip_coef(total, max_norm, single));
+    return Py_BuildValue("(NdN)", scalar, coef, PyBool_FromLong(unit));
 }
 
 /* clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite) -> total norm */

@@ -597,11 +597,13 @@ def test_fuzz_total_norm_and_coef(data):
         assert not ok and isinstance(result, RuntimeError), result
         return
     assert ok, f"valid input rejected: {result!r}"
-    total, coef = result
+    total, coef, unit = result
     assert_total_close(total, expected, single)
     assert isinstance(coef, float)
     expected_coef = ref_coef(float(total), mv, single)
     assert coef == expected_coef or (math.isnan(coef) and math.isnan(expected_coef))
+    real = not any(np.iscomplexobj(a) for a in arrays_)
+    assert unit is (coef == 1.0 and pv > 0 and math.isfinite(float(total)) and real)
 
 
 @FUZZ

@@ -74,3 +74,29 @@ def test_nonfinite_total_still_scales_as_torch(tmp_path):
     g[0] = np.inf  # dirties a page: measure the result instead
     gradclip.clip_grad_norm_([g], 1e30)
     assert np.all(g[1:] == 0) and np.isnan(g[0])  # torch: coef 0 (1e30 / inf), inf * 0 = nan
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
+def test_fused_step_neither_scales_nor_writes_back_when_nothing_is_clipped(tmp_path, dtype, name):
+    """clip_and_step with a coefficient of exactly 1 is the plain step: the gradient is only
+    read (its mapping stays clean), and parameters and state are step()'s, bit for bit."""
+    path, g = mapped_gradient(tmp_path, dtype)
+    kwargs = {"SGD": dict(lr=0.1, momentum=0.9), "Adam": dict(lr=1e-3), "RMSprop": dict(lr=1e-2, momentum=0.5)}[name]
+    start = np.random.default_rng(1).standard_normal(N).astype(dtype)
+    fused_p = gradclip.Parameter(start.copy())
+    fused_p.grad = g
+    plain_p = gradclip.Parameter(start.copy())
+    plain_p.grad = np.array(g)
+    fused = getattr(gradclip.optim, name)([fused_p], **kwargs)
+    plain = getattr(gradclip.optim, name)([plain_p], **kwargs)
+    for _ in range(2):
+        total = fused.clip_and_step(1e30)
+        plain.step()
+        assert np.isfinite(total) and written_kib(path) == 0
+        np.testing.assert_array_equal(fused_p.data, plain_p.data, strict=True)
+        for key, value in plain.state[plain_p].items():
+            np.testing.assert_array_equal(fused.state[fused_p][key], value, strict=True)
+    # The control: a clipping step writes the clipped gradient back, as clip_grad_norm_ would.
+    fused.clip_and_step(float(total) / 2)
+    assert written_kib(path) >= N * np.dtype(dtype).itemsize // 1024 // 2

@@ -370,8 +370,10 @@ def clip_grad_value_(
 
 def _total_norm_and_coef(
     grads: Any, max_norm: float, norm_type: float | str, error_if_nonfinite: bool
-) -> tuple[np.floating, float]:
-    """The total norm and the coefficient ``clip_grad_norm_`` would apply; modifies nothing.
+) -> tuple[np.floating, float, bool]:
+    """The total norm, the coefficient ``clip_grad_norm_`` would apply, and whether scaling by
+    it changes no bit (a coefficient of exactly 1, a finite p-norm with p > 0, real dtypes:
+    ``clip_grad_norm_`` then leaves its scaling out); modifies nothing.
 
     For fused clip-and-step optimizers: multiplying a gradient by ``coef`` (rounded as
     :func:`clip_grads_with_norm_` rounds) gives exactly the clipped gradient.

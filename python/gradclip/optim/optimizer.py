@@ -979,10 +979,13 @@ class Optimizer:
         try:
             batches = self._collect(grads)
             every_grad = [g for batch in batches for g in batch.grads]
-            total_norm, coef = _clip._total_norm_and_coef(
+            total_norm, coef, unit = _clip._total_norm_and_coef(
                 every_grad, max_norm, norm_type, error_if_nonfinite
             )
-            self._apply(batches, float(coef), write_back)
+            # Nothing clipped (scaling by the coefficient would change no bit): the plain step,
+            # which neither scales nor writes the gradients back, as clip_grad_norm_ leaves
+            # its scaling out.
+            self._apply(batches, None if unit else float(coef), write_back)
         except Exception:
             self._explain(grads, writable_grads=write_back)
             raise
