@@ -114,19 +114,24 @@ static int parse_clip_norm_args(const char *fname, PyObject *const *args, Py_ssi
     return 0;
 }
 
-/* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite) -> (total, coef, unit)
+/* total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite, need_write)
+ *     -> (total, coef, unit)
  * The clipping coefficient clip_grad_norm_ would apply, without modifying anything; `unit`
  * says whether scaling by it changes no bit (clip_grad_norm_ then leaves its pass out, and a
- * fused step can leave out the scaling and the write-back). */
+ * fused step can leave out the scaling and the write-back). With need_write the gradients
+ * must be writable (as for clip_grad_norm_), whether or not they will be written. */
 PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     gc_norm norm;
-    int error_if_nonfinite;
+    int error_if_nonfinite, need_write;
     double max_norm, total;
     batch b;
-    if (parse_clip_norm_args("total_norm_and_coef", args, nargs, &max_norm, &norm, &error_if_nonfinite) < 0)
+    if (glue_check_nargs("total_norm_and_coef", nargs, 5) < 0 ||
+        parse_clip_norm_args("total_norm_and_coef", args, 4, &max_norm, &norm, &error_if_nonfinite) < 0 ||
+        glue_parse_bool(args[4], &need_write) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, ALLOW_COMPLEX, &norm, "parameters") < 0)
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, (need_write ? NEED_WRITE : 0) | ALLOW_COMPLEX,
+                     &norm, "parameters") < 0)
         return NULL;
     const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
     const int single = b.single_precision;

@@ -82,8 +82,10 @@ static PyObject *set_slot(PyObject **slot, PyObject *value, int accepted, const 
  * ndarrays: DLPack objects such as torch tensors, ndarray subclasses. */
 static PyObject *py_set_converter(PyObject *module, PyObject *fn)
 {
-    return set_slot(&glue_state(module)->converter, fn, PyCallable_Check(fn),
-                    "the converter must be callable or None");
+    module_state *st = glue_state(module);
+    if (fn == Py_None)
+        Py_CLEAR(st->tensor_type); /* no converter: no conversion at all, torch tensors included */
+    return set_slot(&st->converter, fn, PyCallable_Check(fn), "the converter must be callable or None");
 }
 
 /* _set_tensor_type(torch.Tensor or None) -> None
@@ -105,7 +107,8 @@ static PyObject *py_set_tensor_type(PyObject *module, PyObject *type)
 
 static PyMethodDef module_methods[] = {
     FASTCALL(total_norm, "total_norm(tensors, norm_type, error_if_nonfinite)"),
-    FASTCALL(total_norm_and_coef, "total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite)"),
+    FASTCALL(total_norm_and_coef,
+             "total_norm_and_coef(parameters, max_norm, norm_type, error_if_nonfinite, need_write) -> (total, coef, unit)"),
     FASTCALL(clip_grad_norm, "clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)"),
     FASTCALL(clip_grads_with_norm, "clip_grads_with_norm(parameters, max_norm, total_norm, single)"),
     FASTCALL(clip_grad_value, "clip_grad_value(parameters, clip_value)"),

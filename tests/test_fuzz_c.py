@@ -582,9 +582,10 @@ def test_fuzz_total_norm_and_coef(data):
     max_norm = data.draw(scalars(), label="max_norm")
     norm_type = data.draw(scalars(), label="norm_type")
     flag, truth = data.draw(st.sampled_from(BOOLS), label="error_if_nonfinite")
+    need, need_truth = data.draw(st.sampled_from(BOOLS), label="need_write")
     bufs = all_buffers(p)
     snapshot(bufs)
-    args, arity_ok = maybe_wrong_arity(data, [p.obj, max_norm.value, norm_type.value, flag])
+    args, arity_ok = maybe_wrong_arity(data, [p.obj, max_norm.value, norm_type.value, flag, need])
     ok, result = call(_C.total_norm_and_coef, *args)
     note(f"ok={ok} result={result!r}")
     assert_buffers_unchanged(bufs)
@@ -593,7 +594,8 @@ def test_fuzz_total_norm_and_coef(data):
     pv, mv = norm_type.real, max_norm.real
     valid = (
         arity_ok and pv is not None and not math.isnan(pv) and mv is not None and mv >= 0
-        and truth is not None and arrays_valid(p, write=False, allow_complex=True, norm_p=pv)
+        and truth is not None and need_truth is not None
+        and arrays_valid(p, write=bool(need_truth), allow_complex=True, norm_p=pv)
     )
     if not valid:
         assert not ok, "invalid input accepted"
@@ -818,7 +820,7 @@ def test_grad_property_that_mutates_the_list(entry, action):
         "clip_grad_norm": (lst, 1.0, 2.0, False),
         "clip_grads_with_norm": (lst, 1.0, 100.0, False),
         "clip_grad_value": (lst, 0.5),
-        "total_norm_and_coef": (lst, 1.0, 2.0, False),
+        "total_norm_and_coef": (lst, 1.0, 2.0, False, False),
     }[entry]
     before = first.copy()
     ok, result = call(getattr(_C, entry), *args)

@@ -360,6 +360,17 @@ def test_exact_tensors_are_viewed_in_c_and_the_rest_by_the_converter():
         _interop.register(gradclip._C)
 
 
+def test_no_converter_means_no_conversion_of_tensors_either():
+    gradclip.get_total_norm([torch.ones(1)])  # torch known to gradclip._interop
+    gradclip._C._set_converter(None)
+    try:
+        with pytest.raises(TypeError, match="must be a NumPy ndarray, not Tensor; pass its .numpy()"):
+            gradclip.get_total_norm([torch.ones(4)])
+    finally:
+        _interop.register(gradclip._C)
+    assert float(gradclip.get_total_norm([torch.ones(4)])) == 2.0
+
+
 def test_tensor_type_switch_takes_only_types():
     with pytest.raises(TypeError, match="must be a type or None"):
         gradclip._C._set_tensor_type(torch.zeros(1))

@@ -200,14 +200,15 @@ def test_layouts_give_the_same_bits(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_long_rows_and_batches_not_a_multiple_of_four_same_bits(dtype, threads):
-    """Rows longer than one summing run (16,384 elements) and 13 examples (three passes of four
-    and one left over): the contiguous path gives the strided path's bits on any thread count."""
+    """Rows longer than one summing run (16,384 elements) and 67 examples (passes of four and
+    three left over; 1.1 million elements, enough to run on threads): the contiguous path gives
+    the strided path's bits on any thread count."""
     rng = np.random.default_rng(11)
-    base = [rng.standard_normal((13, 16_500 + 3)) * rng.uniform(0.1, 10, (13, 1)), rng.standard_normal((13, 2, 3))]
+    base = [rng.standard_normal((67, 16_500 + 3)) * rng.uniform(0.1, 10, (67, 1)), rng.standard_normal((67, 2, 3))]
     contiguous = [b.astype(dtype) for b in base]
     strided = []
     for b in base:
-        big = np.zeros((13, *(2 * s for s in b.shape[1:])), dtype)
+        big = np.zeros((67, *(2 * s for s in b.shape[1:])), dtype)
         view = big[(slice(None),) + tuple(slice(None, None, 2) for _ in b.shape[1:])]
         view[...] = b
         strided.append(view)

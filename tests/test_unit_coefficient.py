@@ -100,3 +100,28 @@ def test_fused_step_neither_scales_nor_writes_back_when_nothing_is_clipped(tmp_p
     # The control: a clipping step writes the clipped gradient back, as clip_grad_norm_ would.
     fused.clip_and_step(float(total) / 2)
     assert written_kib(path) >= N * np.dtype(dtype).itemsize // 1024 // 2
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Adagrad", "Adafactor"])
+@pytest.mark.parametrize("max_norm", [1e30, 1e-3])
+def test_read_only_gradient_refused_with_write_back_whether_or_not_it_clips(name, max_norm):
+    """write_back=True needs writable gradients even on a step that clips nothing (the fused
+    step then writes none): the error must not depend on the data. write_back=False takes them."""
+    def make():
+        p = gradclip.Parameter(np.ones((4, 3), np.float32))
+        g = np.full((4, 3), 0.1, np.float32)
+        g.flags.writeable = False
+        p.grad = g
+        return p, getattr(gradclip.optim, name)([p], lr=0.1)
+    p, opt = make()
+    state = {k: np.array(v) for k, v in opt.state.get(p, {}).items()}  # Adagrad's exists already
+    with pytest.raises(ValueError, match="read-only"):
+        opt.clip_and_step(max_norm)
+    np.testing.assert_array_equal(p.data, np.ones((4, 3), np.float32))  # nothing stepped
+    after = opt.state.get(p, {})
+    assert after.keys() == state.keys()
+    for key, value in state.items():
+        np.testing.assert_array_equal(after[key], value, strict=True)
+    p, opt = make()
+    opt.clip_and_step(max_norm, write_back=False)
+    assert not np.array_equal(p.data, np.ones((4, 3), np.float32))

@@ -9,7 +9,7 @@ BLOCK: int  # elements per block of the deterministic parallel reductions
 
 def total_norm(tensors: object, norm_type: float, error_if_nonfinite: bool, /) -> np.floating: ...
 def total_norm_and_coef(
-    parameters: object, max_norm: float, norm_type: float, error_if_nonfinite: bool, /
+    parameters: object, max_norm: float, norm_type: float, error_if_nonfinite: bool, need_write: bool, /
 ) -> tuple[np.floating, float, bool]: ...
 def clip_grad_norm(
     parameters: object, max_norm: float, norm_type: float, error_if_nonfinite: bool, /

@@ -369,18 +369,19 @@ def clip_grad_value_(
 
 
 def _total_norm_and_coef(
-    grads: Any, max_norm: float, norm_type: float | str, error_if_nonfinite: bool
+    grads: Any, max_norm: float, norm_type: float | str, error_if_nonfinite: bool, need_write: bool = False
 ) -> tuple[np.floating, float, bool]:
     """The total norm, the coefficient ``clip_grad_norm_`` would apply, and whether scaling by
     it changes no bit (a coefficient of exactly 1, a finite p-norm with p > 0, real dtypes:
-    ``clip_grad_norm_`` then leaves its scaling out); modifies nothing.
+    ``clip_grad_norm_`` then leaves its scaling out); modifies nothing. With ``need_write``
+    every gradient must be writable (ValueError otherwise), written or not.
 
     For fused clip-and-step optimizers: multiplying a gradient by ``coef`` (rounded as
     :func:`clip_grads_with_norm_` rounds) gives exactly the clipped gradient.
     """
     if type(grads) not in _PASS_THROUGH:
         grads = _as_sequence(grads)
-    return _C.total_norm_and_coef(grads, max_norm, _norm_type(norm_type), error_if_nonfinite)
+    return _C.total_norm_and_coef(grads, max_norm, _norm_type(norm_type), error_if_nonfinite, need_write)
 
 
 def _values(parameters: object) -> list[np.ndarray]:

@@ -312,7 +312,7 @@ def check_clip_coefficient(comm):
             with np.errstate(over="ignore"):
                 g = np.array([value], dtype)  # inf where float16 cannot hold it
             for max_norm in (0.0, 1e-3, 1.0, 5.0, 1e6, 1e40):
-                total, coef, _ = _C.total_norm_and_coef([g], max_norm, 2.0, False)
+                total, coef, _ = _C.total_norm_and_coef([g], max_norm, 2.0, False, False)
                 mine = dist._clip_coef(total, max_norm)
                 ex(np.float64(mine).tobytes() == np.float64(coef).tobytes(),
                    f"{np.dtype(dtype)} total {total!r} max_norm {max_norm}: {mine!r} vs {coef!r}")

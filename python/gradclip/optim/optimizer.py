@@ -979,8 +979,10 @@ class Optimizer:
         try:
             batches = self._collect(grads)
             every_grad = [g for batch in batches for g in batch.grads]
+            # write_back: the gradients must be writable whether or not this step clips (the
+            # error must not depend on the data), so the norm pass checks that up front.
             total_norm, coef, unit = _clip._total_norm_and_coef(
-                every_grad, max_norm, norm_type, error_if_nonfinite
+                every_grad, max_norm, norm_type, error_if_nonfinite, write_back
             )
             # Nothing clipped (scaling by the coefficient would change no bit): the plain step,
             # which neither scales nor writes the gradients back, as clip_grad_norm_ leaves
