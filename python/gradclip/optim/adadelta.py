@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _check_nonnegative
 from .sgd import _reject_unsupported
 
 __all__ = ["Adadelta", "AdadeltaGroup", "adadelta"]
@@ -126,12 +126,8 @@ class Adadelta(Optimizer):
         _check_real(rho, "rho")
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(eps, "eps", "Invalid epsilon value: ")
+        _check_nonnegative(weight_decay, "weight_decay", "Invalid weight_decay value: ")
         _reject_unsupported("Adadelta", capturable=capturable, differentiable=differentiable)
 
         defaults = {

@@ -11,7 +11,7 @@ from ._numpy_ops import div_, mul_, rsqrt
 from ._numpy_ops import norm as _norm
 from ._numpy_ops import scaled_grad
 from .adam import _STEP_DTYPE, _as_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of, _check_nonnegative
 
 __all__ = ["Adafactor"]
 
@@ -92,18 +92,12 @@ class Adafactor(Optimizer):
         if not 0.0 >= beta2_decay:
             raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
         if eps[0] is not None:
-            _check_real(eps[0], "eps[0]")
-            if not 0.0 <= eps[0]:
-                raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
-        _check_real(eps[1], "eps[1]")
-        if not 0.0 <= eps[1]:
-            raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
+            _check_nonnegative(eps[0], "eps[0]", "epsilon1 should be >= 0 but is: ")
+        _check_nonnegative(eps[1], "eps[1]", "epsilon2 should be >= 0 but is: ")
         _check_real(d, "d")
         if not 1.0 <= d:
             raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"weight_decay should be >= 0 but is: {weight_decay}")
+        _check_nonnegative(weight_decay, "weight_decay", "weight_decay should be >= 0 but is: ")
         defaults = {
             "lr": lr,
             "beta2_decay": beta2_decay,

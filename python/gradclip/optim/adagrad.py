@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _value
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _value, _check_nonnegative
 from .sgd import _reject_unsupported
 
 __all__ = ["Adagrad", "AdagradGroup", "adagrad"]
@@ -138,18 +138,10 @@ class Adagrad(Optimizer):
         _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(lr_decay, "lr_decay")
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        _check_real(initial_accumulator_value, "initial_accumulator_value")
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        _check_nonnegative(lr_decay, "lr_decay", "Invalid lr_decay value: ")
+        _check_nonnegative(weight_decay, "weight_decay", "Invalid weight_decay value: ")
+        _check_nonnegative(initial_accumulator_value, "initial_accumulator_value", "Invalid initial_accumulator_value value: ")
+        _check_nonnegative(eps, "eps", "Invalid epsilon value: ")
         _reject_unsupported("Adagrad", fused=fused, differentiable=differentiable)
 
         defaults = {

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of, _check_nonnegative
 from .sgd import _reject_unsupported
 
 __all__ = ["ASGD", "ASGDGroup", "asgd"]
@@ -128,9 +128,7 @@ class ASGD(Optimizer):
         _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(weight_decay, "weight_decay", "Invalid weight_decay value: ")
         for value, name in ((lambd, "lambd"), (alpha, "alpha"), (t0, "t0")):
             _check_real(value, name)
         _reject_unsupported("ASGD", capturable=capturable, differentiable=differentiable)

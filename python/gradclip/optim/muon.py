@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _C
 from ._numpy_ops import mul_, norm, round_bf16, scaled_grad
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of, _lr_scalar, _value
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_grad, _check_lr, _check_real, _check_state_array, _dicts_of, _lr_scalar, _value, _check_nonnegative
 
 __all__ = ["Muon", "zeropower_via_newtonschulz"]
 
@@ -168,12 +168,8 @@ class Muon(Optimizer):
         _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
-        _check_real(momentum, "momentum")
-        if not 0.0 <= momentum:
-            raise ValueError(f"momentum should be >= 0 but is: {momentum}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"weight decay should be >= 0 but is: {weight_decay}")
+        _check_nonnegative(momentum, "momentum", "momentum should be >= 0 but is: ")
+        _check_nonnegative(weight_decay, "weight_decay", "weight decay should be >= 0 but is: ")
         if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
             raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
         defaults = {

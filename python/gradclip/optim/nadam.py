@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from . import _state
-from .optimizer import _check_adam_family, Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of
+from .optimizer import _check_adam_family, Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _dicts_of, _check_nonnegative
 from .sgd import _reject_unsupported
 
 __all__ = ["NAdam", "NAdamGroup", "nadam"]
@@ -138,9 +138,7 @@ class NAdam(Optimizer):
     ) -> None:
         # torch's checks, in torch's order; a non-number is named here first.
         _check_adam_family(lr, eps, betas, weight_decay, _state.check_pair)
-        _check_real(momentum_decay, "momentum_decay")
-        if not 0.0 <= momentum_decay:
-            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        _check_nonnegative(momentum_decay, "momentum_decay", "Invalid momentum_decay value: ")
         _reject_unsupported("NAdam", capturable=capturable, differentiable=differentiable)
         defaults = {
             "lr": lr,

@@ -141,6 +141,13 @@ def _check_lr(value: Any, what: str = "lr") -> None:
     _check_real(value, what)
 
 
+def _check_nonnegative(value: Any, what: str, message: str) -> None:
+    """:func:`_check_real`, then torch's ``ValueError(f"{message}{value}")`` for a negative
+    (or NaN) value."""
+    _check_real(value, what)
+    if not 0.0 <= value:
+        raise ValueError(f"{message}{value}")
+
 
 def _check_adam_family(
     lr: Any, eps: Any, betas: Any, weight_decay: Any, check_pair: Callable[[Any, str], Any]
@@ -151,17 +158,14 @@ def _check_adam_family(
     _check_lr(lr)
     if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
-    _check_real(eps, "eps")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
+    _check_nonnegative(eps, "eps", "Invalid epsilon value: ")
     check_pair(betas, "betas")
     if not 0.0 <= betas[0] < 1.0:
         raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
     if not 0.0 <= betas[1] < 1.0:
         raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    _check_real(weight_decay, "weight_decay")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    _check_nonnegative(weight_decay, "weight_decay", "Invalid weight_decay value: ")
+
 
 def _lr_scalar(value: Any) -> Any:
     """What a step computes with for the lr ``value`` (validated by :func:`_check_lr`).

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ._common import apply_with_lazy_state, check_buffers, fix_steps, new_step
-from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real
+from .optimizer import Optimizer, ParamsT, _Batch, _check_flag, _check_lr, _check_real, _check_nonnegative
 from .sgd import _reject_unsupported
 
 __all__ = ["RMSprop", "RMSpropGroup", "rmsprop"]
@@ -148,18 +148,10 @@ class RMSprop(Optimizer):
         _check_lr(lr)
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        _check_real(eps, "eps")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_real(momentum, "momentum")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        _check_real(weight_decay, "weight_decay")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        _check_real(alpha, "alpha")
-        if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        _check_nonnegative(eps, "eps", "Invalid epsilon value: ")
+        _check_nonnegative(momentum, "momentum", "Invalid momentum value: ")
+        _check_nonnegative(weight_decay, "weight_decay", "Invalid weight_decay value: ")
+        _check_nonnegative(alpha, "alpha", "Invalid alpha value: ")
         _reject_unsupported("RMSprop", capturable=capturable, differentiable=differentiable)
 
         defaults = {
