@@ -1,8 +1,11 @@
 /* Lists of arrays: resolving items, validating arrays, describing them to the kernels. */
 #include "py_glue.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(NPY_MAXDIMS <= GLUE_MAXDIMS, "a glue_view holds any ndarray's dims");
 
 const char *glue_format_name(const arg_name *who, char *buf, size_t size)
 {
@@ -172,25 +175,17 @@ int glue_same_shape(PyArrayObject *a, PyArrayObject *b)
     return 1;
 }
 
-int glue_check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg_name *who, gc_dtype *dtype)
+/* The checks of an array's geometry, whoever describes it (an ndarray or a tensor's DLPack
+ * view): strides, self-overlap of a written view, an empty array under a norm without
+ * identity. Strides in bytes. */
+static int check_geometry(int ndim, const npy_intp *shape, const npy_intp *strides, npy_intp itemsize,
+                          int contiguous, int flags, const gc_norm *norm, const arg_name *who)
 {
-    if (dtype_of(a, flags, who, dtype) < 0)
-        return -1;
-    if ((flags & NEED_WRITE) && !PyArray_ISWRITEABLE(a)) {
-        PyErr_Format(PyExc_ValueError, "%s is read-only; gradients are modified in place", NAME(who));
-        return -1;
-    }
-    if (!PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass an aligned copy", NAME(who));
-        return -1;
-    }
-    const int ndim = PyArray_NDIM(a);
-    const npy_intp *shape = PyArray_DIMS(a), *strides = PyArray_STRIDES(a);
-    const npy_intp itemsize = PyArray_ITEMSIZE(a);
-    const npy_intp size = glue_array_size(a);
+    npy_intp size = 1;
+    for (int d = 0; d < ndim; d++)
+        size *= shape[d];
     /* A contiguous array (in either order) has item-size strides and no self-overlap: only
      * views need the checks below. An empty array's strides are never used. */
-    const int contiguous = PyArray_CHKFLAGS(a, NPY_ARRAY_C_CONTIGUOUS) || PyArray_CHKFLAGS(a, NPY_ARRAY_F_CONTIGUOUS);
     for (int d = 0; d < ndim && size > 0 && !contiguous; d++) {
         if (shape[d] > 1 && strides[d] % itemsize != 0) {
             PyErr_Format(PyExc_ValueError, "%s has a stride (%zd bytes) that is not a multiple of its item size",
@@ -234,6 +229,27 @@ int glue_check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg
         return -1;
     }
     return 0;
+}
+
+static int not_aligned(const arg_name *who)
+{
+    PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass an aligned copy", NAME(who));
+    return -1;
+}
+
+int glue_check_array(PyArrayObject *a, int flags, const gc_norm *norm, const arg_name *who, gc_dtype *dtype)
+{
+    if (dtype_of(a, flags, who, dtype) < 0)
+        return -1;
+    if ((flags & NEED_WRITE) && !PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "%s is read-only; gradients are modified in place", NAME(who));
+        return -1;
+    }
+    if (!PyArray_ISALIGNED(a))
+        return not_aligned(who);
+    const int contiguous = PyArray_CHKFLAGS(a, NPY_ARRAY_C_CONTIGUOUS) || PyArray_CHKFLAGS(a, NPY_ARRAY_F_CONTIGUOUS);
+    return check_geometry(PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), PyArray_ITEMSIZE(a), contiguous,
+                          flags, norm, who);
 }
 
 /* A list of many small arrays is latency-bound: each item is an object, a block holding its
@@ -338,51 +354,96 @@ static void batch_finish(batch *b)
     }
 }
 
-/* Validates held array k and describes it to the kernels. Runs no Python code. */
-static int describe(batch *b, Py_ssize_t k, int flags, const gc_norm *norm, const char *what)
+/* Puts a validated view into the batch as array k. */
+static int describe_view(batch *b, Py_ssize_t k, const glue_view *v)
 {
-    const arg_name who = {what, -1, b->origins[k].index, b->origins[k].via_grad};
-    PyArrayObject *a = (PyArrayObject *)b->refs[k];
-    gc_dtype dtype;
-    if (glue_check_array(a, flags, norm, &who, &dtype) < 0)
-        return -1;
     /* A contiguous array (in either order) is one run: describe it as 1-D, which makes every
      * later step trivial. The order elements are visited in changes nothing for elementwise
      * work, and for a reduction it is the memory order either way. */
-    const int contiguous = PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a);
-    const int ndim = contiguous ? 1 : PyArray_NDIM(a);
-    const ptrdiff_t size = glue_array_size(a);
+    const int ndim = v->contiguous ? 1 : v->ndim;
+    ptrdiff_t size = 1;
+    for (int d = 0; d < v->ndim; d++)
+        size *= v->shape[d];
     if (batch_reserve_dims(b, ndim) < 0)
         return -1;
     ptrdiff_t *dims = b->dims + b->dims_used;
-    if (contiguous) {
+    if (v->contiguous) {
         dims[0] = size;
-        dims[1] = PyArray_ITEMSIZE(a);
+        dims[1] = v->itemsize;
     }
     else {
         for (int d = 0; d < ndim; d++) {
-            dims[d] = PyArray_DIMS(a)[d];
-            dims[ndim + d] = PyArray_STRIDES(a)[d];
+            dims[d] = v->shape[d];
+            dims[ndim + d] = v->strides[d];
         }
     }
     b->dims_used += 2 * ndim;
     gc_array *desc = &b->arrays[k];
-    desc->data = PyArray_BYTES(a);
-    desc->dtype = dtype;
+    desc->data = v->data;
+    desc->dtype = v->dtype;
     desc->ndim = ndim;
-    desc->zero_dim = PyArray_NDIM(a) == 0;
+    desc->zero_dim = v->ndim == 0;
     b->elements += size;
-    b->single_precision &= dtype != GC_FLOAT64 && dtype != GC_COMPLEX128;
+    b->single_precision &= v->dtype != GC_FLOAT64 && v->dtype != GC_COMPLEX128;
     return 0;
+}
+
+/* A tensor held as it is (TENSOR_VIEWS), found viewable by collect() after the last Python
+ * code ran. */
+static int describe_tensor(const module_state *st, batch *b, Py_ssize_t k, int flags, const gc_norm *norm,
+                           const arg_name *who)
+{
+    glue_view v;
+    if (glue_tensor_view(st, b->refs[k], flags, 0, &v) != 1) { /* cannot happen: checked just before */
+        PyErr_Format(PyExc_SystemError, "%s: its DLPack view failed after it was checked", NAME(who));
+        return -1;
+    }
+    const npy_intp align = gc_is_complex(v.dtype) ? v.itemsize / 2 : v.itemsize;
+    if ((uintptr_t)v.data % (uintptr_t)align != 0)
+        return not_aligned(who);
+    if (check_geometry(v.ndim, v.shape, v.strides, v.itemsize, v.contiguous, flags, norm, who) < 0)
+        return -1;
+    return describe_view(b, k, &v);
+}
+
+/* Validates held array k and describes it to the kernels. Runs no Python code. */
+static int describe(const module_state *st, batch *b, Py_ssize_t k, int flags, const gc_norm *norm,
+                    const char *what)
+{
+    const arg_name who = {what, -1, b->origins[k].index, b->origins[k].via_grad};
+    if (!PyArray_Check(b->refs[k]))
+        return describe_tensor(st, b, k, flags, norm, &who);
+    PyArrayObject *a = (PyArrayObject *)b->refs[k];
+    glue_view v;
+    if (glue_check_array(a, flags, norm, &who, &v.dtype) < 0)
+        return -1;
+    v.contiguous = PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a);
+    v.data = PyArray_BYTES(a);
+    v.itemsize = PyArray_ITEMSIZE(a);
+    v.ndim = PyArray_NDIM(a);
+    if (!v.contiguous) {
+        for (int d = 0; d < v.ndim; d++) {
+            v.shape[d] = PyArray_DIMS(a)[d];
+            v.strides[d] = PyArray_STRIDES(a)[d];
+        }
+    }
+    else {
+        v.shape[0] = v.ndim == 0 ? 1 : glue_array_size(a);
+        v.ndim = v.ndim == 0 ? 0 : 1;
+    }
+    return describe_view(b, k, &v);
 }
 
 /* Hands a value that is not an exact ndarray to gradclip's converter (DLPack objects, ndarray
  * subclasses); returns a new reference to an ndarray, or NULL. The converter returns `value`
  * itself for a type it does not know: then the TypeError says what `who` must be (`expected`). */
-static PyObject *convert(module_state *st, PyObject *value, int writable, const arg_name *who,
+static PyObject *convert(module_state *st, PyObject *value, int flags, const arg_name *who,
                          const char *expected)
 {
+    const int writable = (flags & NEED_WRITE) != 0;
     if (st->tensor_type != NULL && Py_TYPE(value) == (PyTypeObject *)st->tensor_type) {
+        if ((flags & TENSOR_VIEWS) && st->dlpack_fill != NULL)
+            return Py_NewRef(value); /* held as it is: collect() checks it once no Python code runs */
         PyObject *array = PyObject_CallMethodNoArgs(value, st->str_numpy);
         if (array != NULL && PyArray_CheckExact(array))
             return array;
@@ -416,7 +477,7 @@ static PyObject *convert(module_state *st, PyObject *value, int writable, const 
 }
 
 /* Resolves item -> array (new reference), or Py_None (new reference) for a None gradient. */
-static PyObject *resolve_item(module_state *st, PyObject *item, source_kind source, int writable,
+static PyObject *resolve_item(module_state *st, PyObject *item, source_kind source, int flags,
                               const char *what, Py_ssize_t index, int *via_grad)
 {
     *via_grad = 0;
@@ -424,38 +485,39 @@ static PyObject *resolve_item(module_state *st, PyObject *item, source_kind sour
         return Py_NewRef(item);
     const arg_name who = {what, -1, index, 0}, grad_of = {what, -1, index, 1};
     if (source == SOURCE_TENSORS || PyArray_Check(item))
-        return convert(st, item, writable, &who, "a NumPy ndarray");
+        return convert(st, item, flags, &who, "a NumPy ndarray");
     PyObject *grad = PyObject_GetAttr(item, st->str_grad);
     if (grad == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return NULL;
         PyErr_Clear();
         /* an array-like without .grad is a gradient itself */
-        return convert(st, item, writable, &who, "a NumPy ndarray or have a .grad attribute");
+        return convert(st, item, flags, &who, "a NumPy ndarray or have a .grad attribute");
     }
     *via_grad = 1;
     if (grad == Py_None || PyArray_CheckExact(grad))
         return grad;
-    PyObject *array = convert(st, grad, writable, &grad_of, "a NumPy ndarray or None");
+    PyObject *array = convert(st, grad, flags, &grad_of, "a NumPy ndarray or None");
     Py_DECREF(grad);
     return array;
 }
 
-int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
-                 const char *what)
+#define COLLECT_AGAIN 1
+
+static int collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
+                   const char *what)
 {
-    const int writable = (flags & NEED_WRITE) != 0;
     if (PyArray_Check(obj)) {
         if (batch_reserve(b, 1) < 0)
             return -1;
         const arg_name who = {what, -1, -1, 0};
-        PyObject *array = PyArray_CheckExact(obj) ? Py_NewRef(obj) : convert(st, obj, writable, &who, "a NumPy ndarray");
+        PyObject *array = PyArray_CheckExact(obj) ? Py_NewRef(obj) : convert(st, obj, flags, &who, "a NumPy ndarray");
         if (array == NULL)
             return -1;
         b->refs[0] = array;
         b->origins[0] = (item_origin){-1, 0};
         b->n = 1;
-        if (describe(b, 0, flags, norm, what) < 0)
+        if (describe(st, b, 0, flags, norm, what) < 0)
             goto fail;
         batch_finish(b);
         return 0;
@@ -476,7 +538,7 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
         glue_prefetch_items(obj, i);
         PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(obj, i));
         int via_grad;
-        PyObject *array = resolve_item(st, item, source, writable, what, i, &via_grad);
+        PyObject *array = resolve_item(st, item, source, flags, what, i, &via_grad);
         Py_DECREF(item);
         if (array == NULL)
             goto fail;
@@ -488,9 +550,20 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
         b->origins[b->n] = (item_origin){i, via_grad};
         b->n++;
     }
-    /* From here on no Python code runs until the kernels are done with the arrays. */
+    /* From here on no Python code runs until the kernels are done with the arrays. The tensors
+     * held as they are must all be viewable now; if one is not (requires_grad, another device,
+     * a negative bit, ...), the whole list is collected again the old way, where numpy() and
+     * the converter deal with it (and raise their errors before any validation error, as
+     * they would have). */
+    for (Py_ssize_t k = 0; k < b->n && (flags & TENSOR_VIEWS); k++) {
+        glue_view unused;
+        if (!PyArray_Check(b->refs[k]) && glue_tensor_view(st, b->refs[k], flags, 1, &unused) != 1) {
+            glue_batch_release(b);
+            return COLLECT_AGAIN;
+        }
+    }
     for (Py_ssize_t k = 0; k < b->n; k++) {
-        if (describe(b, k, flags, norm, what) < 0)
+        if (describe(st, b, k, flags, norm, what) < 0)
             goto fail;
     }
     batch_finish(b);
@@ -498,4 +571,13 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
 fail:
     glue_batch_release(b);
     return -1;
+}
+
+int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
+                 const char *what)
+{
+    const int result = collect(st, b, obj, source, flags, norm, what);
+    if (result != COLLECT_AGAIN)
+        return result;
+    return collect(st, b, obj, source, flags & ~TENSOR_VIEWS, norm, what);
 }

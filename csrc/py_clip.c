@@ -95,7 +95,7 @@ PyObject *py_total_norm(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (glue_check_nargs("total_norm", nargs, 3) < 0 || glue_parse_norm_type(args[1], &norm) < 0 ||
         glue_parse_bool(args[2], &error_if_nonfinite) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_TENSORS, ALLOW_COMPLEX, &norm, "tensors") < 0)
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_TENSORS, TENSOR_VIEWS | ALLOW_COMPLEX, &norm, "tensors") < 0)
         return NULL;
     const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
     const int single = b.single_precision;
@@ -130,7 +130,7 @@ PyObject *py_total_norm_and_coef(PyObject *module, PyObject *const *args, Py_ssi
         parse_clip_norm_args("total_norm_and_coef", args, 4, &max_norm, &norm, &error_if_nonfinite) < 0 ||
         glue_parse_bool(args[4], &need_write) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, (need_write ? NEED_WRITE : 0) | ALLOW_COMPLEX,
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | (need_write ? NEED_WRITE : 0) | ALLOW_COMPLEX,
                      &norm, "parameters") < 0)
         return NULL;
     const int rc = compute_total(&b, &norm, error_if_nonfinite, &total);
@@ -155,7 +155,7 @@ PyObject *py_clip_grad_norm(PyObject *module, PyObject *const *args, Py_ssize_t 
     batch b;
     if (parse_clip_norm_args("clip_grad_norm", args, nargs, &max_norm, &norm, &error_if_nonfinite) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, &norm,
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE | ALLOW_COMPLEX, &norm,
                      "parameters") < 0)
         return NULL;
     /* The whole reduction (and its error check) ends before the first write. */
@@ -187,7 +187,7 @@ PyObject *py_clip_grads_with_norm(PyObject *module, PyObject *const *args, Py_ss
         PyErr_Format(PyExc_ValueError, "total_norm must not be negative, got %R", args[2]);
         return NULL;
     }
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, NULL,
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE | ALLOW_COMPLEX, NULL,
                      "parameters") < 0)
         return NULL;
     if (b.n > 0)
@@ -204,7 +204,7 @@ PyObject *py_clip_grad_value(PyObject *module, PyObject *const *args, Py_ssize_t
     if (glue_check_nargs("clip_grad_value", nargs, 2) < 0 ||
         glue_parse_nonnegative(args[1], "clip_value", &clip_value) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE, NULL, "parameters") < 0)
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE, NULL, "parameters") < 0)
         return NULL;
     if (b.elements >= GIL_RELEASE_ELEMENTS) {
         Py_BEGIN_ALLOW_THREADS
@@ -229,7 +229,7 @@ PyObject *py_array_norms(PyObject *module, PyObject *const *args, Py_ssize_t nar
     if (glue_check_nargs("array_norms", nargs, 3) < 0 || glue_parse_norm_type(args[1], &norm) < 0 ||
         glue_parse_bool(args[2], &raw) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_TENSORS, ALLOW_COMPLEX, &norm, "tensors") < 0)
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_TENSORS, TENSOR_VIEWS | ALLOW_COMPLEX, &norm, "tensors") < 0)
         return NULL;
     npy_intp n = b.n;
     PyObject *out = PyArray_SimpleNew(1, &n, NPY_DOUBLE);

@@ -136,7 +136,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         if (glue_parse_nonnegative(PyTuple_GET_ITEM(max_obj, g), "max_norm", &max_norms[g]) < 0)
             goto done;
     }
-    const int flags = ALLOW_COMPLEX | (write != WRITE_NOTHING ? NEED_WRITE : 0);
+    const int flags = TENSOR_VIEWS | ALLOW_COMPLEX | (write != WRITE_NOTHING ? NEED_WRITE : 0);
     if (glue_collect(glue_state(module), &b, args[0], source_grads ? SOURCE_GRADS : SOURCE_TENSORS, flags, &norm,
                      source_grads ? "parameters" : "tensors") < 0)
         goto done;
@@ -255,7 +255,7 @@ PyObject *py_scale_by(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     batch b;
     if (glue_check_nargs("scale_by", nargs, 2) < 0 || glue_parse_real(args[1], "coef", &coef) < 0)
         return NULL;
-    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, NEED_WRITE | ALLOW_COMPLEX, NULL,
+    if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE | ALLOW_COMPLEX, NULL,
                      "parameters") < 0)
         return NULL;
     if (b.elements >= GIL_RELEASE_ELEMENTS) {

@@ -41,6 +41,12 @@ typedef struct {
      * viewed with their numpy() method from C, without a call into the converter. */
     PyObject *tensor_type;
     PyObject *str_numpy; /* interned "numpy" */
+    /* With tensor_type, when it has the DLPack C exchange API (py_tensor.c): the capsule, its
+     * dltensor_from_py_object_no_sync, and the type's is_neg / is_conj methods. */
+    PyObject *dlpack_capsule;
+    void *dlpack_fill;
+    PyObject *tensor_is_neg, *tensor_is_conj;
+    PyObject *str_requires_grad; /* interned "requires_grad" */
 } module_state;
 
 module_state *glue_state(PyObject *module);
@@ -73,8 +79,11 @@ const char *glue_format_name(const arg_name *who, char *buf, size_t size);
 #define NAME(who) glue_format_name((who), (char[160]){0}, 160)
 
 enum {
-    NEED_WRITE = 1,   /* modified in place */
-    ALLOW_COMPLEX = 2 /* complex dtypes accepted */
+    NEED_WRITE = 1,    /* modified in place */
+    ALLOW_COMPLEX = 2, /* complex dtypes accepted */
+    /* The caller reads only the batch's descriptors (b->arrays), never b->refs as ndarrays, so
+     * a torch tensor may be held as it is and described through DLPack (py_tensor.c). */
+    TENSOR_VIEWS = 4
 };
 
 /* Checks dtype, writeability, alignment, strides and (for written arrays) self-overlap; with a
@@ -126,6 +135,27 @@ typedef struct {
 int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
                  const char *what);
 void glue_batch_release(batch *b);
+
+/* ---- py_tensor.c ----------------------------------------------------------------------- */
+
+#define GLUE_MAXDIMS 64
+
+/* An array's memory as the kernels need it: strides in bytes. */
+typedef struct {
+    char *data;
+    gc_dtype dtype;
+    int ndim, contiguous; /* contiguous: in C or Fortran order */
+    npy_intp itemsize;
+    npy_intp shape[GLUE_MAXDIMS], strides[GLUE_MAXDIMS];
+} glue_view;
+
+/* Looks up `type`'s DLPack C exchange API (NULL or a type without one: none). */
+int glue_tensor_setup(module_state *st, PyObject *type);
+/* 1 and *out filled when t is an exact tensor that numpy() would view as it is and `flags`
+ * accept (CPU, float16/32/64 or an allowed complex dtype and, with check_flags, no
+ * requires_grad and no negative or conjugate bit); 0 otherwise (numpy() and the converter then
+ * say why). Runs no Python code and leaves no exception set. */
+int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out);
 
 /* ---- py_clip.c ------------------------------------------------------------------------- */
 

@@ -83,20 +83,25 @@ static PyObject *set_slot(PyObject **slot, PyObject *value, int accepted, const 
 static PyObject *py_set_converter(PyObject *module, PyObject *fn)
 {
     module_state *st = glue_state(module);
-    if (fn == Py_None)
-        Py_CLEAR(st->tensor_type); /* no converter: no conversion at all, torch tensors included */
+    if (fn == Py_None) { /* no converter: no conversion at all, torch tensors included */
+        Py_CLEAR(st->tensor_type);
+        glue_tensor_setup(st, NULL);
+    }
     return set_slot(&st->converter, fn, PyCallable_Check(fn), "the converter must be callable or None");
 }
 
 /* _set_tensor_type(torch.Tensor or None) -> None
- * Exact instances of the type are viewed with their numpy() method, called from C: the
- * converter's own first step for a torch tensor, without the Python call around it. When
- * numpy() refuses (requires_grad, another device, bfloat16, ...) the converter runs as before
- * and says why. */
+ * Exact instances of the type are described through its DLPack C exchange API where it has
+ * one (py_tensor.c), else viewed with their numpy() method, called from C: the converter's own
+ * first step for a torch tensor, without the Python call around it. When neither applies
+ * (requires_grad, another device, bfloat16, ...) the converter runs as before and says why. */
 static PyObject *py_set_tensor_type(PyObject *module, PyObject *type)
 {
-    return set_slot(&glue_state(module)->tensor_type, type, PyType_Check(type),
-                    "the tensor type must be a type or None");
+    module_state *st = glue_state(module);
+    PyObject *result = set_slot(&st->tensor_type, type, PyType_Check(type), "the tensor type must be a type or None");
+    if (result != NULL && glue_tensor_setup(st, st->tensor_type) < 0)
+        Py_CLEAR(result);
+    return result;
 }
 
 #define FASTCALL(name, doc) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, doc}
@@ -143,9 +148,12 @@ static int module_exec(PyObject *module)
     st->str_grad = PyUnicode_InternFromString("grad");
     st->str_data = PyUnicode_InternFromString("data");
     st->str_numpy = PyUnicode_InternFromString("numpy");
+    st->str_requires_grad = PyUnicode_InternFromString("requires_grad");
     st->converter = NULL;
     st->tensor_type = NULL;
-    if (st->str_grad == NULL || st->str_data == NULL || st->str_numpy == NULL)
+    st->dlpack_capsule = st->tensor_is_neg = st->tensor_is_conj = NULL;
+    st->dlpack_fill = NULL;
+    if (st->str_grad == NULL || st->str_data == NULL || st->str_numpy == NULL || st->str_requires_grad == NULL)
         return -1;
     if (PyModule_AddIntConstant(module, "BLOCK", (long)GC_BLOCK) < 0)
         return -1;
@@ -169,6 +177,10 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->converter);
     Py_VISIT(st->tensor_type);
     Py_VISIT(st->str_numpy);
+    Py_VISIT(st->dlpack_capsule);
+    Py_VISIT(st->tensor_is_neg);
+    Py_VISIT(st->tensor_is_conj);
+    Py_VISIT(st->str_requires_grad);
     return 0;
 }
 
@@ -180,6 +192,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->converter);
     Py_CLEAR(st->tensor_type);
     Py_CLEAR(st->str_numpy);
+    glue_tensor_setup(st, NULL);
+    Py_CLEAR(st->str_requires_grad);
     return 0;
 }
 

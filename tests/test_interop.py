@@ -5,6 +5,7 @@ torch is a test requirement: these tests import it unconditionally.
 
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -379,3 +380,199 @@ def test_tensor_type_switch_takes_only_types():
         assert float(gradclip.get_total_norm([torch.ones(4)])) == 2.0  # the converter alone
     finally:
         _interop.register(gradclip._C)
+
+
+# -- exact tensors described through DLPack's C exchange API ----------------------------------
+
+HAS_EXCHANGE_API = hasattr(torch.Tensor, "__dlpack_c_exchange_api__")
+
+
+class CountingNumpy:
+    """Replaces torch.Tensor.numpy for a test and counts its calls (C calls it by name)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        original = torch.Tensor.numpy
+
+        def numpy(tensor, *args, **kwargs):
+            self.calls += 1
+            return original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "numpy", numpy)
+
+
+def tensor_layouts(dtype):
+    """Tensors of every layout the fast path takes, with values that clip."""
+    g = torch.Generator().manual_seed(5)
+    base = (torch.randn(6, 8, generator=g, dtype=torch.float64) * 3).to(dtype)
+    return {
+        "contiguous": base.clone(),
+        "transposed": base.clone().t(),  # Fortran order
+        "strided": base.clone()[:, ::3],
+        "offset": base.clone()[2:, 1:],
+        "negative-free 3-d": base.clone().reshape(2, 3, 8).permute(2, 0, 1),
+        "0-d": base.clone()[1, 1],
+        "one element": base.clone()[:1, :1],
+        "empty": base.clone()[:0],
+    }
+
+
+def as_arrays(tensors):
+    """ndarray views of the tensors' memory: the same values in the same layout (a copy in C
+    order would change the order of a reduction, and so the last bit of a norm)."""
+    return [t.numpy() for t in tensors]
+
+
+def holders(grads):
+    """Parameters for the clipping functions: objects whose .grad is the given tensor (a tensor
+    in `parameters` is a parameter, as in torch: its own .grad would be used)."""
+    return [types.SimpleNamespace(grad=g) for g in grads]
+
+
+@pytest.mark.skipif(not HAS_EXCHANGE_API, reason="this torch has no DLPack C exchange API")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_exact_tensors_are_described_without_numpy_same_bits_as_ndarrays(dtype, monkeypatch):
+    gradclip.get_total_norm([torch.ones(1)])  # torch known to gradclip._interop
+    counting = CountingNumpy(monkeypatch)
+    layouts = tensor_layouts(dtype)
+    tensors = list(layouts.values())
+    arrays = as_arrays(tensors)
+    for norm_type in (2.0, 1.0, float("inf"), 3.0):
+        some = slice(None, -1) if norm_type == float("inf") else slice(None)  # inf: no empty array
+        counting.calls = 0
+        total, norms = gradclip.get_total_norm(tensors[some], norm_type), gradclip.get_norms(tensors[some], norm_type)
+        assert counting.calls == 0
+        assert np.array_equal(total, gradclip.get_total_norm(arrays[some], norm_type)), norm_type
+        assert np.array_equal(norms, gradclip.get_norms(arrays[some], norm_type)), norm_type
+    for clip in (
+        lambda xs: gradclip.clip_grad_norm_(xs, 1.0),
+        lambda xs: gradclip.clip_grad_value_(xs, 0.5),
+        lambda xs: gradclip.clip_grads_with_norm_(xs, 1.0, 7.0),
+        lambda xs: gradclip.clip_grad_norm_(xs, 1.0, return_info=True).clip_coef,
+    ):
+        fresh = list(tensor_layouts(dtype).values())  # the same layouts, unclipped
+        reference = as_arrays(tensor_layouts(dtype).values())  # and a second such set
+        pointers = [t.data_ptr() for t in fresh]
+        counting.calls = 0
+        ours = clip(holders(fresh))
+        assert counting.calls == 0
+        assert np.array_equal(np.asarray(ours), np.asarray(clip(reference)))
+        for t, a, ptr in zip(fresh, reference, pointers):
+            assert t.data_ptr() == ptr  # in place, no copy
+            assert np.array_equal(t.numpy(), a)
+
+
+@pytest.mark.skipif(not HAS_EXCHANGE_API, reason="this torch has no DLPack C exchange API")
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_tensors_are_described_without_numpy(dtype, monkeypatch):
+    gradclip.get_total_norm([torch.ones(1)])
+    def strided():
+        return torch.randn(5, 4, generator=torch.Generator().manual_seed(7), dtype=dtype)[:, ::2]
+
+    z, reference = strided(), strided().numpy()  # the same values in the same layout
+    counting = CountingNumpy(monkeypatch)
+    assert np.array_equal(gradclip.get_total_norm([z]), gradclip.get_total_norm([reference]))
+    gradclip.clip_grad_norm_(holders([z]), 0.5)
+    gradclip.clip_grad_norm_([reference], 0.5)
+    assert counting.calls == 0
+    assert np.array_equal(z.numpy(), reference)
+    with pytest.raises(TypeError, match="complex"):  # clip_grad_value_ takes no complex
+        gradclip.clip_grad_value_(holders([z]), 0.5)
+
+
+def test_tensors_numpy_would_refuse_go_the_old_way(monkeypatch):
+    """What numpy() refuses is never described directly: requires_grad, a negative or
+    conjugate bit, bfloat16, sparse, another device. The converter reads or refuses them as it
+    did, and an in-place call modifies nothing."""
+    gradclip.get_total_norm([torch.ones(1)])
+    neg = torch._neg_view(torch.tensor([3.0, -4.0]))  # values -3, 4; memory 3, -4
+    assert float(gradclip.get_total_norm([neg])) == 5.0
+    assert float(gradclip.get_total_norm([neg], 1.0)) == 7.0
+    conj = torch.tensor([3 + 4j], dtype=torch.complex64).conj()
+    assert float(gradclip.get_total_norm([conj])) == 5.0
+    plain = torch.ones(3)
+    for bad, error in [
+        (neg, "conjugate or negative bit"),
+        (conj, "conjugate or negative bit"),
+        (torch.ones(3, requires_grad=True), "requires grad in place"),
+    ]:
+        before = plain.clone()
+        with pytest.raises(ValueError, match=error):
+            gradclip.clip_grad_norm_(holders([plain, bad]), 1e-3)  # the good one first: untouched
+        assert torch.equal(plain, before)
+    with pytest.raises(TypeError, match=r"torch\.bfloat16 has no NumPy equivalent"):
+        gradclip.get_total_norm([plain, torch.ones(2, dtype=torch.bfloat16)])
+    with pytest.raises(TypeError, match="has dtype int64"):
+        gradclip.get_total_norm([plain, torch.ones(2, dtype=torch.int64)])
+    with pytest.raises(TypeError, match="dense"):
+        gradclip.get_total_norm([plain, torch.ones(2).to_sparse()])
+    with pytest.raises(ValueError, match="on device meta"):
+        gradclip.get_total_norm([plain, torch.ones(2, device="meta")])
+    with pytest.raises(ValueError, match="share memory"):
+        gradclip.clip_grad_value_(holders([torch.ones(1).expand(4)]), 0.5)
+    assert float(gradclip.get_total_norm([torch.ones(1).expand(4)])) == 2.0
+
+
+class RebindingGrad:
+    """An item whose .grad property changes another tensor first: Python code that runs
+    between the moment that tensor was taken and the moment it is validated."""
+
+    def __init__(self, victim, change):
+        self.victim, self.change = victim, change
+        self.own = torch.full((2,), 10.0)
+
+    @property
+    def grad(self):
+        self.change(self.victim)
+        return self.own
+
+
+def test_a_tensor_changed_by_a_later_items_property_is_judged_as_it_is_then():
+    gradclip.get_total_norm([torch.ones(1)])
+    victim = torch.full((3,), 10.0)
+    before = victim.clone()
+    with pytest.raises(ValueError, match="requires grad in place"):
+        gradclip.clip_grad_norm_([*holders([victim]), RebindingGrad(victim, lambda t: t.requires_grad_(True))], 1.0)
+    assert torch.equal(victim.detach(), before)
+    victim = torch.full((3,), 10.0)
+    with pytest.raises(TypeError, match="has dtype int64"):
+        gradclip.clip_grad_norm_([*holders([victim]), RebindingGrad(victim, lambda t: setattr(t, "data", t.data.long()))], 1.0)
+    # Rebound to other float memory: the new memory is what is clipped.
+    victim = torch.full((3,), 10.0)
+    other = torch.full((4,), 10.0)
+    total = gradclip.clip_grad_norm_([*holders([victim]), RebindingGrad(victim, lambda t: setattr(t, "data", other))], 1.0)
+    assert float(total) == pytest.approx(np.sqrt(4 * 100.0 + 2 * 100.0), rel=1e-6)
+    assert victim.data_ptr() == other.data_ptr()
+    np.testing.assert_allclose(other.numpy(), 10.0 / float(total), rtol=1e-6)
+
+
+class NoExchangeApi(torch.Tensor):
+    __dlpack_c_exchange_api__ = None  # as a torch older than the C exchange API
+
+
+def test_a_tensor_type_without_the_exchange_api_is_viewed_with_numpy(monkeypatch):
+    gradclip.get_total_norm([torch.ones(1)])
+    gradclip._C._set_tensor_type(NoExchangeApi)
+    try:
+        counting = CountingNumpy(monkeypatch)
+        t = torch.full((4,), 3.0).as_subclass(NoExchangeApi)
+        gradclip.clip_grad_norm_(holders([t]), 1.0)
+        assert counting.calls >= 1  # (a subclass's numpy() counts again in __torch_function__)
+        np.testing.assert_allclose(t.numpy(), 0.5, rtol=1e-6)
+    finally:
+        _interop.register(gradclip._C)
+
+
+@pytest.mark.skipif(not HAS_EXCHANGE_API, reason="this torch has no DLPack C exchange API")
+def test_described_tensors_keep_their_reference_counts():
+    gradclip.get_total_norm([torch.ones(1)])
+    tensors = [torch.ones(5) for _ in range(20)]
+    params = holders(tensors)
+    counts = [sys.getrefcount(t) for t in tensors]
+    for _ in range(50):
+        gradclip.get_total_norm(tensors)
+        gradclip.clip_grad_norm_(params, 1.0)
+        gradclip.clip_grad_value_(params, 0.5)
+        with pytest.raises(ValueError):  # the second collection, after the first let go
+            gradclip.clip_grad_value_(params + holders([torch.ones(2, requires_grad=True)]), 0.5)
+    assert [sys.getrefcount(t) for t in tensors] == counts
