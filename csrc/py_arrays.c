@@ -178,8 +178,8 @@ int glue_same_shape(PyArrayObject *a, PyArrayObject *b)
 /* The checks of an array's geometry, whoever describes it (an ndarray or a tensor's DLPack
  * view): strides, self-overlap of a written view, an empty array under a norm without
  * identity. Strides in bytes. */
-static int check_geometry(int ndim, const npy_intp *shape, const npy_intp *strides, npy_intp itemsize,
-                          int contiguous, int flags, const gc_norm *norm, const arg_name *who)
+static inline int check_geometry(int ndim, const npy_intp *shape, const npy_intp *strides, npy_intp itemsize,
+                                 int contiguous, int flags, const gc_norm *norm, const arg_name *who)
 {
     npy_intp size = 1;
     for (int d = 0; d < ndim; d++)
@@ -354,59 +354,64 @@ static void batch_finish(batch *b)
     }
 }
 
-/* Puts a validated view into the batch as array k. */
-static int describe_view(batch *b, Py_ssize_t k, const glue_view *v)
+/* Puts a validated array into the batch as array k: data, dtype, and its shape and strides
+ * (bytes) over ndim dims, of `size` elements in all. */
+static inline int put_array(batch *b, Py_ssize_t k, char *data, gc_dtype dtype, int ndim, const npy_intp *shape,
+                            const npy_intp *strides, ptrdiff_t size, npy_intp itemsize, int contiguous)
 {
     /* A contiguous array (in either order) is one run: describe it as 1-D, which makes every
      * later step trivial. The order elements are visited in changes nothing for elementwise
      * work, and for a reduction it is the memory order either way. */
-    const int ndim = v->contiguous ? 1 : v->ndim;
-    ptrdiff_t size = 1;
-    for (int d = 0; d < v->ndim; d++)
-        size *= v->shape[d];
-    if (batch_reserve_dims(b, ndim) < 0)
+    const int nd = contiguous ? 1 : ndim;
+    if (batch_reserve_dims(b, nd) < 0)
         return -1;
     ptrdiff_t *dims = b->dims + b->dims_used;
-    if (v->contiguous) {
+    if (contiguous) {
         dims[0] = size;
-        dims[1] = v->itemsize;
+        dims[1] = itemsize;
     }
     else {
-        for (int d = 0; d < ndim; d++) {
-            dims[d] = v->shape[d];
-            dims[ndim + d] = v->strides[d];
+        for (int d = 0; d < nd; d++) {
+            dims[d] = shape[d];
+            dims[nd + d] = strides[d];
         }
     }
-    b->dims_used += 2 * ndim;
+    b->dims_used += 2 * nd;
     gc_array *desc = &b->arrays[k];
-    desc->data = v->data;
-    desc->dtype = v->dtype;
-    desc->ndim = ndim;
-    desc->zero_dim = v->ndim == 0;
+    desc->data = data;
+    desc->dtype = dtype;
+    desc->ndim = nd;
+    desc->zero_dim = ndim == 0;
     b->elements += size;
-    b->single_precision &= v->dtype != GC_FLOAT64 && v->dtype != GC_COMPLEX128;
+    b->single_precision &= dtype != GC_FLOAT64 && dtype != GC_COMPLEX128;
     return 0;
 }
 
-/* A tensor held as it is (TENSOR_VIEWS), found viewable by collect() after the last Python
- * code ran. */
-static int describe_tensor(const module_state *st, batch *b, Py_ssize_t k, int flags, const gc_norm *norm,
-                           const arg_name *who)
+#define COLLECT_AGAIN 1
+
+/* A tensor held as it is (TENSOR_VIEWS), described now that no Python code runs until the
+ * kernels are done; COLLECT_AGAIN (no exception set) if it cannot be (see collect()). Out of
+ * line: its glue_view (1 kB) in describe()'s frame cost every ndarray ~2 % on 1000 small
+ * arrays. */
+__attribute__((noinline)) static int describe_tensor(const module_state *st, batch *b, Py_ssize_t k, int flags,
+                                                     const gc_norm *norm, const arg_name *who)
 {
     glue_view v;
-    if (glue_tensor_view(st, b->refs[k], flags, 0, &v) != 1) { /* cannot happen: checked just before */
-        PyErr_Format(PyExc_SystemError, "%s: its DLPack view failed after it was checked", NAME(who));
-        return -1;
-    }
+    if (glue_tensor_view(st, b->refs[k], flags, &v) != 1)
+        return COLLECT_AGAIN;
     const npy_intp align = gc_is_complex(v.dtype) ? v.itemsize / 2 : v.itemsize;
     if ((uintptr_t)v.data % (uintptr_t)align != 0)
         return not_aligned(who);
     if (check_geometry(v.ndim, v.shape, v.strides, v.itemsize, v.contiguous, flags, norm, who) < 0)
         return -1;
-    return describe_view(b, k, &v);
+    ptrdiff_t size = 1;
+    for (int d = 0; d < v.ndim; d++)
+        size *= v.shape[d];
+    return put_array(b, k, v.data, v.dtype, v.ndim, v.shape, v.strides, size, v.itemsize, v.contiguous);
 }
 
-/* Validates held array k and describes it to the kernels. Runs no Python code. */
+/* Validates held array k and describes it to the kernels: 0, -1 on error, or COLLECT_AGAIN for
+ * a held tensor that cannot be described. Runs no Python code. */
 static int describe(const module_state *st, batch *b, Py_ssize_t k, int flags, const gc_norm *norm,
                     const char *what)
 {
@@ -414,24 +419,11 @@ static int describe(const module_state *st, batch *b, Py_ssize_t k, int flags, c
     if (!PyArray_Check(b->refs[k]))
         return describe_tensor(st, b, k, flags, norm, &who);
     PyArrayObject *a = (PyArrayObject *)b->refs[k];
-    glue_view v;
-    if (glue_check_array(a, flags, norm, &who, &v.dtype) < 0)
+    gc_dtype dtype;
+    if (glue_check_array(a, flags, norm, &who, &dtype) < 0)
         return -1;
-    v.contiguous = PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a);
-    v.data = PyArray_BYTES(a);
-    v.itemsize = PyArray_ITEMSIZE(a);
-    v.ndim = PyArray_NDIM(a);
-    if (!v.contiguous) {
-        for (int d = 0; d < v.ndim; d++) {
-            v.shape[d] = PyArray_DIMS(a)[d];
-            v.strides[d] = PyArray_STRIDES(a)[d];
-        }
-    }
-    else {
-        v.shape[0] = v.ndim == 0 ? 1 : glue_array_size(a);
-        v.ndim = v.ndim == 0 ? 0 : 1;
-    }
-    return describe_view(b, k, &v);
+    return put_array(b, k, PyArray_BYTES(a), dtype, PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a),
+                     glue_array_size(a), PyArray_ITEMSIZE(a), PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a));
 }
 
 /* Hands a value that is not an exact ndarray to gradclip's converter (DLPack objects, ndarray
@@ -502,8 +494,6 @@ static PyObject *resolve_item(module_state *st, PyObject *item, source_kind sour
     return array;
 }
 
-#define COLLECT_AGAIN 1
-
 static int collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
                    const char *what)
 {
@@ -534,6 +524,7 @@ static int collect(module_state *st, batch *b, PyObject *obj, source_kind source
     const Py_ssize_t capacity = PySequence_Fast_GET_SIZE(obj);
     if (batch_reserve(b, capacity) < 0)
         return -1;
+    int held_tensors = 0; /* tensors held as they are, to be described through DLPack */
     for (Py_ssize_t i = 0; i < capacity && i < PySequence_Fast_GET_SIZE(obj); i++) {
         glue_prefetch_items(obj, i);
         PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(obj, i));
@@ -546,24 +537,24 @@ static int collect(module_state *st, batch *b, PyObject *obj, source_kind source
             Py_DECREF(array);
             continue;
         }
+        held_tensors |= !PyArray_Check(array);
         b->refs[b->n] = array;
         b->origins[b->n] = (item_origin){i, via_grad};
         b->n++;
     }
-    /* From here on no Python code runs until the kernels are done with the arrays. The tensors
-     * held as they are must all be viewable now; if one is not (requires_grad, another device,
-     * a negative bit, ...), the whole list is collected again the old way, where numpy() and
-     * the converter deal with it (and raise their errors before any validation error, as
-     * they would have). */
-    for (Py_ssize_t k = 0; k < b->n && (flags & TENSOR_VIEWS); k++) {
-        glue_view unused;
-        if (!PyArray_Check(b->refs[k]) && glue_tensor_view(st, b->refs[k], flags, 1, &unused) != 1) {
+    /* From here on no Python code runs until the kernels are done with the arrays. If a tensor
+     * held as it is cannot be described (requires_grad, another device, a negative bit, ...),
+     * or anything fails while tensors are held, the whole list is collected again the old way:
+     * numpy() and the converter deal with the tensors, and the errors are the ones, and in the
+     * order, that way has always given. */
+    for (Py_ssize_t k = 0; k < b->n; k++) {
+        const int described = describe(st, b, k, flags, norm, what);
+        if (described != 0 && held_tensors) {
+            PyErr_Clear();
             glue_batch_release(b);
             return COLLECT_AGAIN;
         }
-    }
-    for (Py_ssize_t k = 0; k < b->n; k++) {
-        if (describe(st, b, k, flags, norm, what) < 0)
+        if (described != 0)
             goto fail;
     }
     batch_finish(b);

@@ -152,10 +152,10 @@ typedef struct {
 /* Looks up `type`'s DLPack C exchange API (NULL or a type without one: none). */
 int glue_tensor_setup(module_state *st, PyObject *type);
 /* 1 and *out filled when t is an exact tensor that numpy() would view as it is and `flags`
- * accept (CPU, float16/32/64 or an allowed complex dtype and, with check_flags, no
- * requires_grad and no negative or conjugate bit); 0 otherwise (numpy() and the converter then
- * say why). Runs no Python code and leaves no exception set. */
-int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out);
+ * accept (CPU, float16/32/64 or an allowed complex dtype, no requires_grad, no negative or
+ * conjugate bit); 0 otherwise (numpy() and the converter then say why). Runs no Python code
+ * and leaves no exception set. */
+int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *out);
 
 /* ---- py_clip.c ------------------------------------------------------------------------- */
 

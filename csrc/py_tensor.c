@@ -1,7 +1,7 @@
 /* torch tensors described without an ndarray, through the DLPack C exchange API.
  *
  * Viewing a tensor with Tensor.numpy() costs ~0.6 us (an argument parser and a new ndarray),
- * which on a list of 1000 small gradients is most of the call. torch >= 2.10 publishes, as
+ * which on a list of 1000 small gradients is most of the call. torch (2.13 does) publishes, as
  * DLPack 1.x defines it, a table of C functions on the type (`__dlpack_c_exchange_api__`, a
  * capsule) whose dltensor_from_py_object_no_sync fills a caller's DLTensor: pointer, device,
  * dtype, shape and strides, borrowed from the tensor, valid while no Python code runs. For an
@@ -114,7 +114,7 @@ static int is_contiguous(int ndim, const npy_intp *shape, const npy_intp *stride
     return c || f;
 }
 
-int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out)
+int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *out)
 {
     if (st->dlpack_fill == NULL || st->tensor_type == NULL || Py_TYPE(t) != (PyTypeObject *)st->tensor_type)
         return 0;
@@ -137,15 +137,13 @@ int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_f
     /* What numpy() refuses: autograd's tensors, and lazy negation or conjugation (the memory
      * does not hold the values). requires_grad is a data descriptor of the type: no instance
      * attribute can shadow it. */
-    if (check_flags) {
-        PyObject *requires_grad = PyObject_GetAttr(t, st->str_requires_grad);
-        const int plain = requires_grad == Py_False;
-        Py_XDECREF(requires_grad);
-        if (!plain || call_flag(st->tensor_is_neg, t) != 0 ||
-            (gc_is_complex(dtype) && call_flag(st->tensor_is_conj, t) != 0)) {
-            PyErr_Clear();
-            return 0;
-        }
+    PyObject *requires_grad = PyObject_GetAttr(t, st->str_requires_grad);
+    const int plain = requires_grad == Py_False;
+    Py_XDECREF(requires_grad);
+    if (!plain || call_flag(st->tensor_is_neg, t) != 0 ||
+        (gc_is_complex(dtype) && call_flag(st->tensor_is_conj, t) != 0)) {
+        PyErr_Clear();
+        return 0;
     }
     const npy_intp itemsize = (npy_intp)gc_item_size(dtype);
     out->data = (char *)dl.data + dl.byte_offset;

@@ -576,3 +576,20 @@ def test_described_tensors_keep_their_reference_counts():
         with pytest.raises(ValueError):  # the second collection, after the first let go
             gradclip.clip_grad_value_(params + holders([torch.ones(2, requires_grad=True)]), 0.5)
     assert [sys.getrefcount(t) for t in tensors] == counts
+
+
+def test_errors_with_tensors_held_are_the_old_ways_errors_in_its_order():
+    """The converter's errors come from reading the items, before any array is validated: a
+    list with a read-only array first and a tensor that requires grad after it fails on the
+    tensor, as it always has; with only the array at fault, on the array."""
+    gradclip.get_total_norm([torch.ones(1)])
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    plain = torch.ones(3)
+    with pytest.raises(ValueError, match="cannot modify a torch.Tensor that requires grad in place"):
+        gradclip.clip_grad_value_([frozen, *holders([torch.ones(2, requires_grad=True)])], 0.5)
+    with pytest.raises(ValueError, match=r"parameters\[0\] is read-only"):
+        gradclip.clip_grad_value_([frozen, *holders([plain])], 0.5)
+    assert torch.equal(plain, torch.ones(3))
+    with pytest.raises(ValueError, match=r"parameters\[1\]\.grad has elements that share memory"):
+        gradclip.clip_grad_value_(holders([plain, torch.ones(1).expand(3)]), 0.5)

@@ -6,6 +6,14 @@ The C layer takes exact ndarrays. For anything else found among the items of a c
 imported, and uses the ndarray returned. Nothing here imports torch: a torch object is
 recognised through ``sys.modules``, which holds torch only if the caller imported it.
 
+Once torch has been seen, the C layer handles the common case itself (``_C._set_tensor_type``):
+in the clipping and norm functions an exact ``torch.Tensor`` that ``numpy()`` would view as it
+is (CPU, float16/32/64 or complex, no ``requires_grad``, no negative or conjugate bit) is
+described from the DLTensor torch fills through DLPack's C exchange API
+(``torch.Tensor.__dlpack_c_exchange_api__``, which torch 2.13 has), with no ndarray made; other
+entry points, and torch versions without that API, call ``numpy()`` from C. Whatever neither
+takes comes here, so the errors below are the only ones a tensor can meet.
+
 What is accepted, and what is refused (so that nothing is silently copied or ignored):
 
 - a torch CPU tensor (a ``torch.nn.Parameter``'s ``.grad``): viewed with ``Tensor.numpy()``,
