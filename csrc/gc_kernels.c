@@ -33,17 +33,26 @@ static gc_kernel_table kernels;
 
 const char *gc_select_isa(const char *request)
 {
-    int avx2 = 0, avx512 = 0;
+    int avx2 = 0, avx512 = 0, avx512_all = 0;
 #if GC_HAVE_AVX2
     __builtin_cpu_init();
     avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     avx512 = avx2 && __builtin_cpu_supports("avx512f");
+    avx512_all = avx512 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq");
 #endif
     if (request != NULL && strcmp(request, "baseline") == 0)
         avx2 = 0;
     if (request != NULL && strcmp(request, "avx2") == 0)
-        avx512 = 0;
+        avx512 = avx512_all = 0;
+    if (request != NULL && strcmp(request, "avx2+avx512") == 0)
+        avx512_all = 0;
 #if GC_HAVE_AVX2
+    if (avx2 && avx512_all) {
+        gc_fill_kernel_table_avx512(&kernels, 1);
+        gc_fill_optim_table_avx512(&gc_optim_kernels);
+        return "avx512";
+    }
     if (avx2) {
         gc_fill_kernel_table_avx2(&kernels, avx512);
         gc_fill_optim_table_avx2(&gc_optim_kernels);

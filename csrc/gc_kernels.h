@@ -162,6 +162,7 @@ typedef struct {
 /* avx512: also use the few AVX-512 loops (the float16 norm), which the CPU must have. */
 void gc_fill_kernel_table_base(gc_kernel_table *table, int avx512);
 void gc_fill_kernel_table_avx2(gc_kernel_table *table, int avx512);
+void gc_fill_kernel_table_avx512(gc_kernel_table *table, int avx512);
 
 /* Chooses the loops for this CPU; `request` "baseline" forces the portable ones, "avx2" the
  * AVX2 ones without their AVX-512 parts. Call once, before any kernel runs. Returns the name of

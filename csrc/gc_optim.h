@@ -161,5 +161,6 @@ typedef struct {
 extern gc_optim_table gc_optim_kernels;
 void gc_fill_optim_table_base(gc_optim_table *table);
 void gc_fill_optim_table_avx2(gc_optim_table *table);
+void gc_fill_optim_table_avx512(gc_optim_table *table);
 
 #endif /* GC_OPTIM_H */

@@ -1,4 +1,4 @@
-"""The AVX2+FMA loops and the portable loops must give bit-identical results.
+"""The AVX-512 loops, the AVX2+FMA loops and the portable loops must give bit-identical results.
 
 The instruction set is chosen once per process, so each is run in a subprocess
 (GRADCLIP_ISA=baseline forces the portable loops) and the results' bytes are compared.
@@ -129,10 +129,13 @@ def test_baseline_and_native_loops_agree_bit_for_bit():
     if native_isa == "baseline":
         pytest.skip("this CPU has no AVX2+FMA+F16C: only the portable loops exist here")
     assert native == baseline
-    if native_isa == "avx2+avx512":  # and without the AVX-512 loops
+    if native_isa == "avx512":  # every loop at 512 bits; then AVX2 with the float16 norm's
+        mixed_isa, mixed = run("avx2+avx512")
+        assert mixed_isa == "avx2+avx512" and mixed == baseline
+    if native_isa in ("avx512", "avx2+avx512"):  # and without any AVX-512 loop
         avx2_isa, avx2 = run("avx2")
         assert avx2_isa == "avx2" and avx2 == baseline
 
 
 def test_isa_is_reported():
-    assert gradclip._C.ISA in ("avx2+avx512", "avx2", "baseline")
+    assert gradclip._C.ISA in ("avx512", "avx2+avx512", "avx2", "baseline")
