@@ -81,8 +81,16 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
     med = {name: t.median for name, t in timings.items()}
     best = {name: t.best for name, t in timings.items()}
     probes = {name: best.pop(name) for name in list(best) if name.startswith("limit")}
-    for name in probes:
-        med.pop(name)
+    # How far the probes' own medians sit above their best runs in these rounds: the noise
+    # floor of a "median against the best probe" ratio on this machine at this moment.
+    probe_noise = {name: med.pop(name) / probes[name] for name in probes}
+    probe_modes = {}
+    if probe is not None and probe.kind == "cache" and probes:
+        # The best single pass, timed in C, on one core or every core (the call's own time is
+        # mostly ctypes and OpenMP's wake-up at this size).
+        passes = probe.pass_bests()
+        probes = {name: passes[name] for name in probes}
+        probe_modes = {name: t for name, t in passes.items() if name not in probes}
     limit = stream.StreamProbe.limit(probes) if probes else None
     gc_time = med.get("gradclip")
     ratios = {name: t / gc_time for name, t in med.items() if gc_time and name != "gradclip"}
@@ -109,6 +117,8 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
         "traffic": None if case.traffic is None else vars(case.traffic),
         "limit_s": limit,
         "limit_probes_best_s": probes,
+        "limit_probe_modes_s": probe_modes,
+        "limit_probe_median_over_best": probe_noise if probe is not None and probe.kind == "memory" else {},
         "limit_kind": None if probe is None else probe.kind,
         "limit_ratio": (gc_time / limit) if (gc_time and limit) else None,
         "gradclip_spread": timings["gradclip"].spread if "gradclip" in timings else None,
