@@ -64,6 +64,13 @@ static void visit_run(void *ctx_, char *const *ptrs, const ptrdiff_t *strides, p
     ctx->item.run_start += n;
 }
 
+/* Unit u's factor as the options' gradient scaling (see gc_optim_item). */
+static void set_unit_scaling(gc_optim_options *options, const gc_optim_item *it, ptrdiff_t u)
+{
+    options->scaling.has_scale = it->unit_factors[u] != 0.0;
+    options->scaling.scale = options->scaling.has_scale ? it->unit_factors[it->units + u] : 1.0;
+}
+
 static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
 {
     (void)k;
@@ -74,6 +81,16 @@ static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, si
     run_ctx run = {*it, ctx->walk};
     run.item.dims = &dims;
     run.item.run_start = start;
+    /* Per-unit factors: a copy of the options carries the factor of the unit being run (the
+     * only one when the item is one unit; else see the loop below). */
+    gc_optim_options options;
+    if (it->unit_factors != NULL) {
+        options = *it->options;
+        run.item.options = &options;
+        set_unit_scaling(&options, it, 0);
+        if (it->units == 1)
+            run.item.unit_factors = NULL;
+    }
     if (it->ndim == 1) {
         /* One run per operand (contiguous operands arrive so): no layout to build. */
         char *ptrs[GC_OPTIM_MAXOPS];
@@ -85,7 +102,21 @@ static void step_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, si
             ptrs[k] = it->data[k] + start * strides[k];
         }
         describe_dims(&dims, 1, it->shape, it->nops, stride_of, itemsize);
-        ctx->walk(&run.item, ptrs, strides, stop - start);
+        if (run.item.unit_factors == NULL) {
+            ctx->walk(&run.item, ptrs, strides, stop - start);
+            return;
+        }
+        /* Unit by unit (consecutive runs of equal length), each with its own factor. */
+        const ptrdiff_t length = it->shape[0] / it->units;
+        for (ptrdiff_t at = start; at < stop;) {
+            const ptrdiff_t unit = at / length, end = (unit + 1) * length < stop ? (unit + 1) * length : stop;
+            set_unit_scaling(&options, it, unit);
+            run.item.run_start = at;
+            ctx->walk(&run.item, ptrs, strides, end - at);
+            for (int k = 0; k < it->nops; k++)
+                ptrs[k] += (end - at) * strides[k];
+            at = end;
+        }
         return;
     }
     gc_layout layout;

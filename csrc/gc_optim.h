@@ -114,6 +114,13 @@ typedef struct {
      * in visiting order). For the kernels' model of torch's loops (torch_vector_end). */
     const gc_torch_dims *dims;
     ptrdiff_t run_start;
+    /* Per-unit clip factors (AGC through the fused step), or NULL: the item's elements, in
+     * visiting order, are `units` runs of equal length; run u's gradient is scaled by
+     * unit_factors[units + u] as options->scaling.scale would scale it if unit_factors[u] is
+     * nonzero, and left alone if it is 0. Set only where units are consecutive in visiting
+     * order (a C-contiguous item). */
+    const double *unit_factors;
+    ptrdiff_t units;
 } gc_optim_item;
 
 /* In an item's gc_torch_dims (see gc_layout.h), the slot of a temporary torch would allocate

@@ -9,7 +9,10 @@ enum {
     ADAM_AMSGRAD, ADAM_BETA1, ADAM_BETA2, ADAM_LR, ADAM_WEIGHT_DECAY, ADAM_EPS, ADAM_MAXIMIZE, ADAM_DECOUPLED,
     ADAM_NH
 };
-enum { ADAM_STEP }; /* item->derived */
+/* item->derived: the step count and, from it, the bias corrections 1 - beta1^step and
+ * sqrt(1 - beta2^step), in float64 with the C library's pow, exactly as torch's Python
+ * computes them; once per parameter, not per run (a fused AGC step runs unit by unit). */
+enum { ADAM_STEP, ADAM_BC1, ADAM_BC2_SQRT };
 #endif
 
 #ifdef SUFFIX
@@ -18,12 +21,10 @@ typedef struct {
     int small_weight;
 } KERNEL(adam_scalars_);
 
-static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, double step)
+static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, const double *derived)
 {
     const double *h = o->h;
-    /* Bias corrections in float64 with the C library's pow, exactly as torch's Python does. */
-    const double bc1 = 1.0 - pow(h[ADAM_BETA1], step);
-    const double bc2 = 1.0 - pow(h[ADAM_BETA2], step);
+    const double bc1 = derived[ADAM_BC1];
     KERNEL(adam_scalars_) s;
     s.scale = (C)o->scaling.scale;
     s.wd = ALPHA(h[ADAM_WEIGHT_DECAY]);
@@ -33,7 +34,7 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, dou
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;
     s.beta2 = (C)h[ADAM_BETA2];
     s.one_minus_beta2 = (C)(1.0 - h[ADAM_BETA2]);
-    s.bc2_sqrt = (C)pow(bc2, 0.5);
+    s.bc2_sqrt = (C)derived[ADAM_BC2_SQRT];
     s.eps = ALPHA(h[ADAM_EPS]); /* denom.add_(eps): a scalar added to a tensor */
     s.neg_step = (C)(-gc_lr_over(h, h[ADAM_LR], bc1)); /* step_size = lr / bc1; value=-step_size */
     return s;
@@ -81,7 +82,7 @@ static void KERNEL(adam)(const gc_optim_item *it, char *const *ptrs, const ptrdi
     T *param = (T *)ptrs[0], *grad = (T *)ptrs[1], *m_ = (T *)ptrs[2], *v_ = (T *)ptrs[3];
     T *vmax_ = amsgrad ? (T *)ptrs[4] : NULL;
     const ptrdiff_t ip = inc[0], ig = inc[1], im = inc[2], iv = inc[3], ix = amsgrad ? inc[4] : 1;
-    const KERNEL(adam_scalars_) s = KERNEL(adam_scalars)(o, it->derived[ADAM_STEP]);
+    const KERNEL(adam_scalars_) s = KERNEL(adam_scalars)(o, it->derived);
     int has_scale = o->scaling.has_scale;
     const int write_back = o->scaling.write_back;
     T clipped[2];

@@ -41,9 +41,11 @@ static int adam_nops(const double *h)
 
 static void adam_prepare(gc_optim_item *item, float *const *scalars, const double *h)
 {
-    (void)h;
     *scalars[0] += 1.0f; /* torch's step tensor is float32 */
-    item->derived[ADAM_STEP] = (double)*scalars[0];
+    const double step = (double)*scalars[0];
+    item->derived[ADAM_STEP] = step;
+    item->derived[ADAM_BC1] = 1.0 - pow(h[ADAM_BETA1], step);
+    item->derived[ADAM_BC2_SQRT] = pow(1.0 - pow(h[ADAM_BETA2], step), 0.5);
 }
 
 /* ---- Weight averaging (swa_utils) -------------------------------------------------------- */

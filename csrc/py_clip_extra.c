@@ -432,10 +432,36 @@ static int check_units(const gc_array *units, size_t n, const gc_norm *norm)
     return 0;
 }
 
-/* adaptive_clip(values, grads, clip_factor, eps, norm_type) -> None
+/* The factors of array k's units, for the fused step (py_optim.c's set_unit_factors): a new
+ * float64 array of shape (2, count), whether unit j is scaled and by what, or None if none is.
+ * `units` are the gradient units of every array, `norms` their values' norms then theirs. */
+static PyObject *unit_factors(const gc_array *units, const double *norms, size_t nunits, size_t first, size_t count,
+                              double clip_factor, double eps)
+{
+    PyArrayObject *out = NULL;
+    for (size_t j = 0; j < count; j++) {
+        const size_t i = first + j;
+        double factor;
+        if (!gc_agc_factor(units[nunits + i].dtype, norms[i], norms[nunits + i], clip_factor, eps, &factor))
+            continue;
+        if (out == NULL) {
+            npy_intp dims[2] = {2, (npy_intp)count};
+            out = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_DOUBLE, 0);
+            if (out == NULL)
+                return NULL;
+        }
+        double *f = PyArray_DATA(out);
+        f[j] = 1.0;
+        f[count + j] = factor;
+    }
+    return out != NULL ? (PyObject *)out : Py_NewRef(Py_None);
+}
+
+/* adaptive_clip(values, grads, clip_factor, eps, norm_type, factors) -> None or a list
  * AGC on each pair (values[k], grads[k]) of equal shape and dtype (real), in place on grads:
  * one norm pass over every unit of every value and gradient, then one scaling pass over the
- * gradient units that exceed their bound (see gc_agc_factor). */
+ * gradient units that exceed their bound (see gc_agc_factor). With factors true, nothing is
+ * scaled: returns, per array, its units' factors (unit_factors) for the fused step. */
 PyObject *py_adaptive_clip(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     gc_norm norm;
@@ -444,14 +470,16 @@ PyObject *py_adaptive_clip(PyObject *module, PyObject *const *args, Py_ssize_t n
     int have_p = 0, have_g = 0;
     unit_scratch s = {0};
     PyObject *result = NULL;
-    if (glue_check_nargs("adaptive_clip", nargs, 5) < 0 || glue_parse_real(args[2], "clip_factor", &clip_factor) < 0 ||
-        glue_parse_real(args[3], "eps", &eps) < 0 || glue_parse_norm_type(args[4], &norm) < 0)
+    int want_factors;
+    if (glue_check_nargs("adaptive_clip", nargs, 6) < 0 || glue_parse_real(args[2], "clip_factor", &clip_factor) < 0 ||
+        glue_parse_real(args[3], "eps", &eps) < 0 || glue_parse_norm_type(args[4], &norm) < 0 ||
+        glue_parse_bool(args[5], &want_factors) < 0)
         return NULL;
     module_state *st = glue_state(module);
     if (glue_collect(st, &pb, args[0], SOURCE_TENSORS, 0, NULL, "parameters") < 0)
         return NULL;
     have_p = 1;
-    if (glue_collect(st, &gb, args[1], SOURCE_TENSORS, NEED_WRITE, NULL, "grads") < 0)
+    if (glue_collect(st, &gb, args[1], SOURCE_TENSORS, want_factors ? 0 : NEED_WRITE, NULL, "grads") < 0)
         goto done;
     have_g = 1;
     /* Collecting the gradients may have run conversions (Python code): the values are read
@@ -487,6 +515,18 @@ PyObject *py_adaptive_clip(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (check_units(s.units, 2 * nunits, &norm) < 0)
         goto done;
     run_norms(s.units, 2 * nunits, pb.elements + gb.elements, &norm, s.norms);
+    if (want_factors) {
+        PyObject *list = PyList_New((Py_ssize_t)n);
+        for (size_t k = 0, first = 0; k < n && list != NULL; first += s.counts[n + k], k++) {
+            PyObject *entry = unit_factors(s.units, s.norms, nunits, first, s.counts[n + k], clip_factor, eps);
+            if (entry == NULL)
+                Py_CLEAR(list);
+            else
+                PyList_SET_ITEM(list, (Py_ssize_t)k, entry);
+        }
+        result = list;
+        goto done;
+    }
     /* The clipped gradient units and their factors, compacted to the front. */
     size_t m = 0;
     for (size_t i = 0; i < nunits; i++) {

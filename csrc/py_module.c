@@ -124,7 +124,7 @@ static PyMethodDef module_methods[] = {
                         "(norms, totals, coefs, nonfinite_counts, skipped)"),
     FASTCALL(scale_by, "scale_by(parameters, coef)"),
     FASTCALL(clip_coef, "clip_coef(total_norm, max_norm, single) -> float"),
-    FASTCALL(adaptive_clip, "adaptive_clip(values, grads, clip_factor, eps, norm_type)"),
+    FASTCALL(adaptive_clip, "adaptive_clip(values, grads, clip_factor, eps, norm_type, factors) -> None or factors"),
     FASTCALL(clip_per_example, "clip_per_example(per_example_grads, max_norm) -> (sums, norms)"),
     GC_OPTIMIZERS(OPTIM_METHOD)
     FASTCALL(list_dot, "list_dot(xs, ys) -> float: the dot product over all pairs (a side may be one flat array)"),

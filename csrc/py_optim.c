@@ -136,7 +136,49 @@ static ptrdiff_t *describe_item(gc_optim_item *it, PyObject **ops, int nops, ptr
 }
 
 /* Validates every group's operands and fills b: nothing is modified. */
-static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_group *groups, Py_ssize_t ngroups)
+/* Attaches per-unit clip factors to a described item: a C-contiguous float64 array of shape
+ * (2, units), whether each unit is scaled (nonzero) and by what (see gc_optim_item). More than
+ * one unit needs the units consecutive in visiting order: every operand C-contiguous (and so
+ * the item flat); the Python layer only passes factors for such parameters. */
+static int set_unit_factors(gc_optim_item *it, PyObject **ops, int nops, PyObject *factors, Py_ssize_t item)
+{
+    PyArrayObject *f = (PyArrayObject *)factors;
+    if (!PyArray_Check(factors) || PyArray_NDIM(f) != 2 || PyArray_DIM(f, 0) != 2 || PyArray_DIM(f, 1) < 1 ||
+        PyArray_TYPE(f) != NPY_DOUBLE || !PyArray_IS_C_CONTIGUOUS(f) || !PyArray_ISALIGNED(f) ||
+        PyArray_ISBYTESWAPPED(f)) {
+        PyErr_Format(PyExc_TypeError,
+                     "grad_scale[%zd] must be None or a C-contiguous float64 array of shape (2, units): "
+                     "whether each unit is scaled, and its factor",
+                     item);
+        return -1;
+    }
+    const ptrdiff_t units = PyArray_DIM(f, 1);
+    ptrdiff_t size = 1;
+    for (int d = 0; d < it->ndim; d++)
+        size *= it->shape[d];
+    int consecutive = units == 1 || it->ndim == 1;
+    for (int k = 0; k < nops && units > 1; k++) {
+        if (ops[k] != NULL && !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ops[k]))
+            consecutive = 0;
+    }
+    if (size % units != 0 || !consecutive) {
+        PyErr_Format(PyExc_ValueError,
+                     "grad_scale[%zd]: %zd unit factors need %zd-element units, one after the other in "
+                     "C-contiguous operands",
+                     item, (Py_ssize_t)units, (Py_ssize_t)(size / units));
+        return -1;
+    }
+    if (size > 0) {
+        it->unit_factors = PyArray_DATA(f);
+        it->units = units;
+    }
+    return 0;
+}
+
+/* units: NULL, or a tuple with one entry per parameter over all groups: None or its unit
+ * factors. */
+static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_group *groups, Py_ssize_t ngroups,
+                         PyObject *units)
 {
     const char *const *names = spec->operands;
     b->n = 0;
@@ -173,6 +215,11 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
             ndims += ((Py_ssize_t)PyArray_NDIM((PyArrayObject *)p) + 1) * (1 + grp->nops);
         }
         n += count;
+    }
+    if (units != NULL && PyTuple_GET_SIZE(units) != n) {
+        PyErr_Format(PyExc_ValueError, "grad_scale has %zd unit-factor entries for %zd parameters",
+                     PyTuple_GET_SIZE(units), n);
+        return -1;
     }
     /* One allocation: items, references, then every operand's shape and strides. */
     const size_t bytes = (size_t)n * sizeof(gc_optim_item) + (size_t)n * GC_OPTIM_MAXOPS * sizeof(PyObject *) +
@@ -216,7 +263,9 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
             it->options = grp->options;
             /* The gradient is written too when the clipped gradient is stored back. */
             const gc_grad_scaling *scaling = &grp->options->scaling;
-            const unsigned written = spec->written | (scaling->has_scale && scaling->write_back ? 2u : 0u);
+            PyObject *factors = units != NULL ? PyTuple_GET_ITEM(units, item) : Py_None;
+            const int scaled = scaling->has_scale || factors != Py_None;
+            const unsigned written = spec->written | (scaled && scaling->write_back ? 2u : 0u);
             for (int k = 0; k < grp->nops; k++) {
                 const arg_name who = {names[k], g, i, 0};
                 if (ops[k] == NULL) {
@@ -250,6 +299,8 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
             if (check_disjoint(ops, grp->nops, names, g, i) < 0)
                 goto fail;
             dims = describe_item(it, ops, grp->nops, dims);
+            if (factors != Py_None && set_unit_factors(it, ops, grp->nops, factors, item) < 0)
+                goto fail;
             b->elements += glue_array_size(param);
         }
     }
@@ -328,11 +379,12 @@ static Py_ssize_t optim_create_buffers(optim_batch *b, const optim_group *groups
     return created;
 }
 
-/* grad_scale: None, one real for every group, or (per-group thresholds) a tuple with one real
- * or None per group, read by parse_group_scale. */
+/* grad_scale: None, one real for every group, (per-group thresholds) a tuple with one real or
+ * None per group, read by parse_group_scale, or (AGC) a list with one entry per parameter over
+ * all groups, None or its unit factors (set_unit_factors). */
 static int parse_scaling(PyObject *scale, PyObject *write_back, gc_grad_scaling *out)
 {
-    if (PyTuple_Check(scale))
+    if (PyTuple_Check(scale) || PyList_Check(scale))
         scale = Py_None;
     out->has_scale = scale != Py_None;
     out->scale = 1.0;
@@ -411,7 +463,7 @@ static PyObject *optim_step(int which, PyObject *const *args, Py_ssize_t nargs)
     gc_optim_options *options = NULL;
     optim_batch b = {0};
     gc_grad_scaling scaling;
-    PyObject *result = NULL, *owned = NULL;
+    PyObject *result = NULL, *owned = NULL, *units = NULL;
     char fname[64];
     PyOS_snprintf(fname, sizeof fname, "%s_step", spec->name);
     if (glue_check_nargs(fname, nargs, 3) < 0 || glue_check_sequence(args[0], "groups", -1, 0) < 0)
@@ -445,7 +497,10 @@ static PyObject *optim_step(int which, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
     /* From here on no Python code runs until the arrays are validated and held. */
-    if (optim_collect(&b, spec, groups, ngroups) < 0 || check_scalars(spec, groups, ngroups) < 0)
+    /* Unit factors: the list copied (no Python code runs in that). */
+    if (PyList_Check(args[1]) && (units = PySequence_Tuple(args[1])) == NULL)
+        goto done;
+    if (optim_collect(&b, spec, groups, ngroups, units) < 0 || check_scalars(spec, groups, ngroups) < 0)
         goto done;
     const Py_ssize_t created = spec->creatable >= 0 ? optim_create_buffers(&b, groups, ngroups, spec->creatable) : 0;
     if (created < 0)
@@ -474,6 +529,7 @@ done:
     PyMem_Free(groups);
     PyMem_Free(options);
     Py_XDECREF(owned);
+    Py_XDECREF(units);
     return result;
 }
 

@@ -176,9 +176,10 @@ CASES = {
     "clip_info-bad-max": (_C.clip_info, lambda: [[f32(3)], True, 2.0, (-1.0,), None, 0, 1], ValueError),
     "scale_by-ok": (_C.scale_by, lambda: [[f32(3), WithGrad(np.ones(2))], 0.5], None),
     "clip_coef-ok": (_C.clip_coef, lambda: [np.float32(3.0), 1.0, True], None),
-    "adaptive_clip-ok": (_C.adaptive_clip, lambda: [[np.ones((3, 2)), f32(4)], [np.ones((3, 2)), f32(4)], 0.01, 1e-3, 2.0], None),
-    "adaptive_clip-ok-heap": (_C.adaptive_clip, lambda: [twenty(), twenty(), 0.01, 1e-3, 2.0], None),
-    "adaptive_clip-mismatch": (_C.adaptive_clip, lambda: [[np.ones((3, 2))], [np.ones((2, 3))], 0.01, 1e-3, 2.0], ValueError),
+    "adaptive_clip-ok": (_C.adaptive_clip, lambda: [[np.ones((3, 2)), f32(4)], [np.ones((3, 2)), f32(4)], 0.01, 1e-3, 2.0, False], None),
+    "adaptive_clip-ok-heap": (_C.adaptive_clip, lambda: [twenty(), twenty(), 0.01, 1e-3, 2.0, False], None),
+    "adaptive_clip-factors": (_C.adaptive_clip, lambda: [twenty(), [g * 100 for g in twenty()], 0.01, 1e-3, 2.0, True], None),
+    "adaptive_clip-mismatch": (_C.adaptive_clip, lambda: [[np.ones((3, 2))], [np.ones((2, 3))], 0.01, 1e-3, 2.0, False], ValueError),
     "clip_per_example-ok": (_C.clip_per_example, lambda: [[np.ones((4, 3, 2)), f32(4)], 1.0], None),
     "clip_per_example-ok-heap": (_C.clip_per_example, lambda: [twenty(f32(3)), 1.0], None),
     "clip_per_example-mismatch": (_C.clip_per_example, lambda: [[np.ones((4, 3)), f32(3)], 1.0], ValueError),
@@ -192,6 +193,8 @@ if hasattr(_C, "sgd_step"):
         "sgd_step-bad-group": (_C.sgd_step, lambda: [[(1, 2)], None, True], Exception),
         "sgd_step-ok-per-group-scale": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], (0.5, None), True], None),
         "sgd_step-per-group-count": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], (0.5,), True], ValueError),
+        "sgd_step-ok-unit-factors": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], [None, np.array([[1.0, 0.0], [0.5, 1.0]])], True], None),
+        "sgd_step-bad-unit-factors": (_C.sgd_step, lambda: [_sgd_args(momentum=0.0)[0], [None, np.ones(3)], True], TypeError),
     })
 if hasattr(_C, "adam_step"):
     CASES.update({

@@ -108,15 +108,21 @@ def adaptive_clip_grad_(
     from ._clip import _norm_type
 
     values, gradients = _values_and_grads(parameters, grads)
-    _C.adaptive_clip(values, gradients, clip_factor, eps, _norm_type(norm_type))
+    _C.adaptive_clip(values, gradients, clip_factor, eps, _norm_type(norm_type), False)
 
 
 class AGC:
     """AGC as a ``clipper`` for :meth:`gradclip.optim.Optimizer.clip_and_step`.
 
-    ``optimizer.clip_and_step(clipper=AGC(0.01))`` runs :func:`adaptive_clip_grad_` on every
-    parameter with a gradient (writing the gradients, whatever ``write_back`` says: unit-wise
-    factors cannot be folded into the step's single coefficient), then the plain step.
+    ``optimizer.clip_and_step(clipper=AGC(0.01))`` gives the bits of
+    :func:`adaptive_clip_grad_` on every parameter with a gradient, then :meth:`step`, in one
+    pass fewer: one norm pass over the values and gradients (every unit's factor), then the
+    step, which scales each gradient unit by its factor as it reads it and, with
+    ``write_back=True`` (the default), stores the clipped unit back. That is the path for the
+    optimizers with a C kernel (all but Adafactor, Muon and LBFGS) when every multi-unit
+    parameter, its gradient and its state are C-contiguous (NumPy's default); otherwise the
+    units are clipped in place first, then stepped, and with ``write_back=False`` the
+    gradients are put back afterwards. Either way, an error leaves every array unchanged.
 
     Parameters
     ----------

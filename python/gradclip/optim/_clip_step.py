@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+
 from .. import _C, _clipinfo
 from .._adaptive import AGC, _NormClipper
 
@@ -38,11 +40,7 @@ def clip_and_step(
         batches = optimizer._collect(grads)
         every_grad = [g for batch in batches for g in batch.grads]
         if isinstance(clipper, AGC):
-            _C.adaptive_clip(
-                [v for batch in batches for v in batch.values], every_grad,
-                clipper.clip_factor, clipper.eps, _norm_type(clipper.norm_type),
-            )
-            optimizer._apply(batches, None, write_back)
+            _agc_step(optimizer, batches, every_grad, clipper, write_back)
             return None
         if per_group:
             sizes = tuple(len(batch.grads) for batch in batches)
@@ -70,3 +68,55 @@ def clip_and_step(
         optimizer._explain(grads, writable_grads=write_back)
         raise
     return _clipinfo._infos(result)[0] if return_info else result[1][0]
+
+
+def _units_consecutive(optimizer: Any, key: object, value: Any, grad: Any) -> bool:
+    """Whether the step visits this parameter's units one after the other: one unit, or the
+    value, the gradient and every state array of its shape C-contiguous (the kernel then
+    cuts its run at unit boundaries)."""
+    if value.ndim <= 1 or value.shape[0] <= 1:
+        return True
+    if not (value.flags.c_contiguous and grad.flags.c_contiguous):
+        return False
+    state = optimizer.state.get(key, {})
+    return all(
+        x.flags.c_contiguous for x in state.values() if isinstance(x, np.ndarray) and x.shape == value.shape
+    )
+
+
+def _agc_step(optimizer: Any, batches: list[Any], every_grad: list[Any], clipper: AGC, write_back: bool) -> None:
+    """AGC, then the step. Fused where the optimizer's kernel takes per-unit factors and every
+    parameter's units are consecutive (the usual C-contiguous layout): one norm pass over the
+    values and gradients, then the step, which scales each gradient unit as it reads it (and
+    writes it back with write_back). Else the units are scaled in place first, then stepped,
+    and the gradients put back as they were if the step fails or write_back is False. Both
+    give the same bits."""
+    from .._clip import _norm_type
+
+    values = [v for batch in batches for v in batch.values]
+    args = (values, every_grad, clipper.clip_factor, clipper.eps, _norm_type(clipper.norm_type))
+    fused = type(optimizer)._unit_grad_scales and all(
+        _units_consecutive(optimizer, key, value, grad)
+        for batch in batches
+        for key, value, grad in zip(batch.keys, batch.values, batch.grads)
+    )
+    if fused:
+        factors = _C.adaptive_clip(*args, True)
+        optimizer._apply(batches, factors, write_back)
+        return
+    # The gradients as they were: put back if the step fails (nothing changed on error) and,
+    # with write_back=False, after it.
+    saved = [np.copy(g, order="K") for g in every_grad]
+    _C.adaptive_clip(*args, False)
+    try:
+        optimizer._apply(batches, None, write_back)
+    except BaseException:
+        _restore(every_grad, saved)
+        raise
+    if not write_back:
+        _restore(every_grad, saved)
+
+
+def _restore(grads: list[Any], saved: list[Any]) -> None:
+    for grad, original in zip(grads, saved):
+        np.copyto(grad, original)

@@ -185,7 +185,9 @@ class Adagrad(Optimizer):
         if len(state) != 0:
             check_buffers(state, ["sum"], value, where)
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         def init(group: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
             return {"step": new_step(), "sum": _initial_sum(value, self.defaults["initial_accumulator_value"])}
 

@@ -194,7 +194,9 @@ class Adam(Optimizer):
         ):
             raise TypeError(f"step of {where} must be a writable 0-d float32 ndarray")
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         groups, created = [], []
         try:
             for batch in batches:

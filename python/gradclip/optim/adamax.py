@@ -158,7 +158,9 @@ class Adamax(Optimizer):
         if len(state) != 0:
             check_buffers(state, ["exp_avg", "exp_inf"], value, where)
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         def init(group: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
             return {"step": new_step(), "exp_avg": np.zeros_like(value), "exp_inf": np.zeros_like(value)}
 

@@ -165,7 +165,9 @@ class ASGD(Optimizer):
     ) -> None:
         _state.check_state(self.state.get(param, {}), ("ax",), ("step", "eta", "mu"), value, where)
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         groups, created = [], []
         try:
             for batch in batches:

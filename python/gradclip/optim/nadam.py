@@ -179,7 +179,9 @@ class NAdam(Optimizer):
             self.state.get(param, {}), ("exp_avg", "exp_avg_sq"), ("step", "mu_product"), value, where
         )
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         groups, created = [], []
         try:
             for batch in batches:

@@ -816,9 +816,14 @@ class Optimizer:
     ) -> None:
         """Raise if the saved state of ``param`` cannot be used with ``value`` and ``grad``."""
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    # Whether _apply's grad_scale may also be AGC's per-unit factors (a list, see
+    # _clip_step._agc_step): true for the optimizers whose step is one of gradclip's C kernels.
+    _unit_grad_scales = False
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         """Apply one step to every validated batch in one kernel call (subclasses: init state,
-        call the kernel, save new state)."""
+        call the kernel, save new state). grad_scale: None, a clip coefficient, a tuple of
+        them (one per group) or, where _unit_grad_scales, per-parameter unit factors."""
         raise NotImplementedError
 
     # -- stepping ------------------------------------------------------------------------------
@@ -919,8 +924,9 @@ class Optimizer:
             non-finite.
         clipper : AutoClip, ZClip or AGC, optional
             Let an adaptive clipper choose the threshold from this step's total norm (then
-            ``max_norm`` is not needed), still one norm pass and the fused step. ``AGC``
-            scales gradient units in place before a plain step.
+            ``max_norm`` is not needed), still one norm pass and the fused step. With ``AGC``
+            each gradient unit is scaled by its own factor inside the step (see
+            :class:`gradclip.AGC`).
         comm : mpi4py.MPI.Comm, optional
             Clip by the total norm over every rank of ``comm``, as
             :func:`gradclip.distributed.clip_grad_norm_` computes it (every rank calls

@@ -201,7 +201,9 @@ class RMSprop(Optimizer):
         if len(state) != 0:
             check_buffers(state, self._buffer_keys(group), value, where)
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         def init(group: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
             state = {"step": new_step()}
             for key in self._buffer_keys(group):

@@ -158,7 +158,9 @@ class Rprop(Optimizer):
     ) -> None:
         _state.check_state(self.state.get(param, {}), ("prev", "step_size"), ("step",), value, where)
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         groups, created = [], []
         try:
             for batch in batches:

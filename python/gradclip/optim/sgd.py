@@ -171,7 +171,9 @@ class SGD(Optimizer):
         if buf is not None:
             _check_state_array(buf, value, f"momentum_buffer of {where}")
 
-    def _apply(self, batches: list[_Batch], grad_scale: Optional[float], write_back: bool) -> None:
+    _unit_grad_scales = True  # its C kernel takes AGC's per-unit factors
+
+    def _apply(self, batches: list[_Batch], grad_scale: Any, write_back: bool) -> None:
         groups = [
             _functional.SGDGroup(
                 batch.values,
