@@ -288,6 +288,7 @@ static int batch_reserve(batch *b, Py_ssize_t capacity)
     b->n = 0;
     b->elements = 0;
     b->single_precision = 1;
+    b->holds_tensors = 0;
     b->heap = b->heap_dims = NULL;
     b->dims = b->small_dims;
     b->dims_used = 0;
@@ -387,18 +388,18 @@ static inline int put_array(batch *b, Py_ssize_t k, char *data, gc_dtype dtype, 
     return 0;
 }
 
-#define COLLECT_AGAIN 1
-
-/* A tensor held as it is (TENSOR_VIEWS), described now that no Python code runs until the
- * kernels are done; COLLECT_AGAIN (no exception set) if it cannot be (see collect()). Out of
- * line: its glue_view (1 kB) in describe()'s frame cost every ndarray ~2 % on 1000 small
- * arrays. */
+/* A tensor held as it is (TENSOR_VIEWS) and found viewable by settle_tensors() after the last
+ * Python code ran: described from DLPack's fill alone, which runs none. Out of line: its
+ * glue_view (1 kB) in describe()'s frame cost every ndarray ~2 % on 1000 small arrays. */
 __attribute__((noinline)) static int describe_tensor(const module_state *st, batch *b, Py_ssize_t k, int flags,
                                                      const gc_norm *norm, const arg_name *who)
 {
     glue_view v;
-    if (glue_tensor_view(st, b->refs[k], flags, &v) != 1)
-        return COLLECT_AGAIN;
+    if (glue_tensor_view(st, b->refs[k], flags, 0, &v) != 1) { /* cannot happen: checked, nothing ran since */
+        PyErr_Format(PyExc_SystemError, "%s: its DLPack view failed after it was checked", NAME(who));
+        return -1;
+    }
+    b->holds_tensors = 1;
     const npy_intp align = gc_is_complex(v.dtype) ? v.itemsize / 2 : v.itemsize;
     if ((uintptr_t)v.data % (uintptr_t)align != 0)
         return not_aligned(who);
@@ -410,8 +411,7 @@ __attribute__((noinline)) static int describe_tensor(const module_state *st, bat
     return put_array(b, k, v.data, v.dtype, v.ndim, v.shape, v.strides, size, v.itemsize, v.contiguous);
 }
 
-/* Validates held array k and describes it to the kernels: 0, -1 on error, or COLLECT_AGAIN for
- * a held tensor that cannot be described. Runs no Python code. */
+/* Validates held array k and describes it to the kernels. Runs no Python code. */
 static int describe(const module_state *st, batch *b, Py_ssize_t k, int flags, const gc_norm *norm,
                     const char *what)
 {
@@ -435,12 +435,26 @@ static PyObject *convert(module_state *st, PyObject *value, int flags, const arg
     const int writable = (flags & NEED_WRITE) != 0;
     if (st->tensor_type != NULL && Py_TYPE(value) == (PyTypeObject *)st->tensor_type) {
         if ((flags & TENSOR_VIEWS) && st->dlpack_fill != NULL)
-            return Py_NewRef(value); /* held as it is: collect() checks it once no Python code runs */
-        PyObject *array = PyObject_CallMethodNoArgs(value, st->str_numpy);
+            return Py_NewRef(value); /* held as it is: see settle_tensors() */
+        if (glue_tensor_memoryless(st, value)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s is a torch.Tensor with no memory of its own (a ZeroTensor, or a functionalized "
+                         "or traced tensor); gradclip reads and writes a tensor's memory",
+                         NAME(who));
+            return NULL;
+        }
+        /* numpy() takes a tensor that requires grad under torch.no_grad(); writing to one is
+         * refused anyway (by the converter, which says why). */
+        PyObject *requires_grad = writable ? PyObject_GetAttr(value, st->str_requires_grad) : NULL;
+        const int refuse = requires_grad == Py_True;
+        if (requires_grad == NULL)
+            PyErr_Clear();
+        Py_XDECREF(requires_grad);
+        PyObject *array = refuse ? NULL : PyObject_CallMethodNoArgs(value, st->str_numpy);
         if (array != NULL && PyArray_CheckExact(array))
             return array;
         Py_XDECREF(array);
-        if (array == NULL) {
+        if (array == NULL && !refuse) {
             if (!PyErr_ExceptionMatches(PyExc_RuntimeError) && !PyErr_ExceptionMatches(PyExc_TypeError))
                 return NULL;
             PyErr_Clear(); /* the converter says why */
@@ -494,8 +508,35 @@ static PyObject *resolve_item(module_state *st, PyObject *item, source_kind sour
     return array;
 }
 
-static int collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
-                   const char *what)
+/* The tensors held in b->refs (TENSOR_VIEWS) that cannot be described through DLPack (or all
+ * of them while a torch function mode is on, whose Python code the flag checks would run)
+ * converted the old way: numpy(), the converter, their errors. Those conversions run Python
+ * code, which could change a tensor checked before, so the check is repeated until a pass
+ * converts nothing: then every tensor left is viewable, and nothing has run since. */
+static int settle_tensors(module_state *st, batch *b, int flags, const char *what)
+{
+    for (int converted = 1; converted;) {
+        converted = 0;
+        const int mode = glue_torch_function_mode(st);
+        for (Py_ssize_t k = 0; k < b->n; k++) {
+            PyObject *tensor = b->refs[k];
+            glue_view unused;
+            if (PyArray_Check(tensor) || (!mode && glue_tensor_view(st, tensor, flags, 1, &unused) == 1))
+                continue;
+            const arg_name who = {what, -1, b->origins[k].index, b->origins[k].via_grad};
+            PyObject *array = convert(st, tensor, flags & ~TENSOR_VIEWS, &who, "a NumPy ndarray");
+            if (array == NULL)
+                return -1;
+            b->refs[k] = array;
+            Py_DECREF(tensor);
+            converted = 1;
+        }
+    }
+    return 0;
+}
+
+int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
+                 const char *what)
 {
     if (PyArray_Check(obj)) {
         if (batch_reserve(b, 1) < 0)
@@ -531,8 +572,21 @@ static int collect(module_state *st, batch *b, PyObject *obj, source_kind source
         int via_grad;
         PyObject *array = resolve_item(st, item, source, flags, what, i, &via_grad);
         Py_DECREF(item);
-        if (array == NULL)
+        if (array == NULL) {
+            /* The old way converted the tensors before this item as it met them, so their
+             * errors come first; else this item's. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            if (held_tensors && settle_tensors(st, b, flags, what) < 0) {
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(traceback);
+            }
+            else {
+                PyErr_Restore(type, value, traceback);
+            }
             goto fail;
+        }
         if (array == Py_None) {
             Py_DECREF(array);
             continue;
@@ -542,19 +596,11 @@ static int collect(module_state *st, batch *b, PyObject *obj, source_kind source
         b->origins[b->n] = (item_origin){i, via_grad};
         b->n++;
     }
-    /* From here on no Python code runs until the kernels are done with the arrays. If a tensor
-     * held as it is cannot be described (requires_grad, another device, a negative bit, ...),
-     * or anything fails while tensors are held, the whole list is collected again the old way:
-     * numpy() and the converter deal with the tensors, and the errors are the ones, and in the
-     * order, that way has always given. */
+    if (held_tensors && settle_tensors(st, b, flags, what) < 0)
+        goto fail;
+    /* From here on no Python code runs until the kernels are done with the arrays. */
     for (Py_ssize_t k = 0; k < b->n; k++) {
-        const int described = describe(st, b, k, flags, norm, what);
-        if (described != 0 && held_tensors) {
-            PyErr_Clear();
-            glue_batch_release(b);
-            return COLLECT_AGAIN;
-        }
-        if (described != 0)
+        if (describe(st, b, k, flags, norm, what) < 0)
             goto fail;
     }
     batch_finish(b);
@@ -564,11 +610,3 @@ fail:
     return -1;
 }
 
-int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
-                 const char *what)
-{
-    const int result = collect(st, b, obj, source, flags, norm, what);
-    if (result != COLLECT_AGAIN)
-        return result;
-    return collect(st, b, obj, source, flags & ~TENSOR_VIEWS, norm, what);
-}

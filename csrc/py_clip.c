@@ -43,7 +43,7 @@ static int compute_total(batch *b, const gc_norm *norm, int error_if_nonfinite, 
         *total = 0.0;
         return 0;
     }
-    if (b->elements >= GIL_RELEASE_ELEMENTS) {
+    if (GLUE_RELEASES_GIL(b)) {
         Py_BEGIN_ALLOW_THREADS
         *total = gc_total_norm(b->arrays, (size_t)b->n, norm, b->norms);
         Py_END_ALLOW_THREADS
@@ -58,7 +58,7 @@ static int compute_total(batch *b, const gc_norm *norm, int error_if_nonfinite, 
 
 static void run_scale(batch *b, double coef)
 {
-    if (b->elements >= GIL_RELEASE_ELEMENTS) {
+    if (GLUE_RELEASES_GIL(b)) {
         Py_BEGIN_ALLOW_THREADS
         gc_scale(b->arrays, (size_t)b->n, coef);
         Py_END_ALLOW_THREADS
@@ -206,7 +206,7 @@ PyObject *py_clip_grad_value(PyObject *module, PyObject *const *args, Py_ssize_t
         return NULL;
     if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE, NULL, "parameters") < 0)
         return NULL;
-    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+    if (GLUE_RELEASES_GIL(&b)) {
         Py_BEGIN_ALLOW_THREADS
         gc_clamp(b.arrays, (size_t)b.n, -clip_value, clip_value);
         Py_END_ALLOW_THREADS
@@ -238,7 +238,7 @@ PyObject *py_array_norms(PyObject *module, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     double *norms = PyArray_DATA((PyArrayObject *)out);
-    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+    if (GLUE_RELEASES_GIL(&b)) {
         Py_BEGIN_ALLOW_THREADS
         gc_array_norms(b.arrays, (size_t)b.n, &norm, norms, !raw);
         Py_END_ALLOW_THREADS

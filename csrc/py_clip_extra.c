@@ -136,6 +136,13 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         if (glue_parse_nonnegative(PyTuple_GET_ITEM(max_obj, g), "max_norm", &max_norms[g]) < 0)
             goto done;
     }
+    /* The result's tuples before the arrays are collected: allocating a tuple can start a
+     * garbage collection, whose finalizers could rebind a torch tensor held in the batch. */
+    totals_t = PyTuple_New(ngroups);
+    coefs_t = PyTuple_New(ngroups);
+    counts_t = PyTuple_New(ngroups);
+    if (totals_t == NULL || coefs_t == NULL || counts_t == NULL)
+        goto done;
     const int flags = TENSOR_VIEWS | ALLOW_COMPLEX | (write != WRITE_NOTHING ? NEED_WRITE : 0);
     if (glue_collect(glue_state(module), &b, args[0], source_grads ? SOURCE_GRADS : SOURCE_TENSORS, flags, &norm,
                      source_grads ? "parameters" : "tensors") < 0)
@@ -151,17 +158,14 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     const int single = b.single_precision;
     npy_intp len = b.n;
     scratch = PyMem_Malloc((n > 0 ? n : 1) * (sizeof *scratch + sizeof *subset));
-    norms = PyArray_SimpleNew(1, &len, single ? NPY_FLOAT : NPY_DOUBLE);
-    totals_t = PyTuple_New(ngroups);
-    coefs_t = PyTuple_New(ngroups);
-    counts_t = PyTuple_New(ngroups);
-    if (scratch == NULL || norms == NULL || totals_t == NULL || coefs_t == NULL || counts_t == NULL) {
+    norms = PyArray_SimpleNew(1, &len, single ? NPY_FLOAT : NPY_DOUBLE); /* not tracked by the GC */
+    if (scratch == NULL || norms == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
     }
     subset = (gc_array *)(scratch + (n > 0 ? n : 1));
-    run_norms(b.arrays, n, b.elements, &norm, b.norms);
+    run_norms(b.arrays, n, GLUE_GIL_ELEMENTS(&b), &norm, b.norms);
 
     int nonfinite_total = 0;
     for (Py_ssize_t g = 0, first = 0; g < ngroups; first += sizes[g], g++) {
@@ -209,7 +213,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         if (write == WRITE_CLIP && max_obj != Py_None) {
             if (ngroups == 1 && m == 0) {
                 /* clip_grad_norm_'s own path, bit for bit */
-                if (b.elements >= GIL_RELEASE_ELEMENTS) {
+                if (GLUE_RELEASES_GIL(&b)) {
                     Py_BEGIN_ALLOW_THREADS
                     gc_scale(b.arrays, n, coefs[0]);
                     Py_END_ALLOW_THREADS
@@ -228,7 +232,7 @@ PyObject *py_clip_info(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                         scratch[m++] = coefs[g];
                     }
                 }
-                run_scale_each(subset, m, b.elements, scratch);
+                run_scale_each(subset, m, GLUE_GIL_ELEMENTS(&b), scratch);
             }
         }
     }
@@ -258,7 +262,7 @@ PyObject *py_scale_by(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (glue_collect(glue_state(module), &b, args[0], SOURCE_GRADS, TENSOR_VIEWS | NEED_WRITE | ALLOW_COMPLEX, NULL,
                      "parameters") < 0)
         return NULL;
-    if (b.elements >= GIL_RELEASE_ELEMENTS) {
+    if (GLUE_RELEASES_GIL(&b)) {
         Py_BEGIN_ALLOW_THREADS
         gc_scale(b.arrays, (size_t)b.n, coef);
         Py_END_ALLOW_THREADS

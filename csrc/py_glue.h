@@ -32,6 +32,10 @@
 
 /* Below this many elements releasing and re-acquiring the GIL costs more than it frees. */
 #define GIL_RELEASE_ELEMENTS ((ptrdiff_t)1 << 15)
+/* Whether the kernels over batch b run with the GIL released (see batch.holds_tensors). */
+#define GLUE_RELEASES_GIL(b) ((b)->elements >= GIL_RELEASE_ELEMENTS && !(b)->holds_tensors)
+/* b's element count for a helper that releases the GIL from GIL_RELEASE_ELEMENTS on. */
+#define GLUE_GIL_ELEMENTS(b) ((b)->holds_tensors ? 0 : (b)->elements)
 
 typedef struct {
     PyObject *str_grad;  /* interned "grad" */
@@ -46,6 +50,7 @@ typedef struct {
     PyObject *dlpack_capsule;
     void *dlpack_fill;
     PyObject *tensor_is_neg, *tensor_is_conj;
+    PyObject *function_mode_enabled; /* torch._C._is_torch_function_mode_enabled */
     PyObject *str_requires_grad; /* interned "requires_grad" */
 } module_state;
 
@@ -114,6 +119,10 @@ typedef struct {
     Py_ssize_t n;
     ptrdiff_t elements;
     int single_precision; /* every array float16/float32/complex64 */
+    /* Some array is a torch tensor described through DLPack (TENSOR_VIEWS): nothing but the
+     * GIL keeps its storage where it is (another thread's t.set_() or resize_() would free
+     * it), so the kernels run with the GIL held. */
+    int holds_tensors;
     PyObject **refs;
     item_origin *origins; /* where array k came from, for messages */
     gc_array *arrays;
@@ -152,10 +161,16 @@ typedef struct {
 /* Looks up `type`'s DLPack C exchange API (NULL or a type without one: none). */
 int glue_tensor_setup(module_state *st, PyObject *type);
 /* 1 and *out filled when t is an exact tensor that numpy() would view as it is and `flags`
- * accept (CPU, float16/32/64 or an allowed complex dtype, no requires_grad, no negative or
- * conjugate bit); 0 otherwise (numpy() and the converter then say why). Runs no Python code
- * and leaves no exception set. */
-int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *out);
+ * accept (CPU memory, float16/32/64 or an allowed complex dtype and, with check_flags, no
+ * requires_grad and no negative or conjugate bit); 0 otherwise (numpy() and the converter
+ * then say why). Leaves no exception set. Without check_flags it runs no Python code; the
+ * flag checks run none unless a torch function mode is on (glue_torch_function_mode). */
+int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out);
+/* Whether t (an exact tensor) has elements but no memory (a ZeroTensor, a functionalized
+ * tensor), whose numpy() would give a view of some other memory. */
+int glue_tensor_memoryless(const module_state *st, PyObject *t);
+/* Whether a torch function mode is on (1; also when that cannot be told) or not (0). */
+int glue_torch_function_mode(const module_state *st);
 
 /* ---- py_clip.c ------------------------------------------------------------------------- */
 

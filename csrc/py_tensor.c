@@ -46,17 +46,31 @@ typedef struct {
 
 enum { DL_CPU = 1, DL_FLOAT = 2, DL_COMPLEX = 5 };
 
+/* A new reference to type.name, or NULL with no exception set. */
+static PyObject *lookup(PyObject *type, const char *name)
+{
+    PyObject *value = PyObject_GetAttrString(type, name);
+    if (value == NULL)
+        PyErr_Clear();
+    return value;
+}
+
 int glue_tensor_setup(module_state *st, PyObject *type)
 {
     Py_CLEAR(st->dlpack_capsule);
     Py_CLEAR(st->tensor_is_neg);
     Py_CLEAR(st->tensor_is_conj);
+    Py_CLEAR(st->function_mode_enabled);
     st->dlpack_fill = NULL;
     if (type == NULL)
         return 0;
-    PyObject *capsule = PyObject_GetAttrString(type, "__dlpack_c_exchange_api__");
-    PyObject *is_neg = PyObject_GetAttrString(type, "is_neg");
-    PyObject *is_conj = PyObject_GetAttrString(type, "is_conj");
+    PyObject *capsule = lookup(type, "__dlpack_c_exchange_api__");
+    PyObject *is_neg = lookup(type, "is_neg"), *is_conj = lookup(type, "is_conj");
+    PyObject *torch_c = PyImport_ImportModule("torch._C"); /* imported with torch.Tensor */
+    if (torch_c == NULL)
+        PyErr_Clear();
+    PyObject *mode = torch_c != NULL ? lookup(torch_c, "_is_torch_function_mode_enabled") : NULL;
+    Py_XDECREF(torch_c);
     const dl_exchange_api *api = NULL;
     if (capsule != NULL && PyCapsule_IsValid(capsule, "dlpack_exchange_api")) {
         /* A table of a newer major version links to the older ones it still serves. */
@@ -66,19 +80,46 @@ int glue_tensor_setup(module_state *st, PyObject *type)
                 api = (const dl_exchange_api *)h;
         }
     }
-    if (api == NULL || api->dltensor_from_py_object_no_sync == NULL || is_neg == NULL || is_conj == NULL) {
+    if (api == NULL || api->dltensor_from_py_object_no_sync == NULL || is_neg == NULL || is_conj == NULL ||
+        mode == NULL) {
         /* An older torch: numpy() for every tensor, as before. */
         Py_XDECREF(capsule);
         Py_XDECREF(is_neg);
         Py_XDECREF(is_conj);
-        PyErr_Clear();
+        Py_XDECREF(mode);
         return 0;
     }
     st->dlpack_capsule = capsule; /* keeps the table alive (it is static in torch anyway) */
     st->dlpack_fill = (void *)api->dltensor_from_py_object_no_sync;
     st->tensor_is_neg = is_neg;
     st->tensor_is_conj = is_conj;
+    st->function_mode_enabled = mode;
     return 0;
+}
+
+int glue_tensor_memoryless(const module_state *st, PyObject *t)
+{
+    dl_tensor dl;
+    if (st->dlpack_fill == NULL || ((int (*)(void *, dl_tensor *))st->dlpack_fill)(t, &dl) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    ptrdiff_t size = 1;
+    for (int d = 0; d < dl.ndim; d++)
+        size *= (ptrdiff_t)dl.shape[d];
+    return dl.data == NULL && size > 0;
+}
+
+int glue_torch_function_mode(const module_state *st)
+{
+    if (st->function_mode_enabled == NULL)
+        return 1;
+    PyObject *on = PyObject_CallNoArgs(st->function_mode_enabled);
+    const int result = on != Py_False;
+    Py_XDECREF(on);
+    if (on == NULL)
+        PyErr_Clear();
+    return result;
 }
 
 /* The bool a method of the tensor type returns for t (looked up on the type, so nothing in the
@@ -114,7 +155,7 @@ static int is_contiguous(int ndim, const npy_intp *shape, const npy_intp *stride
     return c || f;
 }
 
-int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *out)
+int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out)
 {
     if (st->dlpack_fill == NULL || st->tensor_type == NULL || Py_TYPE(t) != (PyTypeObject *)st->tensor_type)
         return 0;
@@ -126,8 +167,14 @@ int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *
     }
     gc_dtype dtype;
     const int bits = dl.dtype.bits;
-    if (dl.device.device_type != DL_CPU || dl.dtype.lanes != 1 || dl.ndim < 0 || dl.ndim > GLUE_MAXDIMS)
+    /* At most 32 dims, as numpy() takes on every NumPy version (NumPy 1.x has no more). */
+    if (dl.device.device_type != DL_CPU || dl.dtype.lanes != 1 || dl.ndim < 0 || dl.ndim > 32)
         return 0;
+    ptrdiff_t size = 1;
+    for (int d = 0; d < dl.ndim; d++)
+        size *= (ptrdiff_t)dl.shape[d];
+    if (dl.data == NULL && size > 0)
+        return 0; /* no memory behind it (a ZeroTensor, a functionalized tensor) */
     if (dl.dtype.code == DL_FLOAT && (bits == 16 || bits == 32 || bits == 64))
         dtype = bits == 16 ? GC_FLOAT16 : bits == 32 ? GC_FLOAT32 : GC_FLOAT64;
     else if (dl.dtype.code == DL_COMPLEX && (bits == 64 || bits == 128) && (flags & ALLOW_COMPLEX))
@@ -137,13 +184,15 @@ int glue_tensor_view(const module_state *st, PyObject *t, int flags, glue_view *
     /* What numpy() refuses: autograd's tensors, and lazy negation or conjugation (the memory
      * does not hold the values). requires_grad is a data descriptor of the type: no instance
      * attribute can shadow it. */
-    PyObject *requires_grad = PyObject_GetAttr(t, st->str_requires_grad);
-    const int plain = requires_grad == Py_False;
-    Py_XDECREF(requires_grad);
-    if (!plain || call_flag(st->tensor_is_neg, t) != 0 ||
-        (gc_is_complex(dtype) && call_flag(st->tensor_is_conj, t) != 0)) {
-        PyErr_Clear();
-        return 0;
+    if (check_flags) {
+        PyObject *requires_grad = PyObject_GetAttr(t, st->str_requires_grad);
+        const int plain = requires_grad == Py_False;
+        Py_XDECREF(requires_grad);
+        if (!plain || call_flag(st->tensor_is_neg, t) != 0 ||
+            (gc_is_complex(dtype) && call_flag(st->tensor_is_conj, t) != 0)) {
+            PyErr_Clear();
+            return 0;
+        }
     }
     const npy_intp itemsize = (npy_intp)gc_item_size(dtype);
     out->data = (char *)dl.data + dl.byte_offset;

@@ -593,3 +593,146 @@ def test_errors_with_tensors_held_are_the_old_ways_errors_in_its_order():
     assert torch.equal(plain, torch.ones(3))
     with pytest.raises(ValueError, match=r"parameters\[1\]\.grad has elements that share memory"):
         gradclip.clip_grad_value_(holders([plain, torch.ones(1).expand(3)]), 0.5)
+
+
+# -- what the review of the DLPack path found: nothing may free a described tensor's memory ----
+
+
+def test_under_a_torch_function_mode_tensors_go_the_old_way():
+    """A mode's __torch_function__ is Python code that the flag checks (requires_grad,
+    is_neg) would run after tensors were described: with a mode on, every tensor is viewed
+    the old way, and a mode that rebinds an earlier tensor cannot make gradclip write into
+    freed memory."""
+    from torch.overrides import TorchFunctionMode
+
+    gradclip.get_total_norm([torch.ones(1)])
+    n = 1 << 12
+    a, b = torch.full((n,), 5.0), torch.full((4,), 5.0)
+    seen, victims = [], []
+
+    class Rebinding(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            if args and args[0] is b and not victims:
+                a.data = torch.zeros(n)  # a's first storage is freed
+                victims.append(torch.full((n,), 5.0))  # likely in that memory
+            return func(*args, **(kwargs or {}))
+
+    with Rebinding():
+        gradclip.clip_grad_value_(holders([a, b]), 1.0)
+    assert "numpy" in seen
+    assert all(float(v.max()) == 5.0 for v in victims)
+    assert float(b.max()) == 1.0
+
+
+def test_a_garbage_collection_inside_the_call_cannot_free_a_described_tensor():
+    import gc
+
+    gradclip.get_total_norm([torch.ones(1)])
+    n = 1 << 12
+    a = torch.full((n,), 5.0)
+    victims = []
+
+    def callback(phase, info):
+        if phase == "start" and len(victims) < 50:
+            a.set_(torch.full((n,), 5.0))  # frees a's previous storage
+            victims.append(torch.full((n,), 5.0))
+
+    gc.collect()
+    gc.callbacks.append(callback)
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        for _ in range(5):  # until a collection has run inside a call
+            info = gradclip.clip_grad_norm_(holders([a]), 1.0, return_info=True)
+            if victims:
+                break
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+    assert victims and info.clipped  # collections did run inside the call
+    assert all(float(v.max()) == 5.0 for v in victims)  # and none made it write freed memory
+
+
+def test_another_thread_swapping_storage_cannot_crash_a_call(tmp_path):
+    """The kernels keep the GIL while they hold tensors described through DLPack, so a
+    thread's t.set_() (which frees the old storage) waits for them."""
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import threading, time, torch, gradclip\n"
+        "from types import SimpleNamespace as NS\n"
+        "torch.set_num_threads(1)\n"
+        "t = torch.ones(1 << 22)\n"
+        "stop = False\n"
+        "def swap():\n"
+        "    while not stop:\n"
+        "        t.set_(torch.ones(1 << 22))\n"
+        "th = threading.Thread(target=swap); th.start()\n"
+        "end, calls = time.time() + 1.5, 0\n"
+        "while time.time() < end:\n"
+        "    gradclip.clip_grad_value_([NS(grad=t)], 0.5); calls += 1\n"
+        "stop = True; th.join(); print('ok', calls)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), (done.returncode, done.stderr[-2000:])
+
+
+def test_tensors_without_memory_are_refused():
+    gradclip.get_total_norm([torch.ones(1)])
+    with pytest.raises(TypeError, match="no memory of its own"):
+        gradclip.get_total_norm([torch._efficientzerotensor(3)])
+
+    def inner(x):
+        with pytest.raises(TypeError, match="no memory of its own"):
+            gradclip.clip_grad_value_(holders([x]), 0.5)
+        with pytest.raises(TypeError, match="no memory of its own"):
+            gradclip.get_total_norm([x])
+        return x + 1
+
+    torch.func.functionalize(inner)(torch.full((3,), 2.0))
+
+
+def test_every_grad_property_runs_once_and_errors_are_the_old_ones():
+    gradclip.get_total_norm([torch.ones(1)])
+    calls = []
+
+    class Counting:
+        def __init__(self, g):
+            self.g = g
+
+        @property
+        def grad(self):
+            calls.append(1)
+            return self.g
+
+    gradclip.clip_grad_norm_([Counting(torch.ones(3)), Counting(np.ones(3)), Counting(torch.ones(3))], 1.0)
+    assert len(calls) == 3
+    calls.clear()
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"parameters\[1\]\.grad is read-only"):
+        gradclip.clip_grad_norm_([Counting(torch.ones(3)), Counting(frozen)], 1.0)
+    assert len(calls) == 2
+    # A resolve error after a tensor the old way refuses: the tensor's error, as before.
+    with pytest.raises(ValueError, match="requires grad in place"):
+        gradclip.clip_grad_value_([*holders([torch.ones(3, requires_grad=True)]), types.SimpleNamespace(grad="x")], 1.0)
+
+    class Raising:
+        @property
+        def grad(self):
+            raise KeyError("boom")
+
+    with pytest.raises(ValueError, match="conjugate or negative bit"):
+        gradclip.clip_grad_norm_([*holders([torch.ones(2, dtype=torch.cfloat).conj()]), Raising()], 1.0)
+    with pytest.raises(KeyError):
+        gradclip.clip_grad_norm_([*holders([torch.ones(2)]), Raising()], 1.0)
+
+
+def test_no_grad_does_not_make_a_tensor_that_requires_grad_writable():
+    gradclip.get_total_norm([torch.ones(1)])
+    t = torch.full((3,), 5.0, requires_grad=True)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="requires grad in place"):
+            gradclip.clip_grad_value_(holders([t]), 1.0)
+        assert float(gradclip.get_total_norm([t])) == pytest.approx(np.sqrt(75.0))
+    assert torch.equal(t.detach(), torch.full((3,), 5.0))

@@ -190,13 +190,16 @@ def convert(obj: object, writable: bool) -> object:
             )
         return obj.view(np.ndarray)
     if _torch_tensor(obj):
-        try:
-            # The common case, a plain CPU tensor (p.grad): the view NumPy and torch share.
-            # numpy() refuses every other case (another device, requires_grad, a conjugate or
-            # negative bit, sparse, bfloat16); _from_torch then says why, or reads a view.
-            return obj.numpy()  # type: ignore[attr-defined]
-        except (RuntimeError, TypeError):
-            return _from_torch(obj, writable)
+        # numpy() takes a tensor that requires grad under torch.no_grad(): never for writing.
+        if not (writable and obj.requires_grad):  # type: ignore[attr-defined]
+            try:
+                # The common case, a plain CPU tensor (p.grad): the view NumPy and torch share.
+                # numpy() refuses every other case (another device, requires_grad, a conjugate
+                # or negative bit, sparse, bfloat16); _from_torch then says why, or reads a view.
+                return obj.numpy()  # type: ignore[attr-defined]
+            except (RuntimeError, TypeError):
+                pass
+        return _from_torch(obj, writable)
     if hasattr(type(obj), "__dlpack__"):
         return _from_dlpack(obj, obj, writable)
     return obj
