@@ -173,7 +173,8 @@ def np_clip_grad_value_(grads: list[np.ndarray], clip_value: float) -> None:
 
 
 TENSORS_NOTE = ("tensors: gradclip called on the torch.nn.Parameters (get_total_norm: on their .grad tensors) "
-                "that torch's columns get, through its converter; 'gradclip ndarray': on the same memory as ndarrays")
+                "that torch's columns get, described through DLPack's C exchange API without copies; 'gradclip ndarray': "
+                "on the same memory as ndarrays")
 
 
 def clip_case(workload: str, op: str, dtype: str, quick: bool, on_tensors: bool = False) -> Case:

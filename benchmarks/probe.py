@@ -50,9 +50,10 @@ def build(cache_dir: Path | None = None) -> ctypes.CDLL:
     dll.probe_rw.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_float]
     dll.probe_threads.restype = ctypes.c_int
     dll.probe_read_best.restype = ctypes.c_double
-    dll.probe_read_best.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int]
+    dll.probe_read_best.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     dll.probe_rw_best.restype = ctypes.c_double
-    dll.probe_rw_best.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+    dll.probe_rw_best.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_double, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_int]
     return dll
 
 
@@ -63,14 +64,16 @@ class StreamProbe:
     (nbytes / 2 updated in place). A request larger than the buffer is served in passes.
     """
 
-    def __init__(self, nbytes: int, kind: str = "memory") -> None:
+    def __init__(self, nbytes: int, kind: str = "memory", float64: bool = False) -> None:
         self.lib = build()
         self.threads = self.lib.probe_threads()
         self.kind = kind  # "memory" (far larger than the caches) or "cache" (a row's own size)
         self.nbytes = nbytes
         self.buf = np.ones(max(1, nbytes // 4), dtype=np.float32)
         self._ptr = self.buf.ctypes.data
-        # kind "cache": the best single pass of each probe, timed inside C (see pass_bests)
+        # kind "cache": the best single pass of each probe, timed inside C (see pass_bests), on
+        # the row's element type (float64 takes half the conversions and additions per byte)
+        self.float64 = float64
         self._pass_best: dict[str, float] = {}
 
     def _passes(self, nbytes: int):
@@ -100,9 +103,9 @@ class StreamProbe:
         out: dict[str, Callable[[], None]] = {}
         if self.kind == "cache":
             if read_bytes:
-                out["limit read"] = lambda: self._best("limit read", self.lib.probe_read_best, read_bytes // 4)
+                out["limit read"] = lambda: self._best("limit read", self.lib.probe_read_best, read_bytes)
             if rw_bytes:
-                out["limit rw"] = lambda: self._best("limit rw", self.lib.probe_rw_best, rw_bytes // 8, 1.0)
+                out["limit rw"] = lambda: self._best("limit rw", self.lib.probe_rw_best, rw_bytes // 2, 1.0)
             return out
         if read_bytes:
             out["limit read"] = lambda: self.read(read_bytes)
@@ -110,10 +113,10 @@ class StreamProbe:
             out["limit rw"] = lambda: self.rw(rw_bytes)
         return out
 
-    def _best(self, name: str, fn: Callable[..., float], n: int, *args: float) -> None:
-        n = max(1, min(n, self.buf.size))
+    def _best(self, name: str, fn: Callable[..., float], nbytes: int, *args: float) -> None:
+        nbytes = max(8, min(nbytes, self.buf.nbytes))
         for all_threads in (0, 1):
-            t = fn(self._ptr, n, *args, self.CACHE_PASSES, all_threads)
+            t = fn(self._ptr, nbytes, *args, self.CACHE_PASSES, all_threads, int(self.float64))
             key = f"{name} {'all cores' if all_threads else 'one core'}"
             self._pass_best[key] = min(t, self._pass_best.get(key, float("inf")))
 

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         elif l3 > 0 and case.nbytes >= 2 * l3:
             row_probe = probe
         elif case.workload == "W4":
-            row_probe = stream.StreamProbe(max(case.traffic.read, case.traffic.rw // 2, 4096), kind="cache")
+            row_probe = stream.StreamProbe(max(case.traffic.read, case.traffic.rw // 2, 4096), kind="cache",
+                                           float64=case.dtype == "float64")
         else:
             row_probe = None
         r = run_case(case, row_probe, budget, min_rounds, max_rounds, quick)

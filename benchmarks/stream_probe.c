@@ -59,78 +59,95 @@ static double now_s(void)
 
 static volatile double probe_sink;
 
-double probe_read_best(const float *x, long n, int reps, int all_threads)
-{
-    double best = 1e30;
-    if (!all_threads) {
-        for (int r = 0; r < reps; r++) {
-            const double start = now_s();
-            double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-            for (long i = 0; i < n; i++) {
-                const double v = (double)x[i];
-                sum += v * v;
-            }
-            probe_sink = sum;
-            const double t = now_s() - start;
-            best = t < best ? t : best;
-        }
-        return best;
+/* One pass of the read probe: 32 independent sums (explicit lanes, so the compiler keeps them
+ * in vector registers without reassociating anything; a single vector accumulator would wait
+ * on its own addition's latency, which in L2 is slower than the cache). float32 elements are
+ * widened, as gradclip's float32 norm does; float64 rows (W4) are probed on float64, whose
+ * bytes take half the conversions and additions. */
+#define PROBE_LANES 32
+#define DEFINE_SUM_SQUARES(NAME, T)                                                            \
+    static double NAME(const T *restrict x, long n)                                            \
+    {                                                                                          \
+        double acc[PROBE_LANES] = {0.0};                                                       \
+        long i = 0;                                                                            \
+        for (; i + PROBE_LANES <= n; i += PROBE_LANES)                                         \
+            for (int j = 0; j < PROBE_LANES; j++) {                                            \
+                const double v = (double)x[i + j];                                             \
+                acc[j] += v * v;                                                               \
+            }                                                                                  \
+        double sum = 0.0;                                                                      \
+        for (; i < n; i++)                                                                     \
+            sum += (double)x[i] * (double)x[i];                                                \
+        for (int j = 0; j < PROBE_LANES; j++)                                                  \
+            sum += acc[j];                                                                     \
+        return sum;                                                                            \
     }
-    double start = 0.0, sum = 0.0;
-#pragma omp parallel
-    for (int r = 0; r < reps; r++) {
+DEFINE_SUM_SQUARES(sum_squares_f32, float)
+DEFINE_SUM_SQUARES(sum_squares_f64, double)
+
+static double sum_squares(const void *x, long lo, long hi, int f64)
+{
+    return f64 ? sum_squares_f64((const double *)x + lo, hi - lo) : sum_squares_f32((const float *)x + lo, hi - lo);
+}
+
+/* c comes from the caller (1.0), so the compiler cannot drop the multiply and the store. */
+static void scale(void *x, long lo, long hi, int f64, double c)
+{
+    if (f64) {
+        double *restrict d = x;
+#pragma omp simd
+        for (long i = lo; i < hi; i++)
+            d[i] *= c;
+    }
+    else {
+        float *restrict f = x;
+        const float cf = (float)c;
+#pragma omp simd
+        for (long i = lo; i < hi; i++)
+            f[i] *= cf;
+    }
+}
+
+/* Best pass over the buffer's first nbytes (read: the sum of squares; else x *= c in place),
+ * on one thread or split evenly over every core. */
+static double best_pass(void *x, long nbytes, int reps, int all_threads, int f64, int read, double c)
+{
+    const long n = nbytes / (f64 ? 8 : 4);
+    double best = 1e30, start = 0.0;
+#pragma omp parallel if (all_threads)
+    {
+        const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+        const long chunk = (n + threads - 1) / threads;
+        const long lo = me * chunk < n ? me * chunk : n, hi = lo + chunk < n ? lo + chunk : n;
+        for (int r = 0; r < reps; r++) {
 #pragma omp barrier
 #pragma omp master
-        {
-            sum = 0.0;
             start = now_s();
-        }
 #pragma omp barrier
-#pragma omp for simd reduction(+ : sum) schedule(static)
-        for (long i = 0; i < n; i++) {
-            const double v = (double)x[i];
-            sum += v * v;
-        }
+            double part = 0.0;
+            if (read)
+                part = sum_squares(x, lo, hi, f64);
+            else
+                scale(x, lo, hi, f64, c);
+#pragma omp barrier
 #pragma omp master
-        {
-            const double t = now_s() - start;
-            best = t < best ? t : best;
-            probe_sink = sum;
+            {
+                const double t = now_s() - start;
+                best = t < best ? t : best;
+                probe_sink = part;
+            }
         }
     }
     return best;
 }
 
-double probe_rw_best(float *x, long n, float c, int reps, int all_threads)
+double probe_read_best(const void *x, long nbytes, int reps, int all_threads, int f64)
 {
-    double best = 1e30;
-    if (!all_threads) {
-        for (int r = 0; r < reps; r++) {
-            const double start = now_s();
-#pragma omp simd
-            for (long i = 0; i < n; i++)
-                x[i] *= c;
-            const double t = now_s() - start;
-            best = t < best ? t : best;
-        }
-        return best;
-    }
-    double start = 0.0;
-#pragma omp parallel
-    for (int r = 0; r < reps; r++) {
-#pragma omp barrier
-#pragma omp master
-        start = now_s();
-#pragma omp barrier
-#pragma omp for simd schedule(static)
-        for (long i = 0; i < n; i++)
-            x[i] *= c;
-#pragma omp master
-        {
-            const double t = now_s() - start;
-            best = t < best ? t : best;
-        }
-    }
-    return best;
+    return best_pass((void *)x, nbytes, reps, all_threads, f64, 1, 1.0);
+}
+
+/* nbytes: the bytes updated (each read and written once); c = 1 leaves them as they are. */
+double probe_rw_best(void *x, long nbytes, double c, int reps, int all_threads, int f64)
+{
+    return best_pass(x, nbytes, reps, all_threads, f64, 0, c);
 }
