@@ -324,12 +324,16 @@ static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n
 #define SCALE_REAL(x, k) ((x)[k] = (x)[k] * c)
 #define SCALE_HALF(x, k) ((x)[k] = gc_float_to_half(gc_half_to_float((x)[k]) * c))
 /* torch multiplies a complex tensor by a real scalar as complex(c, 0): keep the zero products,
- * they decide the result for inf/NaN components and signed zeros. */
+ * they decide the result for inf/NaN components and signed zeros. The real part's
+ * re * c - im * 0 is written as re * c + im * -0 (the same value: a - b is a + -b, and
+ * im * -0 is -(im * 0)): with a subtraction in one lane and an addition in the other, GCC 12
+ * vectorises the pair as vfmaddsub, fusing re * c into it despite -ffp-contract=off, which
+ * rounded an underflowing re * c once instead of twice (-0.0 where torch gives +0.0). */
 #define SCALE_COMPLEX(x, k)                                                                    \
     do {                                                                                       \
         const ptrdiff_t k2_ = 2 * (k);                                                         \
         const __typeof__((x)[0]) re_ = (x)[k2_], im_ = (x)[k2_ + 1];                           \
-        (x)[k2_] = re_ * c - im_ * zero;                                                       \
+        (x)[k2_] = re_ * c + im_ * negzero;                                                    \
         (x)[k2_ + 1] = re_ * zero + im_ * c;                                                   \
     } while (0)
 
@@ -356,13 +360,13 @@ static void scale_f64(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
 
 static void scale_c64(float *restrict x, ptrdiff_t inc, ptrdiff_t n, float c)
 {
-    const float zero = 0.0f;
+    const float zero = 0.0f, negzero = -0.0f;
     GC_ELEMENTWISE(x, inc, n, SCALE_COMPLEX);
 }
 
 static void scale_c128(double *restrict x, ptrdiff_t inc, ptrdiff_t n, double c)
 {
-    const double zero = 0.0;
+    const double zero = 0.0, negzero = -0.0;
     GC_ELEMENTWISE(x, inc, n, SCALE_COMPLEX);
 }
 

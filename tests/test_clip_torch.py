@@ -221,3 +221,28 @@ def test_reference_snippet_clip_matches_torch():
     np.testing.assert_allclose(float(ours), theirs.item(), rtol=1e-6)
     for p, t in zip(params, tparams):
         np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-6)
+
+
+SPECIAL = [-0.0, 0.0, 1.0, -1.0, 5e-324, -5e-324, 1e-310, -1e-310, 1e-45, -1e-45, np.inf, -np.inf]
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("n", [1, 7, 40, 67])
+def test_complex_scaling_signed_zeros_and_underflow_as_torch(dtype, n):
+    """torch scales a complex gradient by complex(coef, 0): re * coef - im * 0. An underflowing
+    re * coef rounds to a signed zero first, and the zero products decide its sign: the
+    vectorised loops must not fuse the product into the addition (GCC's vfmaddsub did)."""
+    real = np.dtype(dtype).type(0).real.dtype
+    values = [complex(r, i) for r in SPECIAL for i in SPECIAL]
+    base = np.array([values[(k * 7 + s) % len(values)] for s in range(len(values)) for k in range(n)], dtype)
+    ours = base.copy()
+    gradclip.clip_grads_with_norm_([ours], 1.0, 7.000001)
+    p = torch.nn.Parameter(torch.zeros(base.shape, dtype=torch.from_numpy(base).dtype))
+    p.grad = torch.from_numpy(base.copy())
+    torch.nn.utils.clip_grads_with_norm_([p], 1.0, torch.tensor(7.000001, dtype=torch.float64 if real == np.float64 else torch.float32))
+    theirs = p.grad.numpy()
+    a, b = ours.view(real), theirs.view(real)
+    nan = np.isnan(a)
+    assert np.array_equal(nan, np.isnan(b))
+    assert np.array_equal(a[~nan].view(np.uint64 if real == np.float64 else np.uint32),
+                          b[~nan].view(np.uint64 if real == np.float64 else np.uint32))
