@@ -363,12 +363,17 @@ def test_memory_flat(case):
             _run(fn, args, expected, 1)
 
     loop(max(CALLS // 10, 200))
-    gc.collect()
-    blocks0, rss0 = sys.getallocatedblocks(), rss_bytes()
-    loop(CALLS)
-    gc.collect()
-    blocks1, rss1 = sys.getallocatedblocks(), rss_bytes()
-    # One leaked object per call would be CALLS blocks.
+    # One leaked object per call would be CALLS blocks, in every attempt. The count is the
+    # process's: another thread (pytest-xdist's channel) allocates too, so a single attempt
+    # over the bound is measured again (seen once in 3.10: 119 blocks over 3,000 calls).
+    for _ in range(3):
+        gc.collect()
+        blocks0, rss0 = sys.getallocatedblocks(), rss_bytes()
+        loop(CALLS)
+        gc.collect()
+        blocks1, rss1 = sys.getallocatedblocks(), rss_bytes()
+        if blocks1 - blocks0 < max(100, CALLS // 100):
+            break
     assert blocks1 - blocks0 < max(100, CALLS // 100), (blocks0, blocks1)
     # 4 MiB: 100,000 calls leaking 48 bytes each (or 3,000 leaking 1.4 kB) would exceed it.
     assert rss1 - rss0 < 4 << 20, f"RSS grew by {(rss1 - rss0) >> 10} KiB over {CALLS} calls"
