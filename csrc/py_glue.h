@@ -147,14 +147,15 @@ void glue_batch_release(batch *b);
 
 /* ---- py_tensor.c ----------------------------------------------------------------------- */
 
-#define GLUE_MAXDIMS 64
+/* At most as many dims as numpy() takes on every NumPy version (NumPy 1.x has no more). */
+#define GLUE_MAXDIMS 32
 
-/* An array's memory as the kernels need it: strides in bytes. */
+/* A tensor's memory as the kernels need it: strides in bytes. */
 typedef struct {
     char *data;
     gc_dtype dtype;
     int ndim, contiguous; /* contiguous: in C or Fortran order */
-    npy_intp itemsize;
+    npy_intp itemsize, size;
     npy_intp shape[GLUE_MAXDIMS], strides[GLUE_MAXDIMS];
 } glue_view;
 

@@ -135,7 +135,6 @@ static ptrdiff_t *describe_item(gc_optim_item *it, PyObject **ops, int nops, ptr
     return dims;
 }
 
-/* Validates every group's operands and fills b: nothing is modified. */
 /* Attaches per-unit clip factors to a described item: a C-contiguous float64 array of shape
  * (2, units), whether each unit is scaled (nonzero) and by what (see gc_optim_item). More than
  * one unit needs the units consecutive in visiting order: every operand C-contiguous (and so
@@ -175,8 +174,8 @@ static int set_unit_factors(gc_optim_item *it, PyObject **ops, int nops, PyObjec
     return 0;
 }
 
-/* units: NULL, or a tuple with one entry per parameter over all groups: None or its unit
- * factors. */
+/* Validates every group's operands and fills b: nothing is modified. units: NULL, or a tuple
+ * with one entry per parameter over all groups, None or its unit factors. */
 static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_group *groups, Py_ssize_t ngroups,
                          PyObject *units)
 {

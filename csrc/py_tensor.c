@@ -97,17 +97,25 @@ int glue_tensor_setup(module_state *st, PyObject *type)
     return 0;
 }
 
+/* Fills *dl and *size (elements) from exact tensor t through the exchange API: 0, or -1 (no
+ * exception set) when there is no API or it refuses (sparse, meta, ...: numpy() says why). */
+static int fill(const module_state *st, PyObject *t, dl_tensor *dl, ptrdiff_t *size)
+{
+    if (st->dlpack_fill == NULL || ((int (*)(void *, dl_tensor *))st->dlpack_fill)(t, dl) != 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    *size = 1;
+    for (int d = 0; d < dl->ndim; d++)
+        *size *= (ptrdiff_t)dl->shape[d];
+    return 0;
+}
+
 int glue_tensor_memoryless(const module_state *st, PyObject *t)
 {
     dl_tensor dl;
-    if (st->dlpack_fill == NULL || ((int (*)(void *, dl_tensor *))st->dlpack_fill)(t, &dl) != 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    ptrdiff_t size = 1;
-    for (int d = 0; d < dl.ndim; d++)
-        size *= (ptrdiff_t)dl.shape[d];
-    return dl.data == NULL && size > 0;
+    ptrdiff_t size;
+    return fill(st, t, &dl, &size) == 0 && dl.data == NULL && size > 0;
 }
 
 int glue_torch_function_mode(const module_state *st)
@@ -157,22 +165,14 @@ static int is_contiguous(int ndim, const npy_intp *shape, const npy_intp *stride
 
 int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_flags, glue_view *out)
 {
-    if (st->dlpack_fill == NULL || st->tensor_type == NULL || Py_TYPE(t) != (PyTypeObject *)st->tensor_type)
-        return 0;
-    int (*fill)(void *, dl_tensor *) = (int (*)(void *, dl_tensor *))st->dlpack_fill;
     dl_tensor dl;
-    if (fill(t, &dl) != 0) { /* sparse, meta, ...: numpy() says why */
-        PyErr_Clear();
+    ptrdiff_t size;
+    if (st->tensor_type == NULL || Py_TYPE(t) != (PyTypeObject *)st->tensor_type || fill(st, t, &dl, &size) < 0)
         return 0;
-    }
     gc_dtype dtype;
     const int bits = dl.dtype.bits;
-    /* At most 32 dims, as numpy() takes on every NumPy version (NumPy 1.x has no more). */
-    if (dl.device.device_type != DL_CPU || dl.dtype.lanes != 1 || dl.ndim < 0 || dl.ndim > 32)
+    if (dl.device.device_type != DL_CPU || dl.dtype.lanes != 1 || dl.ndim < 0 || dl.ndim > GLUE_MAXDIMS)
         return 0;
-    ptrdiff_t size = 1;
-    for (int d = 0; d < dl.ndim; d++)
-        size *= (ptrdiff_t)dl.shape[d];
     if (dl.data == NULL && size > 0)
         return 0; /* no memory behind it (a ZeroTensor, a functionalized tensor) */
     if (dl.dtype.code == DL_FLOAT && (bits == 16 || bits == 32 || bits == 64))
@@ -199,6 +199,7 @@ int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_f
     out->dtype = dtype;
     out->ndim = dl.ndim;
     out->itemsize = itemsize;
+    out->size = size;
     npy_intp compact = itemsize;
     for (int d = dl.ndim - 1; d >= 0; d--) {
         out->shape[d] = (npy_intp)dl.shape[d];

@@ -172,6 +172,60 @@ def test_zero_grad_add_param_group_and_clip_and_step():
         ob.clip_and_step(1.0, grads=[None] * 3)
 
 
+@pytest.mark.parametrize(
+    "form",
+    ["return_info", "per_group", "autoclip", "agc", "skip", "write_back=False"],
+)
+def test_clip_and_step_beyond_torch_on_a_subclass_is_clip_then_its_step(form):
+    """The rich forms of clip_and_step on a subclass with its own step(): the gradients are
+    clipped in place (as the matching clip function would), then its step() runs."""
+    values, grads = _problem()
+    a = [Parameter(v.copy()) for v in values]
+    b = [Parameter(v.copy()) for v in values]
+    oa, ob = MomentumSGD(_groups(a)), MomentumSGD(_groups(b))
+    for p in b[2:]:
+        ob.param_groups[1]["max_norm"] = 0.3
+    clip_a, clip_b = gradclip.AutoClip(50.0), gradclip.AutoClip(50.0)
+    for step, g in enumerate(grads):
+        scaled = [None if x is None else 5 * x for x in g]
+        if form == "skip" and step == 2:
+            scaled[0] = np.full_like(scaled[0], np.nan)
+        _set(a, scaled), _set(b, scaled)
+        before = [p.data.copy() for p in a]
+        if form == "return_info":
+            info = ob.clip_and_step(1.0, return_info=True)
+            assert info.total_norm == gradclip.clip_grad_norm_(a, 1.0)
+        elif form == "per_group":
+            totals = ob.clip_and_step(1.0, per_group=True)
+            assert totals[0] == gradclip.clip_grad_norm_(a[:2], 1.0)
+            with_grad = [p for p in a[2:] if p.grad is not None]
+            if with_grad:
+                assert totals[1] == gradclip.clip_grad_norm_(with_grad, 0.3)
+        elif form == "autoclip":
+            ob.clip_and_step(clipper=clip_b)
+            clip_a(a)
+        elif form == "agc":
+            assert ob.clip_and_step(clipper=gradclip.AGC(0.01)) is None
+            gradclip.adaptive_clip_grad_(a, 0.01)
+        elif form == "skip":
+            info = ob.clip_and_step(1.0, nonfinite="skip", return_info=True)
+            assert info.skipped == (step == 2)
+            if info.skipped:
+                assert all(np.array_equal(p.data, v) for p, v in zip(b, before))
+                continue
+            gradclip.clip_grad_norm_(a, 1.0)
+        else:
+            ob.clip_and_step(1.0, write_back=False)
+            gradclip.clip_grad_norm_(a, 1.0)
+        oa.step()
+        for x, y, gs in zip(a, b, scaled):
+            np.testing.assert_array_equal(x.data, y.data)
+            if gs is not None:
+                np.testing.assert_array_equal(y.grad, gs if form == "write_back=False" else x.grad)
+    with pytest.raises(TypeError, match="grads="):
+        ob.clip_and_step(1.0, return_info=True, grads=[None] * 3)
+
+
 def test_constructor_validation_and_repr():
     with pytest.raises(ValueError, match="Invalid learning rate"):
         MomentumSGD([Parameter(np.zeros(2))], lr=-1)

@@ -33,6 +33,8 @@ def clip_and_step(
             raise TypeError(f"clipper must be an AutoClip, ZClip or AGC, not {type(clipper).__name__}")
     elif max_norm is None:
         raise TypeError("clip_and_step() needs max_norm (or a clipper)")
+    if grads is not None and _own_step(optimizer):
+        raise TypeError(f"{type(optimizer).__name__}.clip_and_step() takes no grads=: set each parameter's .grad")
     p = _norm_type(norm_type)
     # Gradients are written only under nonfinite="zero" here; the step applies the coefficients.
     write = 2 if mode == _clipinfo._ZERO else 0
@@ -47,7 +49,7 @@ def clip_and_step(
             max_norms = tuple(batch.group.get("max_norm", max_norm) for batch in batches)
             result = _C.clip_info(every_grad, True, p, max_norms, sizes, mode, write)
             if not result[4]:
-                optimizer._apply(batches, result[2], write_back)
+                _apply(optimizer, batches, result[2], write_back)
             if not return_info:
                 return list(result[1])
             bounds = [0]
@@ -63,11 +65,38 @@ def clip_and_step(
             result = _C.clip_info(every_grad, True, p, (max_norm,), None, mode, write)
             coef = result[2][0]
         if not result[4]:
-            optimizer._apply(batches, coef, write_back)
+            _apply(optimizer, batches, coef, write_back)
     except Exception:
         optimizer._explain(grads, writable_grads=write_back)
         raise
     return _clipinfo._infos(result)[0] if return_info else result[1][0]
+
+
+def _own_step(optimizer: Any) -> bool:
+    """A subclass written in Python with its own step() (see Optimizer's class notes)."""
+    from .optimizer import Optimizer
+
+    return type(optimizer)._apply is Optimizer._apply
+
+
+def _apply(optimizer: Any, batches: list[Any], coef: Any, write_back: bool) -> None:
+    """The step with the clip coefficient: None, one, or (per_group) a tuple of one per group.
+    A subclass with its own step() gets its gradients scaled in place first (put back after
+    with write_back=False), as clip_grad_norm_ then step() would."""
+    if not _own_step(optimizer):
+        optimizer._apply(batches, coef, write_back)
+        return
+    grads = [g for batch in batches for g in batch.grads]
+    saved = None if write_back else [np.copy(g, order="K") for g in grads]
+    coefs = coef if isinstance(coef, tuple) else (coef,) * len(batches)
+    for batch, c in zip(batches, coefs):
+        if c is not None and batch.grads:
+            _C.scale_by(batch.grads, c)
+    try:
+        optimizer.step()
+    finally:
+        if saved is not None:
+            _restore(grads, saved)
 
 
 def _units_consecutive(optimizer: Any, key: object, value: Any, grad: Any) -> bool:
@@ -109,7 +138,7 @@ def _agc_step(optimizer: Any, batches: list[Any], every_grad: list[Any], clipper
     saved = [np.copy(g, order="K") for g in every_grad]
     _C.adaptive_clip(*args, False)
     try:
-        optimizer._apply(batches, None, write_back)
+        _apply(optimizer, batches, None, write_back)
     except BaseException:
         _restore(every_grad, saved)
         raise

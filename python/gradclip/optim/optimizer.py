@@ -378,7 +378,9 @@ class Optimizer:
     ``self.state[p]`` (a dict, created empty on first access). :meth:`state_dict`,
     :meth:`load_state_dict` (arrays copied and cast to the parameter's dtype, except a
     ``"step"`` entry), :meth:`zero_grad`, :meth:`add_param_group` and
-    :meth:`clip_and_step` (``clip_grad_norm_`` then your ``step()``) work unchanged.
+    :meth:`clip_and_step` (the gradients clipped in place, then your ``step()``; every form:
+    ``return_info``, ``nonfinite``, ``per_group``, the clippers, ``write_back=False``) work
+    unchanged.
 
     Examples
     --------
@@ -973,19 +975,13 @@ class Optimizer:
             )
         if sharded:
             raise ValueError("sharded=True needs comm")
-        if return_info or per_group or clipper is not None or nonfinite != "propagate" or max_norm is None:
+        # A subclass with its own step() (see the class notes) clips, then steps, there too.
+        own_step = type(self)._apply is Optimizer._apply
+        if return_info or per_group or clipper is not None or nonfinite != "propagate" or max_norm is None or own_step:
             return _clip_step.clip_and_step(
                 self, max_norm, norm_type, error_if_nonfinite, grads, write_back,
                 return_info, nonfinite, per_group, clipper,
             )
-        if type(self)._apply is Optimizer._apply:
-            # A subclass with its own step() (see the class notes): clip, then step.
-            if grads is not None:
-                raise TypeError(f"{type(self).__name__}.clip_and_step() takes no grads=: set each parameter's .grad")
-            params = [p for group in self.param_groups for p in group["params"]]
-            total_norm = _clip.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
-            self.step()
-            return total_norm
         try:
             batches = self._collect(grads)
             every_grad = [g for batch in batches for g in batch.grads]
