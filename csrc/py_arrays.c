@@ -276,6 +276,7 @@ void glue_batch_release(batch *b)
     for (Py_ssize_t i = 0; i < b->n; i++)
         Py_DECREF(b->refs[i]);
     b->n = 0;
+    Py_CLEAR(b->pins);
     PyMem_Free(b->heap);
     PyMem_Free(b->heap_dims);
     b->heap = b->heap_dims = NULL;
@@ -287,6 +288,7 @@ static int batch_reserve(batch *b, Py_ssize_t capacity)
     b->elements = 0;
     b->single_precision = 1;
     b->holds_tensors = 0;
+    b->pins = NULL;
     b->heap = b->heap_dims = NULL;
     b->dims = b->small_dims;
     b->dims_used = 0;
@@ -530,6 +532,23 @@ static int settle_tensors(module_state *st, batch *b, int flags, const char *wha
     return 0;
 }
 
+/* The storages of the tensors left to describe, held in b->pins: another thread's t.set_() or
+ * t.data = ... then leaves the memory the kernels use alive. No garbage collection may run
+ * meanwhile (its callbacks are Python code that could rebind a tensor pinned before);
+ * untyped_storage() and the list run no other. */
+static int pin_tensors(const module_state *st, batch *b)
+{
+    const int collecting = PyGC_Disable();
+    int status = 0;
+    for (Py_ssize_t k = 0; k < b->n && status == 0; k++) {
+        if (!PyArray_Check(b->refs[k]))
+            status = glue_tensor_pin(st, b->refs[k], &b->pins);
+    }
+    if (collecting)
+        PyGC_Enable();
+    return status;
+}
+
 int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, int flags, const gc_norm *norm,
                  const char *what)
 {
@@ -591,7 +610,7 @@ int glue_collect(module_state *st, batch *b, PyObject *obj, source_kind source, 
         b->origins[b->n] = (item_origin){i, via_grad};
         b->n++;
     }
-    if (held_tensors && settle_tensors(st, b, flags, what) < 0)
+    if (held_tensors && (settle_tensors(st, b, flags, what) < 0 || pin_tensors(st, b) < 0))
         goto fail;
     /* From here on no Python code runs until the kernels are done with the arrays. */
     for (Py_ssize_t k = 0; k < b->n; k++) {

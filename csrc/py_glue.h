@@ -50,6 +50,7 @@ typedef struct {
     PyObject *dlpack_capsule;
     void *dlpack_fill;
     PyObject *tensor_is_neg, *tensor_is_conj;
+    PyObject *tensor_untyped_storage; /* the type's untyped_storage method: pins the storage */
     PyObject *function_mode_enabled; /* torch._C._is_torch_function_mode_enabled */
     PyObject *str_requires_grad; /* interned "requires_grad" */
 } module_state;
@@ -119,10 +120,12 @@ typedef struct {
     Py_ssize_t n;
     ptrdiff_t elements;
     int single_precision; /* every array float16/float32/complex64 */
-    /* Some array is a torch tensor described through DLPack (TENSOR_VIEWS): nothing but the
-     * GIL keeps its storage where it is (another thread's t.set_() or resize_() would free
-     * it), so the kernels run with the GIL held. */
+    /* Some array is a torch tensor described through DLPack (TENSOR_VIEWS). Its storage is
+     * held in `pins` (so t.set_() or t.data = ... cannot free it), but a growing t.resize_()
+     * would still move its memory; so the kernels keep the GIL, which makes Python threads
+     * wait (torch's own in-place ops race another thread's resize_() alike). */
     int holds_tensors;
+    PyObject *pins; /* a list of the described tensors' untyped storages, or NULL */
     PyObject **refs;
     item_origin *origins; /* where array k came from, for messages */
     gc_array *arrays;
@@ -170,6 +173,9 @@ int glue_tensor_view(const module_state *st, PyObject *t, int flags, int check_f
 /* Whether t (an exact tensor) has elements but no memory (a ZeroTensor, a functionalized
  * tensor), whose numpy() would give a view of some other memory. */
 int glue_tensor_memoryless(const module_state *st, PyObject *t);
+/* Appends t's untyped storage (a new list at *pins if NULL) so that its memory outlives a
+ * t.set_(); 0, or -1 with an exception set. */
+int glue_tensor_pin(const module_state *st, PyObject *t, PyObject **pins);
 /* Whether a torch function mode is on (1; also when that cannot be told) or not (0). */
 int glue_torch_function_mode(const module_state *st);
 

@@ -152,6 +152,7 @@ static int module_exec(PyObject *module)
     st->converter = NULL;
     st->tensor_type = NULL;
     st->dlpack_capsule = st->tensor_is_neg = st->tensor_is_conj = st->function_mode_enabled = NULL;
+    st->tensor_untyped_storage = NULL;
     st->dlpack_fill = NULL;
     if (st->str_grad == NULL || st->str_data == NULL || st->str_numpy == NULL || st->str_requires_grad == NULL)
         return -1;
@@ -179,6 +180,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->str_numpy);
     Py_VISIT(st->dlpack_capsule);
     Py_VISIT(st->tensor_is_neg);
+    Py_VISIT(st->tensor_untyped_storage);
     Py_VISIT(st->tensor_is_conj);
     Py_VISIT(st->function_mode_enabled);
     Py_VISIT(st->str_requires_grad);

@@ -6,8 +6,9 @@
  * capsule) whose dltensor_from_py_object_no_sync fills a caller's DLTensor: pointer, device,
  * dtype, shape and strides, borrowed from the tensor, valid while no Python code runs. For an
  * exact torch.Tensor that numpy() would view as it is (on the CPU, a dtype gradclip takes, no
- * requires_grad, no lazy negation or conjugation) the glue copies that description, and the
- * tensor is kept alive by the batch. Everything else goes to numpy() and the converter, which
+ * requires_grad, no lazy negation or conjugation) the glue copies that description; the batch
+ * holds the tensor and its untyped storage (glue_tensor_pin), so that a t.set_() elsewhere
+ * cannot free the memory described. Everything else goes to numpy() and the converter, which
  * say why they refuse it. */
 #include "py_glue.h"
 
@@ -60,12 +61,14 @@ int glue_tensor_setup(module_state *st, PyObject *type)
     Py_CLEAR(st->dlpack_capsule);
     Py_CLEAR(st->tensor_is_neg);
     Py_CLEAR(st->tensor_is_conj);
+    Py_CLEAR(st->tensor_untyped_storage);
     Py_CLEAR(st->function_mode_enabled);
     st->dlpack_fill = NULL;
     if (type == NULL)
         return 0;
     PyObject *capsule = lookup(type, "__dlpack_c_exchange_api__");
     PyObject *is_neg = lookup(type, "is_neg"), *is_conj = lookup(type, "is_conj");
+    PyObject *storage = lookup(type, "untyped_storage");
     PyObject *torch_c = PyImport_ImportModule("torch._C"); /* imported with torch.Tensor */
     if (torch_c == NULL)
         PyErr_Clear();
@@ -81,11 +84,12 @@ int glue_tensor_setup(module_state *st, PyObject *type)
         }
     }
     if (api == NULL || api->dltensor_from_py_object_no_sync == NULL || is_neg == NULL || is_conj == NULL ||
-        mode == NULL) {
+        storage == NULL || mode == NULL) {
         /* An older torch: numpy() for every tensor, as before. */
         Py_XDECREF(capsule);
         Py_XDECREF(is_neg);
         Py_XDECREF(is_conj);
+        Py_XDECREF(storage);
         Py_XDECREF(mode);
         return 0;
     }
@@ -93,6 +97,7 @@ int glue_tensor_setup(module_state *st, PyObject *type)
     st->dlpack_fill = (void *)api->dltensor_from_py_object_no_sync;
     st->tensor_is_neg = is_neg;
     st->tensor_is_conj = is_conj;
+    st->tensor_untyped_storage = storage;
     st->function_mode_enabled = mode;
     return 0;
 }
@@ -116,6 +121,18 @@ int glue_tensor_memoryless(const module_state *st, PyObject *t)
     dl_tensor dl;
     ptrdiff_t size;
     return fill(st, t, &dl, &size) == 0 && dl.data == NULL && size > 0;
+}
+
+int glue_tensor_pin(const module_state *st, PyObject *t, PyObject **pins)
+{
+    if (*pins == NULL && (*pins = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *storage = PyObject_CallOneArg(st->tensor_untyped_storage, t);
+    if (storage == NULL)
+        return -1;
+    const int status = PyList_Append(*pins, storage);
+    Py_DECREF(storage);
+    return status;
 }
 
 int glue_torch_function_mode(const module_state *st)
