@@ -56,9 +56,15 @@
                     ACC((acc)[j_], v);                                                         \
                 }                                                                              \
         }                                                                                      \
-        for (int j_ = 0; i_ < (n); i_++, j_++) {                                               \
-            const double v = LOAD(x, i_ * (inc));                                              \
-            ACC((acc)[j_], v);                                                                 \
+        /* The last, partial group, lane by lane with constant indices (unrolled), so that    \
+         * the lanes can live in registers rather than in memory the loop indexes. */          \
+        if (i_ < (n)) {                                                                        \
+            _Pragma("GCC unroll 32") for (int j_ = 0; j_ < (LANES); j_++) {                    \
+                if (i_ + j_ < (n)) {                                                           \
+                    const double v = LOAD(x, (i_ + j_) * (inc));                               \
+                    ACC((acc)[j_], v);                                                         \
+                }                                                                              \
+            }                                                                                  \
         }                                                                                      \
     } while (0)
 
@@ -78,23 +84,25 @@
         (a) = (t_ < (a) || t_ != t_) ? t_ : (a);                                               \
     } while (0)
 
-/* In a fixed tree: lane j with lane j + lanes / 2, then j + lanes / 4, ..., j + 1. Inline, so the lanes
- * stay in registers, and for sums (gc_norm_combine is a + b) four vector additions. */
-static inline double merge_lanes(const gc_norm *norm, const double *acc, int lanes)
+/* In a fixed tree: lane j with lane j + lanes / 2, then j + lanes / 4, ..., j + 1, in place (the
+ * lanes are the caller's scratch: a copy cost more than the tree on a 64-element array). Inline,
+ * so the lanes stay in registers, and for sums (gc_norm_combine is a + b) four vector additions. */
+static inline double merge_lanes(const gc_norm *norm, double *acc, int lanes)
 {
-    double level[GC_MAX_LANES];
-    for (int j = 0; j < lanes; j++)
-        level[j] = acc[j];
     if (norm->kind != GC_NORM_INF && norm->kind != GC_NORM_NEGINF) {
+#pragma GCC unroll 8
         for (int width = lanes / 2; width >= 1; width /= 2)
+#pragma GCC unroll 16
             for (int j = 0; j < width; j++)
-                level[j] = level[j] + level[j + width];
-        return level[0];
+                acc[j] = acc[j] + acc[j + width];
+        return acc[0];
     }
+#pragma GCC unroll 8
     for (int width = lanes / 2; width >= 1; width /= 2)
+#pragma GCC unroll 16
         for (int j = 0; j < width; j++)
-            level[j] = gc_norm_combine(norm, level[j], level[j + width]);
-    return level[0];
+            acc[j] = gc_norm_combine(norm, acc[j], acc[j + width]);
+    return acc[0];
 }
 
 /* Compensated lanes (GC_NORM_POW and the rescaled second pass): lane j keeps its sum as
