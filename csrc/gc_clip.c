@@ -181,6 +181,18 @@ static int may_have_underflowed(const gc_norm *norm, double sum, ptrdiff_t size)
     return 1;
 }
 
+/* The norm of a's elements times `factor` (multiplied in the kernels: exactly, for a power of
+ * two). */
+static double norm_scaled_by(const gc_array *a, const gc_norm *norm, ptrdiff_t size, double factor)
+{
+    gc_norm scaled = *norm;
+    scaled.scale = factor;
+    accumulation acc = acc_identity(norm);
+    for (ptrdiff_t start = 0; start < size; start += GC_BLOCK)
+        acc = acc_combine(&scaled, acc, block_norm(a, &scaled, start, start + GC_BLOCK < size ? start + GC_BLOCK : size));
+    return acc_finish(&scaled, acc);
+}
+
 static double rescaled_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t size)
 {
     const gc_norm max_abs = {GC_NORM_INF, INFINITY, 1.0};
@@ -190,12 +202,18 @@ static double rescaled_norm(const gc_array *a, const gc_norm *norm, ptrdiff_t si
     /* largest * 2^-e is in [1, 2); for a subnormal largest 2^-e would overflow: stop at
      * 2^1023, which still lifts every power far above the underflow threshold. */
     const int e = ilogb(largest) < -1023 ? -1023 : ilogb(largest);
-    gc_norm scaled = *norm;
-    scaled.scale = ldexp(1.0, -e);
-    accumulation acc = acc_identity(norm);
-    for (ptrdiff_t start = 0; start < size; start += GC_BLOCK)
-        acc = acc_combine(&scaled, acc, block_norm(a, &scaled, start, start + GC_BLOCK < size ? start + GC_BLOCK : size));
-    return ldexp(acc_finish(&scaled, acc), e);
+    const double exact = ldexp(norm_scaled_by(a, norm, size, ldexp(1.0, -e)), e);
+    if (isfinite(exact))
+        return exact;
+    /* An enormous p: (largest * 2^-e)^p overflowed. Scaled by 1 / largest the largest power
+     * is (1 +- 2^-52)^p, in range up to p ~ 3e18; beyond, the norm is the largest element
+     * to double precision (the sum of n terms <= 1 changes it by a factor n^(1/p)). */
+    if (norm->p < 3e18) {
+        const double divided = norm_scaled_by(a, norm, size, 1.0 / largest) * largest;
+        if (isfinite(divided) && divided > 0.0)
+            return divided;
+    }
+    return largest;
 }
 
 /* torch's norm of a one-element vector is |x| exactly (1 or 0 for p = 0), whatever p: no
@@ -360,6 +378,20 @@ double gc_norms_total(const double *norms, size_t n, const gc_norm *norm)
         default:
             sum += (v == 0 && p < 0) ? (wide)INFINITY : (wide)powl(v, (wide)p);
             break;
+        }
+    }
+    if (norm->kind == GC_NORM_POW && p > 0 && sum < (wide)LDBL_MIN * (wide)n) {
+        /* Every power underflowed, even in long double (p in the thousands and more): torch's
+         * 0, or bits lost. The largest norm M taken out, the terms (v / M)^p are at most 1 and
+         * one of them is 1, so neither the sum nor its root can leave the range. */
+        wide largest = 0;
+        for (size_t i = 0; i < n; i++)
+            largest = (wide)fabs(norms[i]) > largest ? (wide)fabs(norms[i]) : largest;
+        if (largest > 0) {
+            wide scaled = 0;
+            for (size_t i = 0; i < n; i++)
+                scaled += powl((wide)fabs(norms[i]) / largest, (wide)p);
+            return (double)(largest * powl(scaled, 1.0L / (wide)p));
         }
     }
     if (sum > (wide)DBL_MAX)

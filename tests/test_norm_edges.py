@@ -188,6 +188,42 @@ def test_fractional_orders_are_accurate_to_a_few_ulp(p, magnitude):
     assert worst_ours <= 4, (worst_ours, worst_torch)
 
 
+@pytest.mark.parametrize("p", [1500.0, 5000.0, 1e6, 1e17, 1e19, 1e300])
+@pytest.mark.parametrize("magnitude", [1e-300, 1e-3, 0.7])
+def test_enormous_orders_whose_powers_underflow_are_accurate(p, magnitude):
+    """Where every |x|^p underflows (torch's float64 norm is then 0), and where the rescue's
+    power-of-two scaling would overflow instead (found by test_fuzz_c: [0.001, 0] with p = 1e300
+    was inf), the p-norm is accurate: within 4 ulp of mpmath's, per array and over the list
+    (the norm of the arrays' norms, each rounded to float64 first, as torch's definition).
+    Where the powers overflow instead (magnitudes above 1), the total is torch's inf (see
+    test_overflow_is_inf_where_torchs_float64_sum_overflows)."""
+    mpmath = pytest.importorskip("mpmath")  # installed with torch (sympy)
+    rng = np.random.default_rng(int(math.log10(p)))
+    lists = [
+        [np.array([1.0, 0.0]) * magnitude],
+        [np.array([], dtype=np.float16), np.array(magnitude)],
+        [rng.uniform(0.5, 1.0, 5) * magnitude, np.array([magnitude, magnitude, 0.0]), rng.uniform(0.1, 1.0, 40) * magnitude],
+        [np.full(3, magnitude), np.full(300, magnitude * 0.999)],
+    ]
+    for arrays in lists:
+        with mpmath.workprec(200):
+            pm = mpmath.mpf(p)
+
+            def exact(values):
+                values = [mpmath.mpf(float(abs(v))) for v in values]
+                if len(values) == 1:
+                    return values[0]  # torch's one-element norm is |x|
+                return mpmath.fsum(v**pm for v in values) ** (1 / pm)
+
+            norms = [float(exact(a.ravel())) if a.size else 0.0 for a in arrays]
+            expected = exact(norms)
+            info = gradclip.get_total_norm(arrays, p, return_info=True)
+            for a, ours, ref in zip(arrays, info.norms, norms):
+                assert abs(float(ours) - ref) <= 4 * np.spacing(ref), (a.size, float(ours), ref)
+            ours = float(info.total_norm)
+            assert abs(mpmath.mpf(ours) - expected) <= 4 * np.spacing(float(expected)), (ours, float(expected))
+
+
 @pytest.mark.parametrize("p", [0.1, 3.5, 2.0, 1.0])
 def test_norms_do_not_depend_on_threads_or_isa_paths_for_compensated_sums(p):
     """The compensated accumulation is combined in block order: the same bits on one thread
