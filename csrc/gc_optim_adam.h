@@ -29,14 +29,31 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, con
     s.scale = (C)o->scaling.scale;
     s.wd = ALPHA(h[ADAM_WEIGHT_DECAY]);
     s.decay = (C)gc_lr_one_minus_times(h, h[ADAM_LR], h[ADAM_WEIGHT_DECAY]);
-    s.weight = (C)(1.0 - h[ADAM_BETA1]);
+    const int beta1_bits = (int)h[GC_OPTIM_BETA1_KIND], beta2_bits = (int)h[GC_OPTIM_BETA2_KIND];
+    /* exp_avg.lerp_(grad, 1 - beta1): a Tensor beta1 is first converted to the parameter's
+     * dtype, and 1 - it computed in that dtype. */
+    s.weight = beta1_bits ? ROUND((C)1 - ROUND((C)h[ADAM_BETA1])) : (C)(1.0 - h[ADAM_BETA1]);
     s.weight_minus_one = s.weight - (C)1;
     s.small_weight = (s.weight < 0 ? -s.weight : s.weight) < (C)0.5;
     s.beta2 = (C)h[ADAM_BETA2];
-    s.one_minus_beta2 = (C)(1.0 - h[ADAM_BETA2]);
+    /* addcmul_(value=1 - beta2): a Tensor beta2's 1 - beta2 is a 0-d tensor of its dtype. */
+    s.one_minus_beta2 = beta2_bits == 32 ? (C)(1.0f - (float)h[ADAM_BETA2]) : (C)(1.0 - h[ADAM_BETA2]);
     s.bc2_sqrt = (C)derived[ADAM_BC2_SQRT];
     s.eps = ALPHA(h[ADAM_EPS]); /* denom.add_(eps): a scalar added to a tensor */
-    s.neg_step = (C)(-gc_lr_over(h, h[ADAM_LR], bc1)); /* step_size = lr / bc1; value=-step_size */
+    /* step_size = lr / bc1; value=-step_size. With a Tensor beta1, bc1 is a 0-d tensor of its
+     * dtype: a Python float lr divided by it is torch's Tensor.__rtruediv__, bc1.reciprocal()
+     * * lr, in bc1's dtype; a Tensor lr divides, in float32 if both are float32, else float64. */
+    const double lr = h[ADAM_LR];
+    double step_size;
+    if (beta1_bits == 0)
+        step_size = gc_lr_over(h, lr, bc1);
+    else if (!gc_lr_single(h) && h[GC_OPTIM_LR_DOUBLE] == 0.0)
+        step_size = beta1_bits == 32 ? (double)((1.0f / (float)bc1) * (float)lr) : (1.0 / bc1) * lr;
+    else if (beta1_bits == 32 && gc_lr_single(h))
+        step_size = (double)((float)lr / (float)bc1);
+    else
+        step_size = lr / bc1;
+    s.neg_step = (C)(-step_size);
     return s;
 }
 

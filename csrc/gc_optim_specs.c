@@ -39,13 +39,34 @@ static int adam_nops(const double *h)
     return h[ADAM_AMSGRAD] != 0.0 ? 5 : 4;
 }
 
+/* 1 - beta ** step and, with `root`, its square root, as torch's Python computes them: with a
+ * float beta in Python floats (pow, and ** 0.5 a pow too); with a Tensor beta (bits 32 or 64)
+ * as 0-d tensors of its dtype, whose ** special-cases exponents 2 and 3 as products and 0.5 as
+ * sqrt, and otherwise calls std::pow(base, double), in double for a float32 base too, then
+ * rounds. */
+static double one_minus_power(double beta, int bits, double step, int root)
+{
+    if (bits == 32) {
+        const float b = (float)beta;
+        const float power = step == 2.0 ? b * b : step == 3.0 ? b * b * b : (float)pow((double)b, step);
+        const float r = 1.0f - power;
+        return root ? (double)sqrtf(r) : (double)r;
+    }
+    if (bits == 64) {
+        const double power = step == 2.0 ? beta * beta : step == 3.0 ? beta * beta * beta : pow(beta, step);
+        return root ? sqrt(1.0 - power) : 1.0 - power;
+    }
+    const double r = 1.0 - pow(beta, step);
+    return root ? pow(r, 0.5) : r;
+}
+
 static void adam_prepare(gc_optim_item *item, float *const *scalars, const double *h)
 {
     *scalars[0] += 1.0f; /* torch's step tensor is float32 */
     const double step = (double)*scalars[0];
     item->derived[ADAM_STEP] = step;
-    item->derived[ADAM_BC1] = 1.0 - pow(h[ADAM_BETA1], step);
-    item->derived[ADAM_BC2_SQRT] = pow(1.0 - pow(h[ADAM_BETA2], step), 0.5);
+    item->derived[ADAM_BC1] = one_minus_power(h[ADAM_BETA1], (int)h[GC_OPTIM_BETA1_KIND], step, 0);
+    item->derived[ADAM_BC2_SQRT] = one_minus_power(h[ADAM_BETA2], (int)h[GC_OPTIM_BETA2_KIND], step, 1);
 }
 
 /* ---- Weight averaging (swa_utils) -------------------------------------------------------- */
@@ -255,13 +276,13 @@ static void step_prepare(gc_optim_item *item, float *const *scalars, const doubl
 
 /* ------------------------------------------------------------------------------------------- */
 
-/* Every spec's hyper-parameters leave the last slot of gc_optim_options free for GC_OPTIM_LR_SINGLE. */
-_Static_assert(SGD_NH <= GC_OPTIM_LR_SINGLE && ADAM_NH <= GC_OPTIM_LR_SINGLE && AVERAGE_NH <= GC_OPTIM_LR_SINGLE &&
-                   ADAGRAD_NH <= GC_OPTIM_LR_SINGLE && RMSPROP_NH <= GC_OPTIM_LR_SINGLE &&
-                   ADADELTA_NH <= GC_OPTIM_LR_SINGLE && ADAMAX_NH <= GC_OPTIM_LR_SINGLE &&
-                   NADAM_NH <= GC_OPTIM_LR_SINGLE && RADAM_NH <= GC_OPTIM_LR_SINGLE && ASGD_NH <= GC_OPTIM_LR_SINGLE &&
-                   RPROP_NH <= GC_OPTIM_LR_SINGLE,
-               "a spec's hyper-parameters overlap GC_OPTIM_LR_SINGLE");
+/* Every spec's hyper-parameters leave the last slots of gc_optim_options free (gc_optim.h). */
+_Static_assert(SGD_NH <= GC_OPTIM_SPEC_MAXH && ADAM_NH <= GC_OPTIM_SPEC_MAXH && AVERAGE_NH <= GC_OPTIM_SPEC_MAXH &&
+                   ADAGRAD_NH <= GC_OPTIM_SPEC_MAXH && RMSPROP_NH <= GC_OPTIM_SPEC_MAXH &&
+                   ADADELTA_NH <= GC_OPTIM_SPEC_MAXH && ADAMAX_NH <= GC_OPTIM_SPEC_MAXH &&
+                   NADAM_NH <= GC_OPTIM_SPEC_MAXH && RADAM_NH <= GC_OPTIM_SPEC_MAXH && ASGD_NH <= GC_OPTIM_SPEC_MAXH &&
+                   RPROP_NH <= GC_OPTIM_SPEC_MAXH,
+               "a spec's hyper-parameters overlap the shared slots");
 
 const gc_optim_spec gc_optim_specs[GC_OPTIM_COUNT] = {
     [GC_OPTIM_sgd] = {.name = "sgd",

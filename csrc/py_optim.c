@@ -408,6 +408,15 @@ static void group_layout(const gc_optim_spec *spec, char *buf, size_t size)
     }
 }
 
+/* 32 or 64 for a 0-d float32 or float64 ndarray, else 0. */
+static int zero_d_float_bits(PyObject *value)
+{
+    if (!PyArray_Check(value) || PyArray_NDIM((PyArrayObject *)value) != 0)
+        return 0;
+    const int type = PyArray_TYPE((PyArrayObject *)value);
+    return type == NPY_FLOAT32 ? 32 : type == NPY_FLOAT64 ? 64 : 0;
+}
+
 /* Unpacks group g: its lists (borrowed) and hyper-parameters (converted into *options, which may
  * run Python code: __float__, __bool__). */
 static int parse_group(const gc_optim_spec *spec, PyObject *groups, Py_ssize_t g, optim_group *out,
@@ -422,16 +431,24 @@ static int parse_group(const gc_optim_spec *spec, PyObject *groups, Py_ssize_t g
         return -1;
     }
     PyObject *const *a = &PyTuple_GET_ITEM(group, 0);
-    options->h[GC_OPTIM_LR_SINGLE] = 0.0;
+    options->h[GC_OPTIM_LR_SINGLE] = options->h[GC_OPTIM_LR_DOUBLE] = 0.0;
+    options->h[GC_OPTIM_BETA1_KIND] = options->h[GC_OPTIM_BETA2_KIND] = 0.0;
     for (int k = 0; k < spec->nh; k++) {
         PyObject *value = a[spec->max_ops + spec->nscalars + k];
         const char *name = spec->hparams[k];
-        /* A float32 lr computes in float32, as torch's Python computes with one (gc_optim.h). */
-        if (strcmp(name, "lr") == 0)
-            options->h[GC_OPTIM_LR_SINGLE] =
-                PyArray_IsScalar(value, Float) ||
-                (PyArray_Check(value) && PyArray_NDIM((PyArrayObject *)value) == 0 &&
-                 PyArray_TYPE((PyArrayObject *)value) == NPY_FLOAT32);
+        /* A float32 lr computes in float32, as torch's Python computes with one; Tensor lr and
+         * betas are 0-d ndarrays (gc_optim.h). */
+        const int bits = zero_d_float_bits(value);
+        if (strcmp(name, "lr") == 0) {
+            options->h[GC_OPTIM_LR_SINGLE] = PyArray_IsScalar(value, Float) || bits == 32;
+            options->h[GC_OPTIM_LR_DOUBLE] = bits == 64;
+        }
+        else if (strcmp(name, "beta1") == 0) {
+            options->h[GC_OPTIM_BETA1_KIND] = bits;
+        }
+        else if (strcmp(name, "beta2") == 0) {
+            options->h[GC_OPTIM_BETA2_KIND] = bits;
+        }
         if (name[0] == '?') {
             int flag;
             if (glue_parse_bool(value, &flag) < 0)

@@ -310,8 +310,11 @@ def correctly_rounded_sqrt():
     return the correctly rounded square root (NumPy's), elementwise; everything else in torch is
     unchanged. torch's CPU ``sqrt`` (MKL/vectorised) is off by one ulp in ~17 % of float32 and
     ~1 % of float64 results; with this, torch's optimizer code runs op for op with the same
-    ``sqrt`` as gradclip's kernels, so any remaining difference is gradclip's."""
+    ``sqrt`` as gradclip's kernels, so any remaining difference is gradclip's. ``t ** 0.5``
+    too, which torch computes with the same ``sqrt`` kernel (Adam's bias correction of a Tensor
+    beta2: ``bias_correction2 ** 0.5``, a 0-d tensor)."""
     saved = torch.Tensor.sqrt, torch.Tensor.sqrt_, torch.sqrt
+    saved_pow = torch.Tensor.__pow__
 
     def sqrt(self, *args, **kwargs):
         assert not args and not kwargs
@@ -319,17 +322,24 @@ def correctly_rounded_sqrt():
         if x.is_complex():
             return saved[0](self)
         with np.errstate(invalid="ignore"):  # sqrt of a negative: NaN, as torch's
-            return torch.from_numpy(np.sqrt(x.numpy())).reshape(x.shape)
+            return torch.from_numpy(np.asarray(np.sqrt(x.numpy()))).reshape(x.shape)
 
     def sqrt_(self):
         self.copy_(sqrt(self))
         return self
 
+    def power(self, exponent):
+        if isinstance(exponent, float) and exponent == 0.5 and not self.is_complex():
+            return sqrt(self)
+        return saved_pow(self, exponent)
+
     torch.Tensor.sqrt, torch.Tensor.sqrt_, torch.sqrt = sqrt, sqrt_, sqrt
+    torch.Tensor.__pow__ = power
     try:
         yield
     finally:
         torch.Tensor.sqrt, torch.Tensor.sqrt_, torch.sqrt = saved
+        torch.Tensor.__pow__ = saved_pow
 
 
 def run_parity(

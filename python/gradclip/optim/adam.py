@@ -18,6 +18,7 @@ from .optimizer import (
     _check_state_array,
     _dicts_of,
     _is_tensor_lr,
+    _is_torch_tensor,
 )
 from .sgd import _reject_unsupported
 
@@ -44,14 +45,43 @@ def _as_step(value: object) -> object:
 
 
 def _check_betas(betas: Any, what: str) -> None:
+    """A pair of real numbers or of Tensor betas (a torch tensor or ndarray of one element,
+    float32 or float64). A torch tensor of more elements is left to the range check, which
+    raises torch's own error for it, as in torch."""
     try:
         n = len(betas)
     except TypeError:
         n = None
     if n != 2:
         raise TypeError(f"{what} must be a pair of floats, not {betas!r}")
-    _check_real(betas[0], f"{what}[0]")
-    _check_real(betas[1], f"{what}[1]")
+    for i in (0, 1):
+        beta, name = betas[i], f"{what}[{i}]"
+        if not _is_tensor_lr(beta):
+            _check_real(beta, name)
+            continue
+        if isinstance(beta, np.ndarray) and beta.size != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        if str(beta.dtype) not in ("float32", "float64", "torch.float32", "torch.float64"):
+            raise TypeError(
+                f"{name}: a Tensor beta must be float32 or float64, not {beta.dtype} (torch computes "
+                "with a beta in its own dtype; gradclip reproduces float32 and float64)"
+            )
+
+
+def _squeezed(beta: Any) -> Any:
+    """torch's ``_to_scalar``: a Tensor beta with dimensions becomes its 0-d view."""
+    if _is_tensor_lr(beta) and beta.ndim != 0:
+        return beta.squeeze() if _is_torch_tensor(beta) else beta.reshape(())
+    return beta
+
+
+def _beta_scalar(beta: Any) -> Any:
+    """What the kernel computes with for a beta: a float, or for a Tensor beta a 0-d ndarray of
+    its dtype (the C code then computes its scalar expressions in that dtype, as torch)."""
+    if not _is_tensor_lr(beta):
+        return float(beta)
+    dtype = np.float32 if str(beta.dtype) in ("float32", "torch.float32") else np.float64
+    return np.array(beta.item() if _is_torch_tensor(beta) else beta.reshape(()).item(), dtype=dtype)
 
 
 class Adam(Optimizer):
@@ -65,9 +95,13 @@ class Adam(Optimizer):
         Learning rate.
         A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
         computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
-    betas : tuple of two floats, default (0.9, 0.999)
-        Decay rates of the first and second moment estimates. Both must be Python floats
-        (torch's rule: ``(0.9, 1)`` is rejected), each in ``[0, 1)``.
+    betas : tuple of two floats or of two Tensors, default (0.9, 0.999)
+        Decay rates of the first and second moment estimates, each in ``[0, 1)``: both Python
+        floats (torch's rule: ``(0.9, 1)`` is rejected), or both torch's Tensor betas (a
+        1-element torch tensor or ndarray, float32 or float64, kept in the group as its 0-d
+        view). torch computes the bias corrections of Tensor betas in their dtype (a float32
+        ``1 - beta1 ** step``, ``lr / bias_correction1``, ``sqrt`` of ``1 - beta2 ** step``)
+        and ``1 - beta1`` in the parameter's; so does gradclip.
     eps : float, default 1e-8
         Added to the denominator.
     weight_decay : float, default 0
@@ -127,9 +161,16 @@ class Adam(Optimizer):
         if _is_tensor_lr(lr) and foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         _check_adam_family(lr, eps, betas, weight_decay, _check_betas)
-        if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
+        tensors = (_is_tensor_lr(betas[0]), _is_tensor_lr(betas[1]))
+        if not ((isinstance(betas[0], float) and isinstance(betas[1], float)) or all(tensors)):
             raise ValueError("betas must be either both floats or both Tensors")
-        betas = (betas[0], betas[1])
+        for i in (0, 1):
+            if tensors[i]:
+                if not capturable and foreach:
+                    raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+                if (betas[i].numel() if _is_torch_tensor(betas[i]) else betas[i].size) != 1:
+                    raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        betas = (_squeezed(betas[0]), _squeezed(betas[1]))
         _reject_unsupported(
             type(self).__name__, fused=fused, capturable=capturable, differentiable=differentiable
         )
@@ -213,6 +254,15 @@ class Adam(Optimizer):
                         if amsgrad:
                             state["max_exp_avg_sq"] = np.zeros_like(value)
                 beta1, beta2 = group["betas"]
+                lr = group["lr"]
+                if _is_tensor_lr(beta1) or _is_tensor_lr(beta2):
+                    _check_betas(group["betas"], "betas")  # an edited group: _explain names it
+                    # A float64 Tensor lr meets a Tensor beta's bias correction as a float64
+                    # tensor: the kernel is told by a 0-d float64 ndarray (gc_optim.h).
+                    given = next(g["lr"] for g in self.param_groups if g["params"] is group["params"])
+                    if _is_tensor_lr(given) and np.dtype(np.asarray(lr).dtype) == np.float64:
+                        lr = np.array(lr, dtype=np.float64)
+                beta1, beta2 = _beta_scalar(beta1), _beta_scalar(beta2)
                 groups.append(
                     _functional.AdamGroup(
                         batch.values,
@@ -221,7 +271,7 @@ class Adam(Optimizer):
                         [s["exp_avg_sq"] for s in states],
                         [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
                         [s["step"] for s in states],
-                        amsgrad, beta1, beta2, group["lr"], group["weight_decay"], group["eps"],
+                        amsgrad, beta1, beta2, lr, group["weight_decay"], group["eps"],
                         group["maximize"], group["decoupled_weight_decay"],
                     )
                 )

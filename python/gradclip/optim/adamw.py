@@ -25,8 +25,8 @@ class AdamW(Adam):
         Learning rate.
         A 1-element torch tensor or ndarray (float32 or float64) is torch's Tensor lr,
         computed with as torch does (see :class:`~gradclip.optim.Optimizer`).
-    betas : tuple of two floats, default (0.9, 0.999)
-        Decay rates of the moment estimates.
+    betas : tuple of two floats or of two Tensors, default (0.9, 0.999)
+        Decay rates of the moment estimates; Tensor betas as in :class:`Adam`.
     eps : float, default 1e-8
         Added to the denominator.
     weight_decay : float, default 1e-2

@@ -16,9 +16,36 @@ from .optimizer import (
     _check_real,
     _check_state_array,
     _get_each,
+    _is_tensor_lr,
+    _is_torch_tensor,
 )
 
 __all__ = ["SGD"]
+
+
+def _check_weight_decay(value: Any, what: str) -> None:
+    """A real number, or (as torch 2.13's SGD takes one) a 0-d torch tensor or ndarray of a
+    real dtype. torch's step passes it as ``add(alpha=)``, which takes no tensor with
+    dimensions (its TypeError at the step is raised here, by the constructor)."""
+    if not _is_tensor_lr(value):
+        _check_real(value, what)
+        return
+    if value.ndim != 0 or str(value.dtype).replace("torch.", "") not in ("float16", "float32", "float64", "bfloat16"):
+        raise TypeError(
+            f"{what} as a Tensor must be 0-d and of a float dtype (torch's step passes it as "
+            f"add(alpha=), which takes no other), not shape {tuple(value.shape)} and dtype {value.dtype}"
+        )
+
+
+def _weight_decay_value(value: Any) -> Any:
+    """What the kernel computes with: the exact value a Tensor weight_decay holds, as torch's
+    ``add(alpha=weight_decay)`` (or, with requires_grad, ``addcmul_``, the same fused
+    multiply-add) reads it; without touching autograd."""
+    if _is_tensor_lr(value) and value.ndim != 0:
+        raise TypeError("weight_decay")  # an edited group: _explain names it
+    if _is_torch_tensor(value):
+        return value.detach().item()
+    return value
 
 
 def _reject_unsupported(name: str, **flags: object) -> None:
@@ -53,8 +80,9 @@ class SGD(Optimizer):
         Momentum factor.
     dampening : float, default 0
         Dampening for momentum (not applied on the first step, as in torch).
-    weight_decay : float, default 0
-        L2 penalty, added to the gradient.
+    weight_decay : float or Tensor, default 0
+        L2 penalty, added to the gradient. A 0-d torch tensor or ndarray is taken as torch
+        takes one (kept in the group; its exact value used, as ``add(alpha=)`` reads it).
     nesterov : bool, default False
         Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
     maximize : bool, default False
@@ -125,7 +153,7 @@ class SGD(Optimizer):
         _check_real(momentum, "momentum")
         if momentum < 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}")
-        _check_real(weight_decay, "weight_decay")
+        _check_weight_decay(weight_decay, "weight_decay")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         _check_real(dampening, "dampening")
@@ -157,8 +185,9 @@ class SGD(Optimizer):
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
         _check_lr(group["lr"], f"{where}['lr']")
-        for key in ("momentum", "dampening", "weight_decay"):
+        for key in ("momentum", "dampening"):
             _check_real(group[key], f"{where}[{key!r}]")
+        _check_weight_decay(group["weight_decay"], f"{where}['weight_decay']")
         for key in ("nesterov", "maximize"):
             _check_flag(group[key], f"{where}[{key!r}]")
 
@@ -182,7 +211,7 @@ class SGD(Optimizer):
                 batch.group["lr"],
                 batch.group["momentum"],
                 batch.group["dampening"],
-                batch.group["weight_decay"],
+                _weight_decay_value(batch.group["weight_decay"]),
                 batch.group["nesterov"],
                 batch.group["maximize"],
             )
