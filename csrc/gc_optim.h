@@ -69,12 +69,12 @@ typedef struct {
  * every operation; with a Python float lr they are float64. These helpers are those
  * expressions, either way. */
 #define GC_OPTIM_LR_SINGLE (GC_OPTIM_MAXH - 1)
-/* h[GC_OPTIM_LR_DOUBLE]: 1 when "lr" is a 0-d float64 ndarray (gradclip's form of a float64
- * Tensor lr), which meets a Tensor beta's float32 bias correction as a float64 tensor, where
- * a Python float would be converted to float32. h[GC_OPTIM_BETA1_KIND] and
+/* h[GC_OPTIM_LR_TENSOR]: 32 or 64 when "lr" is a 0-d float32/float64 ndarray (how Adam passes
+ * a Tensor lr beside Tensor betas: it divides their bias correction, where a number, Python
+ * float or NumPy scalar, multiplies its reciprocal), else 0. h[GC_OPTIM_BETA1_KIND] and
  * h[GC_OPTIM_BETA2_KIND]: 32 or 64 when "beta1"/"beta2" is a 0-d float32/float64 ndarray
  * (torch's Tensor betas, which only Adam takes), else 0. Only Adam reads the three. */
-#define GC_OPTIM_LR_DOUBLE (GC_OPTIM_MAXH - 2)
+#define GC_OPTIM_LR_TENSOR (GC_OPTIM_MAXH - 2)
 #define GC_OPTIM_BETA1_KIND (GC_OPTIM_MAXH - 3)
 #define GC_OPTIM_BETA2_KIND (GC_OPTIM_MAXH - 4)
 #define GC_OPTIM_SPEC_MAXH GC_OPTIM_BETA2_KIND /* slots before these are the specs' own */

@@ -41,15 +41,17 @@ static KERNEL(adam_scalars_) KERNEL(adam_scalars)(const gc_optim_options *o, con
     s.bc2_sqrt = (C)derived[ADAM_BC2_SQRT];
     s.eps = ALPHA(h[ADAM_EPS]); /* denom.add_(eps): a scalar added to a tensor */
     /* step_size = lr / bc1; value=-step_size. With a Tensor beta1, bc1 is a 0-d tensor of its
-     * dtype: a Python float lr divided by it is torch's Tensor.__rtruediv__, bc1.reciprocal()
-     * * lr, in bc1's dtype; a Tensor lr divides, in float32 if both are float32, else float64. */
+     * dtype: a number (Python float, NumPy scalar) divided by it is torch's
+     * Tensor.__rtruediv__, bc1.reciprocal() * lr, in bc1's dtype; a Tensor lr divides, in
+     * float32 if both are float32, else in float64. */
     const double lr = h[ADAM_LR];
+    const int lr_tensor = (int)h[GC_OPTIM_LR_TENSOR];
     double step_size;
     if (beta1_bits == 0)
         step_size = gc_lr_over(h, lr, bc1);
-    else if (!gc_lr_single(h) && h[GC_OPTIM_LR_DOUBLE] == 0.0)
+    else if (lr_tensor == 0)
         step_size = beta1_bits == 32 ? (double)((1.0f / (float)bc1) * (float)lr) : (1.0 / bc1) * lr;
-    else if (beta1_bits == 32 && gc_lr_single(h))
+    else if (beta1_bits == 32 && lr_tensor == 32)
         step_size = (double)((float)lr / (float)bc1);
     else
         step_size = lr / bc1;

@@ -431,7 +431,7 @@ static int parse_group(const gc_optim_spec *spec, PyObject *groups, Py_ssize_t g
         return -1;
     }
     PyObject *const *a = &PyTuple_GET_ITEM(group, 0);
-    options->h[GC_OPTIM_LR_SINGLE] = options->h[GC_OPTIM_LR_DOUBLE] = 0.0;
+    options->h[GC_OPTIM_LR_SINGLE] = options->h[GC_OPTIM_LR_TENSOR] = 0.0;
     options->h[GC_OPTIM_BETA1_KIND] = options->h[GC_OPTIM_BETA2_KIND] = 0.0;
     for (int k = 0; k < spec->nh; k++) {
         PyObject *value = a[spec->max_ops + spec->nscalars + k];
@@ -441,7 +441,7 @@ static int parse_group(const gc_optim_spec *spec, PyObject *groups, Py_ssize_t g
         const int bits = zero_d_float_bits(value);
         if (strcmp(name, "lr") == 0) {
             options->h[GC_OPTIM_LR_SINGLE] = PyArray_IsScalar(value, Float) || bits == 32;
-            options->h[GC_OPTIM_LR_DOUBLE] = bits == 64;
+            options->h[GC_OPTIM_LR_TENSOR] = bits;
         }
         else if (strcmp(name, "beta1") == 0) {
             options->h[GC_OPTIM_BETA1_KIND] = bits;

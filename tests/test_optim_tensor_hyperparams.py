@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from optim_parity import TORCH_HAS_FMA, check_clip_and_step, run_parity
+from test_optim_tensor_lr import _raises_like_torch
 
 from gradclip import Parameter, optim
 
@@ -45,22 +46,17 @@ def _as(kind, betas):
 
 
 def _lr(kind):
-    return LR if kind == "float" else torch.tensor(LR, dtype=kind)
+    """A float, a NumPy scalar (a number to torch: it multiplies bc1's reciprocal, as a float)
+    or a Tensor lr (it divides bc1)."""
+    if kind == "float":
+        return LR
+    if isinstance(kind, type):
+        return kind(LR)
+    return torch.tensor(LR, dtype=kind)
 
 
 def _params(dtype=np.float64):
     return [Parameter(np.ones((3, 4), dtype))], [torch.ones(3, 4, dtype=torch.float64)]
-
-
-def _raises_like_torch(name, kwargs, ours_kwargs=None):
-    ps, ts = _params()
-    with pytest.raises(Exception) as theirs:
-        getattr(torch.optim, name)(ts, **kwargs)
-    with pytest.raises(Exception) as ours:
-        getattr(optim, name)(ps, **(kwargs if ours_kwargs is None else ours_kwargs))
-    assert type(ours.value) is type(theirs.value)
-    assert str(ours.value) == str(theirs.value)
-    return str(ours.value)
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -110,15 +106,17 @@ def test_an_edited_group_is_checked_before_anything_moves():
     for call in (opt.step, lambda: opt.clip_and_step(1.0)):
         with pytest.raises(TypeError, match=r"param_groups\[0\]\['betas'\]\[0\]: a Tensor beta must be float32"):
             call()
-    opt.param_groups[0]["betas"] = (np.array([0.9, 0.9]), np.array(0.9))
-    with pytest.raises(ValueError, match=r"Tensor param_groups\[0\]\['betas'\]\[0\] must be 1-element"):
-        opt.step()
+    for betas in ((np.array([0.9, 0.9]), np.array(0.9)), (torch.tensor([0.9, 0.9]), torch.tensor(0.9))):
+        opt.param_groups[0]["betas"] = betas
+        with pytest.raises(ValueError, match=r"Tensor param_groups\[0\]\['betas'\]\[0\] must be 1-element"):
+            opt.step()
     np.testing.assert_array_equal(ps[0].data, before)
     assert float(opt.state[ps[0]]["step"]) == 1.0
 
 
 @needs_fma
-@pytest.mark.parametrize("lr", ["float", torch.float32, torch.float64], ids=["float lr", "float32 lr", "float64 lr"])
+@pytest.mark.parametrize("lr", ["float", torch.float32, torch.float64, np.float32, np.float64],
+                         ids=["float lr", "float32 lr", "float64 lr", "numpy float32 lr", "numpy float64 lr"])
 @pytest.mark.parametrize("kind", ["tensor", "ndarray"])
 @pytest.mark.parametrize("beta_dtype", [torch.float32, torch.float64], ids=["float32 betas", "float64 betas"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -129,6 +127,36 @@ def test_tensor_betas_bitwise(name, kwargs, dtype, beta_dtype, kind, lr):
     betas = _betas(beta_dtype)
     run_parity(name, {**kwargs, "betas": _as(kind, betas), "lr": _lr(lr)}, dtype, ulps=0, exact_sqrt=True, steps=12,
                torch_kwargs={"betas": betas, "lr": _lr(lr)})
+
+
+@needs_fma
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mixed_betas_after_an_edit_bitwise(dtype):
+    # A group edited to one float and one Tensor beta (as CyclicLR with cycle_momentum writes a
+    # float betas[0] over Tensor betas): torch computes each as what it is; so does gradclip.
+    from optim_parity import make_problem
+
+    arrays, tensors = make_problem(dtype)
+    opt = optim.Adam(list(arrays), lr=LR, betas=_betas(torch.float32))
+    topt = torch.optim.Adam(tensors, lr=LR, betas=_betas(torch.float32))
+    rng = np.random.default_rng(5)
+    for step in range(8):
+        if step == 3:
+            for o in (opt, topt):
+                o.param_groups[0]["betas"] = (0.85, o.param_groups[0]["betas"][1])
+        if step == 6:
+            for o in (opt, topt):
+                o.param_groups[0]["betas"] = (torch.tensor(0.8, dtype=torch.float64), 0.995)
+        grads = [rng.standard_normal(a.shape).astype(dtype) for a in arrays]
+        for t, g in zip(tensors, grads):
+            t.grad = torch.from_numpy(g.copy())
+        from optim_parity import correctly_rounded_sqrt
+
+        with correctly_rounded_sqrt():
+            topt.step()
+        opt.step(grads=grads)
+        for a, t in zip(arrays, tensors):
+            np.testing.assert_array_equal(a, t.detach().numpy(), err_msg=f"step {step}")
 
 
 @needs_fma
@@ -227,9 +255,11 @@ def test_sgd_tensor_weight_decay_errors():
     ts[0].grad = torch.ones(3, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="alpha"):
         topt.step()
-    for bad in (torch.tensor([WD]), np.array([WD]), torch.tensor(1)):
-        with pytest.raises(TypeError, match="weight_decay as a Tensor must be 0-d and of a float dtype"):
+    for bad in (torch.tensor([WD]), np.array([WD]), torch.tensor(True), np.array(1j)):
+        with pytest.raises(TypeError, match="weight_decay as a Tensor must be 0-d and real"):
             optim.SGD(ps, lr=0.1, weight_decay=bad)
+    for fine in (torch.tensor(1), np.array(0)):  # integers: torch's step reads them too
+        optim.SGD(ps, lr=0.1, weight_decay=fine)
     opt = optim.SGD(ps, lr=0.1, weight_decay=torch.tensor(WD))
     assert opt.param_groups[0]["weight_decay"].dtype == torch.float32  # kept, as torch keeps it
     ps[0].grad = np.ones((3, 4))

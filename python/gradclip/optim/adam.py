@@ -45,21 +45,36 @@ def _as_step(value: object) -> object:
 
 
 def _check_betas(betas: Any, what: str) -> None:
-    """A pair of real numbers or of Tensor betas (a torch tensor or ndarray of one element,
-    float32 or float64). A torch tensor of more elements is left to the range check, which
-    raises torch's own error for it, as in torch."""
+    """A pair of real numbers (Adamax's betas; Adam's, unless they are Tensors)."""
     try:
         n = len(betas)
     except TypeError:
         n = None
     if n != 2:
         raise TypeError(f"{what} must be a pair of floats, not {betas!r}")
+    _check_real(betas[0], f"{what}[0]")
+    _check_real(betas[1], f"{what}[1]")
+
+
+def _check_adam_betas(betas: Any, what: str, torch_sizes: bool = True) -> None:
+    """Adam's betas: a pair of real numbers or of Tensor betas (a torch tensor or ndarray of
+    one element, float32 or float64). The constructor passes ``torch_sizes=False``: a torch
+    tensor of more elements is then left to its range check, which raises torch's own error
+    for it, as in torch."""
+    try:
+        tensors = len(betas) == 2 and (_is_tensor_lr(betas[0]) or _is_tensor_lr(betas[1]))
+    except TypeError:
+        tensors = False
+    if not tensors:
+        _check_betas(betas, what)
+        return
     for i in (0, 1):
         beta, name = betas[i], f"{what}[{i}]"
         if not _is_tensor_lr(beta):
             _check_real(beta, name)
             continue
-        if isinstance(beta, np.ndarray) and beta.size != 1:
+        size = beta.numel() if _is_torch_tensor(beta) else beta.size
+        if (torch_sizes or isinstance(beta, np.ndarray)) and size != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
         if str(beta.dtype) not in ("float32", "float64", "torch.float32", "torch.float64"):
             raise TypeError(
@@ -160,7 +175,7 @@ class Adam(Optimizer):
         # message that does not say which argument, so it is named here first.
         if _is_tensor_lr(lr) and foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        _check_adam_family(lr, eps, betas, weight_decay, _check_betas)
+        _check_adam_family(lr, eps, betas, weight_decay, lambda b, w: _check_adam_betas(b, w, torch_sizes=False))
         tensors = (_is_tensor_lr(betas[0]), _is_tensor_lr(betas[1]))
         if not ((isinstance(betas[0], float) and isinstance(betas[1], float)) or all(tensors)):
             raise ValueError("betas must be either both floats or both Tensors")
@@ -211,7 +226,7 @@ class Adam(Optimizer):
         _check_lr(group["lr"], f"{where}['lr']")
         for key in ("eps", "weight_decay"):
             _check_real(group[key], f"{where}[{key!r}]")
-        _check_betas(group["betas"], f"{where}['betas']")
+        _check_adam_betas(group["betas"], f"{where}['betas']")
         for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
             _check_flag(group[key], f"{where}[{key!r}]")
 
@@ -256,12 +271,14 @@ class Adam(Optimizer):
                 beta1, beta2 = group["betas"]
                 lr = group["lr"]
                 if _is_tensor_lr(beta1) or _is_tensor_lr(beta2):
-                    _check_betas(group["betas"], "betas")  # an edited group: _explain names it
-                    # A float64 Tensor lr meets a Tensor beta's bias correction as a float64
-                    # tensor: the kernel is told by a 0-d float64 ndarray (gc_optim.h).
+                    _check_adam_betas(group["betas"], "betas")  # an edited group: _explain names it
+                if _is_tensor_lr(beta1):
+                    # A Tensor lr divides a Tensor beta's bias correction, where a number (a
+                    # float, a NumPy scalar) multiplies its reciprocal: the kernel is told by a
+                    # 0-d ndarray of the Tensor lr's dtype (gc_optim.h).
                     given = next(g["lr"] for g in self.param_groups if g["params"] is group["params"])
-                    if _is_tensor_lr(given) and np.dtype(np.asarray(lr).dtype) == np.float64:
-                        lr = np.array(lr, dtype=np.float64)
+                    if _is_tensor_lr(given) and isinstance(lr, (np.float32, np.float64)):
+                        lr = np.array(lr)
                 beta1, beta2 = _beta_scalar(beta1), _beta_scalar(beta2)
                 groups.append(
                     _functional.AdamGroup(

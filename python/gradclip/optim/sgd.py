@@ -30,10 +30,12 @@ def _check_weight_decay(value: Any, what: str) -> None:
     if not _is_tensor_lr(value):
         _check_real(value, what)
         return
-    if value.ndim != 0 or str(value.dtype).replace("torch.", "") not in ("float16", "float32", "float64", "bfloat16"):
+    name = str(value.dtype).replace("torch.", "")
+    real = name != "bool" and not name.startswith("complex")
+    if value.ndim != 0 or not real:
         raise TypeError(
-            f"{what} as a Tensor must be 0-d and of a float dtype (torch's step passes it as "
-            f"add(alpha=), which takes no other), not shape {tuple(value.shape)} and dtype {value.dtype}"
+            f"{what} as a Tensor must be 0-d and real (torch's step passes it as add(alpha=), "
+            f"which takes a number), not shape {tuple(value.shape)} and dtype {value.dtype}"
         )
 
 
