@@ -181,9 +181,10 @@ class Adam(Optimizer):
             raise ValueError("betas must be either both floats or both Tensors")
         for i in (0, 1):
             if tensors[i]:
+                beta: Any = betas[i]
                 if not capturable and foreach:
                     raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
-                if (betas[i].numel() if _is_torch_tensor(betas[i]) else betas[i].size) != 1:
+                if (beta.numel() if _is_torch_tensor(beta) else beta.size) != 1:
                     raise ValueError(f"Tensor betas[{i}] must be 1-element")
         betas = (_squeezed(betas[0]), _squeezed(betas[1]))
         _reject_unsupported(
@@ -269,7 +270,7 @@ class Adam(Optimizer):
                         if amsgrad:
                             state["max_exp_avg_sq"] = np.zeros_like(value)
                 beta1, beta2 = group["betas"]
-                lr = group["lr"]
+                lr: Any = group["lr"]
                 if _is_tensor_lr(beta1) or _is_tensor_lr(beta2):
                     _check_adam_betas(group["betas"], "betas")  # an edited group: _explain names it
                 if _is_tensor_lr(beta1):
@@ -277,7 +278,7 @@ class Adam(Optimizer):
                     # float, a NumPy scalar) multiplies its reciprocal: the kernel is told by a
                     # 0-d ndarray of the Tensor lr's dtype (gc_optim.h).
                     given = next(g["lr"] for g in self.param_groups if g["params"] is group["params"])
-                    if _is_tensor_lr(given) and isinstance(lr, (np.float32, np.float64)):
+                    if _is_tensor_lr(given) and isinstance(lr, np.generic):  # _lr_scalar: float32 or float64
                         lr = np.array(lr)
                 beta1, beta2 = _beta_scalar(beta1), _beta_scalar(beta2)
                 groups.append(
