@@ -95,8 +95,11 @@ def _beta_scalar(beta: Any) -> Any:
     its dtype (the C code then computes its scalar expressions in that dtype, as torch)."""
     if not _is_tensor_lr(beta):
         return float(beta)
-    dtype = np.float32 if str(beta.dtype) in ("float32", "torch.float32") else np.float64
-    return np.array(beta.item() if _is_torch_tensor(beta) else beta.reshape(()).item(), dtype=dtype)
+    name = str(beta.dtype).replace("torch.", "")
+    size = beta.numel() if _is_torch_tensor(beta) else beta.size
+    if name not in ("float32", "float64") or size != 1:
+        raise TypeError("betas")  # an edited group: _explain (_check_group) names the fault
+    return np.array(beta.item() if _is_torch_tensor(beta) else beta.reshape(()).item(), dtype=name)
 
 
 class Adam(Optimizer):
@@ -271,8 +274,6 @@ class Adam(Optimizer):
                             state["max_exp_avg_sq"] = np.zeros_like(value)
                 beta1, beta2 = group["betas"]
                 lr: Any = group["lr"]
-                if _is_tensor_lr(beta1) or _is_tensor_lr(beta2):
-                    _check_adam_betas(group["betas"], "betas")  # an edited group: _explain names it
                 if _is_tensor_lr(beta1):
                     # A Tensor lr divides a Tensor beta's bias correction, where a number (a
                     # float, a NumPy scalar) multiplies its reciprocal: the kernel is told by a
