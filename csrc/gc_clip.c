@@ -259,8 +259,18 @@ static ptrdiff_t total_size_of(void *ctx, size_t i)
 static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t stop, size_t k)
 {
     total_ctx *ctx = ctx_;
+    const gc_array *a = &ctx->arrays[i];
     if (start == 0)
         prefetch_ahead(ctx->arrays, ctx->n, i + 2);
+    if (ctx->defer && start == 0 && a->ndim == 1 && stop == a->shape[0] &&
+        a->strides[0] == (ptrdiff_t)gc_item_size(a->dtype)) {
+        /* A whole contiguous array of a deferred 2-norm (the many small arrays of a list):
+         * its sum straight from the kernel, which is what the general path's combinations
+         * with the identity (0 + sum, no low part) give. */
+        double lo;
+        ctx->norms[i] = gc_norm_run(a->dtype, a->data, 1, stop, ctx->norm, &lo);
+        return;
+    }
     const accumulation block = block_norm(&ctx->arrays[i], ctx->norm, start, stop);
     if (ctx->partials != NULL) {
         ctx->partials[k] = block;
