@@ -19,13 +19,14 @@
 #define GC_LANES_F16 32
 #define GC_MAX_LANES 32
 
-/* Long contiguous reads ask for the line GC_PREFETCH_AHEAD bytes ahead as they go: one core
- * then keeps more misses in flight than the hardware prefetcher alone, which matters for the
- * conversions of float32/float16 (more instructions per cache line than a plain sum): on the
- * README's machine a 256 MB float32 norm went from ~1.2 to ~1.1 times the time of torch's
- * float64 sum over the same bytes, float16 from ~1.4 to ~1.2. float64 (one instruction less per
- * element) was slower with it (~1.05 -> ~1.25) and goes without, as do short runs (in cache, or
- * the many small arrays of a list), where it would only fetch unrelated lines. */
+/* float16's explicit loops (below) ask for the line GC_PREFETCH_AHEAD bytes ahead as they go,
+ * on long contiguous runs: its conversions take more instructions per cache line, and on an
+ * older machine one core then kept more misses in flight than the hardware prefetcher alone
+ * (a 256 MB norm ~1.4 -> ~1.2 times torch's float64 sum). On an AVX-512 EPYC (Zen 4 class) it
+ * is a wash there (interleaved A/B, 1 and 2 threads: -3 % to +1 %). float32 and float64 go
+ * without: float64 was slower with it on both machines, and float32 lost 7-8 % on one core
+ * there (W1 10.9 vs 11.8 ms, W2 4.85 vs 5.27; 2 threads within 1 %), the case of a training
+ * loop, where BLAS's spinning threads leave gradclip one core. */
 #define GC_PREFETCH_AHEAD 4096
 #define GC_PREFETCH_MIN_BYTES 65536
 
@@ -34,16 +35,7 @@
 #define GC_LANE_LOOP(LANES, LOAD, x, inc, n, acc, ACC)                                                  \
     do {                                                                                       \
         ptrdiff_t i_ = 0;                                                                      \
-        if ((inc) == 1 && sizeof(*(x)) <= 4 && (size_t)(n) * sizeof(*(x)) >= GC_PREFETCH_MIN_BYTES) { \
-            for (; i_ + (LANES) <= (n); i_ += (LANES)) {                                     \
-                for (size_t l_ = 0; l_ < (LANES) * sizeof(*(x)); l_ += 64)                    \
-                    GC_PREFETCH((const char *)((x) + i_) + GC_PREFETCH_AHEAD + l_);            \
-                for (int j_ = 0; j_ < (LANES); j_++) {                                        \
-                    const double v = LOAD(x, i_ + j_);                                         \
-                    ACC((acc)[j_], v);                                                         \
-                }                                                                              \
-            }                                                                                  \
-        } else if ((inc) == 1) {                                                               \
+        if ((inc) == 1) {                                                                    \
             for (; i_ + (LANES) <= (n); i_ += (LANES))                                       \
                 for (int j_ = 0; j_ < (LANES); j_++) {                                        \
                     const double v = LOAD(x, i_ + j_);                                         \
