@@ -265,13 +265,15 @@ static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t st
     if (ctx->defer && start == 0 && a->ndim == 1 && stop == a->shape[0] &&
         a->strides[0] == (ptrdiff_t)gc_item_size(a->dtype)) {
         /* A whole contiguous array of a deferred 2-norm (the many small arrays of a list):
-         * its sum straight from the kernel, which is what the general path's combinations
-         * with the identity (0 + sum, no low part) give. */
+         * its sum straight from the kernel, skipping the block walk. The general path's two
+         * combinations with the identity (0 + sum, no low part) give the same bits; the
+         * threaded path, which takes the general one, is compared with it in
+         * tests/test_num_threads.py. */
         double lo;
         ctx->norms[i] = gc_norm_run(a->dtype, a->data, 1, stop, ctx->norm, &lo);
         return;
     }
-    const accumulation block = block_norm(&ctx->arrays[i], ctx->norm, start, stop);
+    const accumulation block = block_norm(a, ctx->norm, start, stop);
     if (ctx->partials != NULL) {
         ctx->partials[k] = block;
         return;
@@ -280,8 +282,8 @@ static void accumulate_block(void *ctx_, size_t i, ptrdiff_t start, ptrdiff_t st
     if (start == 0)
         ctx->running = acc_identity(ctx->norm);
     ctx->running = acc_combine(ctx->norm, ctx->running, block);
-    if (stop == array_size(&ctx->arrays[i]))
-        ctx->norms[i] = ctx->finish && !ctx->defer ? finish_array(&ctx->arrays[i], ctx->norm, ctx->running)
+    if (stop == array_size(a))
+        ctx->norms[i] = ctx->finish && !ctx->defer ? finish_array(a, ctx->norm, ctx->running)
                                                    : ctx->running.hi + ctx->running.lo;
 }
 

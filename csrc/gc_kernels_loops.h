@@ -20,13 +20,14 @@
 #define GC_MAX_LANES 32
 
 /* float16's explicit loops (below) ask for the line GC_PREFETCH_AHEAD bytes ahead as they go,
- * on long contiguous runs: its conversions take more instructions per cache line, and on an
- * older machine one core then kept more misses in flight than the hardware prefetcher alone
- * (a 256 MB norm ~1.4 -> ~1.2 times torch's float64 sum). On an AVX-512 EPYC (Zen 4 class) it
- * is a wash there (interleaved A/B, 1 and 2 threads: -3 % to +1 %). float32 and float64 go
- * without: float64 was slower with it on both machines, and float32 lost 7-8 % on one core
- * there (W1 10.9 vs 11.8 ms, W2 4.85 vs 5.27; 2 threads within 1 %), the case of a training
- * loop, where BLAS's spinning threads leave gradclip one core. */
+ * on long contiguous runs. Its conversions take more instructions per cache line, and on an
+ * older AVX2 machine one core then kept more misses in flight than the hardware prefetcher
+ * alone (a 256 MB norm ~1.4 -> ~1.2 times torch's float64 sum); on a later AVX-512 EPYC it made
+ * no clear difference for float16 (interleaved A/B, 1 and 2 threads: -3 % to +1 %). The float32
+ * and float64 loops go without it. float64 was slower with it on both machines. float32 gained
+ * on the older machine (~1.2 -> ~1.1) but lost 7-8 % on one core of the later one (W1 11.8 vs
+ * 10.9 ms, W2 5.27 vs 4.85; two threads within 1 %), and one core is what a training loop
+ * leaves gradclip beside BLAS's spinning threads. */
 #define GC_PREFETCH_AHEAD 4096
 #define GC_PREFETCH_MIN_BYTES 65536
 

@@ -45,6 +45,34 @@ def test_results_identical_for_any_thread_count(restore_threads):
             np.testing.assert_array_equal(a, b, strict=True)
 
 
+def test_small_array_norms_on_one_thread_match_the_threaded_path(restore_threads):
+    """On one thread a whole small contiguous array's 2-norm comes straight from the kernel; a
+    large array in the list makes the threaded call take the general block path for the same
+    small arrays. Their norms must agree bit for bit, edge values included."""
+    rng = np.random.default_rng(7)
+    small = [
+        rng.standard_normal(64).astype(np.float32),
+        rng.standard_normal(1),
+        rng.standard_normal(1000).astype(np.float16),
+        (rng.standard_normal(33) + 1j * rng.standard_normal(33)).astype(np.complex64),
+        rng.standard_normal((7, 9)),
+        rng.uniform(0.5, 2.0, 50) * 1e-200,  # squares underflow: rescued after the walk
+        np.array([1.0, np.nan, 2.0]),
+        np.array([np.inf, 1.0], dtype=np.float32),
+        np.zeros(5),
+        rng.standard_normal(1 << 16),  # exactly one block
+    ]
+    arrays = [rng.standard_normal(1_500_000)] + small
+    gradclip.set_num_threads(1)
+    one = gradclip.get_norms(arrays)
+    gradclip.set_num_threads(2)
+    two = gradclip.get_norms(arrays)
+    assert one.tobytes() == two.tobytes()
+    for a, got in zip(arrays, one):
+        if np.isfinite(a).all():
+            assert got == pytest.approx(np.linalg.norm(a.astype(np.complex128).ravel()), rel=1e-12)
+
+
 def test_array_listed_twice_scaled_twice_even_with_threads(restore_threads):
     gradclip.set_num_threads(4)
     g = np.full(2_000_000, 3.0)
