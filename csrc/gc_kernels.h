@@ -159,7 +159,8 @@ typedef struct {
     void (*clamp_run)(gc_dtype, void *, ptrdiff_t, ptrdiff_t, double, double);
 } gc_kernel_table;
 
-/* avx512: also use the few AVX-512 loops (the float16 norm), which the CPU must have. */
+/* avx512: also use the few AVX-512 loops (the float16 and float32 2-norms), which the CPU must
+ * have. */
 void gc_fill_kernel_table_base(gc_kernel_table *table, int avx512);
 void gc_fill_kernel_table_avx2(gc_kernel_table *table, int avx512);
 void gc_fill_kernel_table_avx512(gc_kernel_table *table, int avx512);

@@ -283,6 +283,70 @@ static void scale_f16_contiguous(gc_half *restrict x, ptrdiff_t n, float c)
 #define GC_HAVE_HALF_VECTORS 0
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* float32's contiguous 2-norm, explicitly: the same 16 lanes as the generic loop (element
+ * 16k + j goes to lane j, in order k), four groups of 16 per iteration, each load converted
+ * from memory and squared into its lane by a fused multiply-add (exact: a float's square has
+ * 48 significant bits, so fma rounds the lane's sum as the separate multiply and add do). The
+ * compiler's vectorisation of the generic loop spends twice the instructions per cache line (a
+ * load, a split, two conversions, two multiplies, two adds and the index arithmetic), so the
+ * out-of-order window holds fewer lines in flight; on one core of an AVX-512 EPYC that cost
+ * ~4 % (interleaved A/B of the two builds: W1 10.1 -> 9.7 ms, W2 5.02 -> 4.82 ms; OpenBLAS's
+ * sdot 9.35 and 4.72), and a third of the time on 1000 arrays of 64 (39 -> 34 us warm). The
+ * same for float64 (a multiply and an add, its square being rounded) measured within noise, so
+ * float64 keeps the generic loop. */
+#define GC_HAVE_F32_VECTORS 1
+#include <immintrin.h>
+
+static double finish_f32_lanes(const float *restrict x, ptrdiff_t i, ptrdiff_t n, double *lanes, const gc_norm *norm)
+{
+    for (; i + GC_LANES <= n; i += GC_LANES)
+        for (int j = 0; j < GC_LANES; j++)
+            lanes[j] += (double)x[i + j] * (double)x[i + j];
+    for (int j = 0; i < n; i++, j++)
+        lanes[j] += (double)x[i] * (double)x[i];
+    return merge_lanes(norm, lanes, GC_LANES);
+}
+
+static double sumsq_f32_contiguous(const float *restrict x, ptrdiff_t n, const gc_norm *norm)
+{
+    __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    ptrdiff_t i = 0;
+    for (; i + 4 * GC_LANES <= n; i += 4 * GC_LANES)
+        for (int g = 0; g < 4; g++)
+            for (int q = 0; q < 4; q++) {
+                const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + GC_LANES * g + 4 * q));
+                acc[q] = _mm256_fmadd_pd(v, v, acc[q]);
+            }
+    double lanes[GC_LANES];
+    for (int q = 0; q < 4; q++)
+        _mm256_storeu_pd(lanes + 4 * q, acc[q]);
+    return finish_f32_lanes(x, i, n, lanes, norm);
+}
+
+/* The same lanes in two AVX-512 registers. */
+__attribute__((target("avx512f,fma"))) static double sumsq_f32_contiguous_avx512(const float *restrict x, ptrdiff_t n,
+                                                                            const gc_norm *norm)
+{
+    __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    ptrdiff_t i = 0;
+    for (; i + 4 * GC_LANES <= n; i += 4 * GC_LANES)
+        for (int g = 0; g < 4; g++)
+            for (int q = 0; q < 2; q++) {
+                const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + GC_LANES * g + 8 * q));
+                acc[q] = _mm512_fmadd_pd(v, v, acc[q]);
+            }
+    double lanes[GC_LANES];
+    for (int q = 0; q < 2; q++)
+        _mm512_storeu_pd(lanes + 8 * q, acc[q]);
+    return finish_f32_lanes(x, i, n, lanes, norm);
+}
+
+static double (*sumsq_f32)(const float *restrict, ptrdiff_t, const gc_norm *) = sumsq_f32_contiguous;
+#else
+#define GC_HAVE_F32_VECTORS 0
+#endif
+
 static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo)
 {
     switch (dtype) {
@@ -296,6 +360,13 @@ static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n
 #endif
         return norm_run_f16(x, inc, n, norm, lo);
     case GC_FLOAT32:
+#if GC_HAVE_F32_VECTORS
+        if (inc == 1 && norm->kind == GC_NORM_TWO && norm->scale == 1.0) {
+            if (lo != NULL)
+                *lo = 0.0;
+            return sumsq_f32(x, n, norm);
+        }
+#endif
         return norm_run_f32(x, inc, n, norm, lo);
     case GC_FLOAT64:
         return norm_run_f64(x, inc, n, norm, lo);
@@ -465,9 +536,11 @@ void GC_ISA_NAME(gc_fill_kernel_table)(gc_kernel_table *table, int avx512)
 {
 #if GC_HAVE_HALF_VECTORS
     sumsq_f16 = avx512 ? sumsq_f16_contiguous_avx512 : sumsq_f16_contiguous;
-#else
-    (void)avx512;
 #endif
+#if GC_HAVE_F32_VECTORS
+    sumsq_f32 = avx512 ? sumsq_f32_contiguous_avx512 : sumsq_f32_contiguous;
+#endif
+    (void)avx512;
     table->norm_run = norm_run;
     table->scale_run = scale_run;
     table->clamp_run = clamp_run;
