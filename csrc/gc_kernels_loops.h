@@ -285,24 +285,23 @@ static void scale_f16_contiguous(gc_half *restrict x, ptrdiff_t n, float c)
 
 #if defined(__AVX2__) && defined(__FMA__)
 /* float32's contiguous 2-norm, explicitly: the same 16 lanes as the generic loop (element
- * 16k + j goes to lane j, in order k), four groups of 16 per iteration, each load converted
- * from memory and squared into its lane by a fused multiply-add (exact: a float's square has
- * 48 significant bits, so fma rounds the lane's sum as the separate multiply and add do). The
- * compiler's vectorisation of the generic loop spends twice the instructions per cache line (a
- * load, a split, two conversions, two multiplies, two adds and the index arithmetic), so the
- * out-of-order window holds fewer lines in flight; on one core of an AVX-512 EPYC that cost
- * ~4 % (interleaved A/B of the two builds: W1 10.1 -> 9.7 ms, W2 5.02 -> 4.82 ms; OpenBLAS's
- * sdot 9.35 and 4.72), and a third of the time on 1000 arrays of 64 (39 -> 34 us warm). The
- * same for float64 (a multiply and an add, its square being rounded) measured within noise, so
- * float64 keeps the generic loop. */
+ * 16k + j goes to lane j, in order k), four groups of 16 per iteration, then one group at a
+ * time, each load converted from memory and squared into its lane by a fused multiply-add
+ * (exact: a float's square has 48 significant bits, so fma rounds the lane's sum as the
+ * separate multiply and add do). GCC's vectorisation of the generic loop spends about twice
+ * the instructions per cache line of the AVX-512 loop (a load, a split, two conversions, two
+ * multiplies, two adds and the index arithmetic), so the out-of-order window holds fewer lines
+ * in flight; on one core of an AVX-512 EPYC that cost ~4 % (interleaved A/B of the two builds:
+ * W1 10.1 -> 9.7 ms, W2 5.02 -> 4.82 ms; OpenBLAS's sdot 9.35 and 4.72), and 13 % on 1000
+ * arrays of 64 (39 -> 34 us warm). The AVX2 loop is the same lanes in 256-bit registers, not
+ * timed on an AVX2-only machine. float64 the same way (a multiply and an add, its square being
+ * rounded) measured within noise, so float64 keeps the generic loop. */
 #define GC_HAVE_F32_VECTORS 1
 #include <immintrin.h>
 
+/* The last, partial group of 16 (fewer than 16 elements from i on). */
 static double finish_f32_lanes(const float *restrict x, ptrdiff_t i, ptrdiff_t n, double *lanes, const gc_norm *norm)
 {
-    for (; i + GC_LANES <= n; i += GC_LANES)
-        for (int j = 0; j < GC_LANES; j++)
-            lanes[j] += (double)x[i + j] * (double)x[i + j];
     for (int j = 0; i < n; i++, j++)
         lanes[j] += (double)x[i] * (double)x[i];
     return merge_lanes(norm, lanes, GC_LANES);
@@ -318,6 +317,11 @@ static double sumsq_f32_contiguous(const float *restrict x, ptrdiff_t n, const g
                 const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + GC_LANES * g + 4 * q));
                 acc[q] = _mm256_fmadd_pd(v, v, acc[q]);
             }
+    for (; i + GC_LANES <= n; i += GC_LANES)
+        for (int q = 0; q < 4; q++) {
+            const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * q));
+            acc[q] = _mm256_fmadd_pd(v, v, acc[q]);
+        }
     double lanes[GC_LANES];
     for (int q = 0; q < 4; q++)
         _mm256_storeu_pd(lanes + 4 * q, acc[q]);
@@ -336,6 +340,11 @@ __attribute__((target("avx512f,fma"))) static double sumsq_f32_contiguous_avx512
                 const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + GC_LANES * g + 8 * q));
                 acc[q] = _mm512_fmadd_pd(v, v, acc[q]);
             }
+    for (; i + GC_LANES <= n; i += GC_LANES)
+        for (int q = 0; q < 2; q++) {
+            const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * q));
+            acc[q] = _mm512_fmadd_pd(v, v, acc[q]);
+        }
     double lanes[GC_LANES];
     for (int q = 0; q < 2; q++)
         _mm512_storeu_pd(lanes + 8 * q, acc[q]);

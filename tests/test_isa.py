@@ -47,8 +47,11 @@ SCRIPT = textwrap.dedent(
     # Each array's sum of squares before the root, in float64: where a float32 or float16
     # total's final rounding would hide a difference in the lanes' order.
     for dtype in (np.float16, np.float32, np.float64):
-        for n in (1, 15, 16, 17, 63, 64, 65, 127, 1000, 65537, 300001):
-            x = (rng.standard_normal(n) * 100).astype(dtype)
+        # Every length up to 300 gives every tail after every number of whole groups; lanes
+        # of different magnitudes (a scale per lane) make a swap of lanes show in the sum.
+        for n in list(range(1, 301)) + [1000, 65537, 300001]:
+            lane_scale = 2.0 ** (np.arange(n) % 16 - 8)
+            x = (rng.standard_normal(n) * 100 * lane_scale).astype(dtype)
             digest.update(_C.array_norms([x, x[1:], x[::2]], 2.0, True)[0].tobytes())
     halves = np.arange(2**16, dtype=np.uint16).view(np.float16)
     for clip_value in (0.0, 6e-8, 1.5, 65504.0, float("inf")):
