@@ -356,25 +356,30 @@ static double (*sumsq_f32)(const float *restrict, ptrdiff_t, const gc_norm *) = 
 #define GC_HAVE_F32_VECTORS 0
 #endif
 
+/* Whether a run goes to the explicit float16/float32 loops above: a contiguous plain 2-norm,
+ * whose sum has no low part. */
+static inline int explicit_sumsq(ptrdiff_t inc, const gc_norm *norm, double *lo)
+{
+    if (inc != 1 || norm->kind != GC_NORM_TWO || norm->scale != 1.0)
+        return 0;
+    if (lo != NULL)
+        *lo = 0.0;
+    return 1;
+}
+
 static double norm_run(gc_dtype dtype, const void *x, ptrdiff_t inc, ptrdiff_t n, const gc_norm *norm, double *lo)
 {
     switch (dtype) {
     case GC_FLOAT16:
 #if GC_HAVE_HALF_VECTORS
-        if (inc == 1 && norm->kind == GC_NORM_TWO && norm->scale == 1.0) {
-            if (lo != NULL)
-                *lo = 0.0;
+        if (explicit_sumsq(inc, norm, lo))
             return sumsq_f16(x, n, norm);
-        }
 #endif
         return norm_run_f16(x, inc, n, norm, lo);
     case GC_FLOAT32:
 #if GC_HAVE_F32_VECTORS
-        if (inc == 1 && norm->kind == GC_NORM_TWO && norm->scale == 1.0) {
-            if (lo != NULL)
-                *lo = 0.0;
+        if (explicit_sumsq(inc, norm, lo))
             return sumsq_f32(x, n, norm);
-        }
 #endif
         return norm_run_f32(x, inc, n, norm, lo);
     case GC_FLOAT64:
