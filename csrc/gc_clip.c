@@ -7,6 +7,7 @@
 
 #include "gc_half.h"
 #include "gc_layout.h"
+#include "gc_scratch.h"
 
 static ptrdiff_t array_size(const gc_array *a)
 {
@@ -63,7 +64,7 @@ static int arrays_disjoint(const gc_array *arrays, size_t n)
 {
     if (n < 2)
         return 1;
-    const char **bounds = malloc(2 * n * sizeof *bounds);
+    const char **bounds = gc_scratch_alloc(2 * n * sizeof *bounds);
     if (bounds == NULL)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -84,7 +85,7 @@ static int arrays_disjoint(const gc_array *arrays, size_t n)
         bounds[n + i] = (hi == lo && array_size(a) == 0) ? lo : hi + gc_item_size(a->dtype);
     }
     const int disjoint = gc_ranges_disjoint(bounds, bounds + n, n) == 1;
-    free(bounds);
+    gc_scratch_free(bounds);
     return disjoint;
 }
 
@@ -318,7 +319,7 @@ void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, doubl
     /* Threads write one partial per block; the partials are combined below, in block order,
      * exactly as the sequential path combines them as it goes. */
     if (elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
-        ctx.partials = malloc(nblocks * sizeof *ctx.partials);
+        ctx.partials = gc_scratch_alloc(nblocks * sizeof *ctx.partials);
     ctx.defer = finish && ctx.partials == NULL && norm->kind == GC_NORM_TWO && norm->scale == 1.0;
     gc_for_each_block(n, total_size_of, ctx.partials != NULL, accumulate_block, &ctx);
     if (ctx.defer)
@@ -334,7 +335,7 @@ void gc_array_norms(const gc_array *arrays, size_t n, const gc_norm *norm, doubl
                 acc = acc_combine(norm, acc, ctx.partials[k++]);
             norms[i] = finish ? finish_array(&arrays[i], norm, acc) : acc.hi + acc.lo;
         }
-        free(ctx.partials);
+        gc_scratch_free(ctx.partials);
     }
 }
 

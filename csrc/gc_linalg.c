@@ -7,6 +7,7 @@
 #include "gc_half.h"
 #include "gc_layout.h"
 #include "gc_parallel.h"
+#include "gc_scratch.h"
 
 /* Accumulators: plain float64 for float16/float32 (exact products), (sum, compensation) for
  * float64. */
@@ -313,7 +314,7 @@ static void operand_extent(const gc_pair *p, int s, const char **lo, const char 
  * listed twice, or written by one pair and read by another, must be processed in list order. */
 static int pairs_disjoint(const gc_pair *pairs, size_t n)
 {
-    const char **bounds = malloc(4 * n * sizeof *bounds + 1);
+    const char **bounds = gc_scratch_alloc(4 * n * sizeof *bounds + 1);
     if (bounds == NULL)
         return 0;
     size_t m = 0;
@@ -329,7 +330,7 @@ static int pairs_disjoint(const gc_pair *pairs, size_t n)
         }
     }
     const int disjoint = gc_ranges_disjoint(lo, hi, m) == 1;
-    free(bounds);
+    gc_scratch_free(bounds);
     return disjoint;
 }
 
@@ -362,12 +363,12 @@ double gc_pairs_dot(const gc_pair *pairs, size_t n)
     /* Threads store one partial per block, combined below in block order, exactly as one
      * thread combines them as it goes (and as it does if there is no memory for them). */
     if (elements >= GC_PARALLEL_MIN && gc_get_num_threads() > 1)
-        job.partials = malloc(nblocks * sizeof *job.partials + 1);
+        job.partials = gc_scratch_alloc(nblocks * sizeof *job.partials + 1);
     gc_for_each_block(n, job_pair_size, job.partials != NULL, visit_block, &job);
     if (job.partials != NULL) {
         for (size_t k = 0; k < nblocks; k++)
             job.running = dot_combine(job.running, job.partials[k]);
-        free(job.partials);
+        gc_scratch_free(job.partials);
     }
     return job.running.sum + job.running.comp;
 }

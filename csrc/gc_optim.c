@@ -4,6 +4,7 @@
 
 #include "gc_layout.h"
 #include "gc_parallel.h"
+#include "gc_scratch.h"
 
 /* Set once by gc_select_isa at module start-up; read-only afterwards. */
 gc_optim_table gc_optim_kernels;
@@ -135,7 +136,7 @@ static int items_disjoint(const gc_optim_item *items, size_t n)
     size_t count = 0;
     for (size_t i = 0; i < n; i++)
         count += (size_t)items[i].nops;
-    const char **bounds = malloc(2 * count * sizeof *bounds);
+    const char **bounds = gc_scratch_alloc(2 * count * sizeof *bounds);
     if (bounds == NULL)
         return 0;
     size_t j = 0;
@@ -158,7 +159,7 @@ static int items_disjoint(const gc_optim_item *items, size_t n)
         }
     }
     const int disjoint = gc_ranges_disjoint(bounds, bounds + count, count) == 1;
-    free(bounds);
+    gc_scratch_free(bounds);
     return disjoint;
 }
 

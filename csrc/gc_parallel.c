@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "gc_scratch.h"
 
 /* The process-wide thread count, like torch.set_num_threads: read and written atomically. */
 static int num_threads = 1;
@@ -349,7 +350,7 @@ int gc_ranges_disjoint(const char *const *lo, const char *const *hi, size_t n)
 {
     if (n < 2)
         return 1;
-    byte_range *ranges = malloc(n * sizeof *ranges);
+    byte_range *ranges = gc_scratch_alloc(n * sizeof *ranges);
     if (ranges == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
@@ -360,7 +361,7 @@ int gc_ranges_disjoint(const char *const *lo, const char *const *hi, size_t n)
     int disjoint = 1;
     for (size_t i = 1; i < n && disjoint; i++)
         disjoint = ranges[i - 1].hi <= ranges[i].lo;
-    free(ranges);
+    gc_scratch_free(ranges);
     return disjoint;
 }
 
@@ -416,7 +417,7 @@ size_t gc_for_each_block_sized(size_t n, gc_size_fn size_of, ptrdiff_t block, si
         for (size_t i = 0; i < n; i++)
             elements += size_of(ctx, i);
         if (elements >= min_parallel)
-            first = malloc((n + 1) * sizeof *first);
+            first = gc_scratch_alloc((n + 1) * sizeof *first);
     }
     if (first == NULL) {
         /* One thread (or no memory for the plan): the same blocks, in order. */
@@ -434,6 +435,6 @@ size_t gc_for_each_block_sized(size_t n, gc_size_fn size_of, ptrdiff_t block, si
     const size_t total = first[n];
     block_job job = {first, n, block, size_of, visit, ctx};
     gc_parallel_for(total, grain, visit_range, &job);
-    free(first);
+    gc_scratch_free(first);
     return total;
 }

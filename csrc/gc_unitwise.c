@@ -6,6 +6,7 @@
 
 #include "gc_half.h"
 #include "gc_layout.h"
+#include "gc_scratch.h"
 
 size_t gc_unit_count(const gc_array *a, int split)
 {
@@ -229,7 +230,7 @@ static void sum_block_contiguous(const sums_ctx *ctx, size_t k, ptrdiff_t start,
     /* Long runs per example (the prefetchers follow four streams at a time): an accumulator
      * of SUM_RUN elements on the heap, in L2; SUM_CHUNK on the stack if that fails. */
     double small[SUM_CHUNK];
-    double *acc = malloc(SUM_RUN * sizeof *acc);
+    double *acc = gc_scratch_alloc(SUM_RUN * sizeof *acc);
     const ptrdiff_t chunk = acc != NULL ? SUM_RUN : SUM_CHUNK;
     if (acc == NULL)
         acc = small;
@@ -266,7 +267,7 @@ static void sum_block_contiguous(const sums_ctx *ctx, size_t k, ptrdiff_t start,
         }
     }
     if (acc != small)
-        free(acc);
+        gc_scratch_free(acc);
 }
 
 static void sum_block(void *ctx_, size_t k, ptrdiff_t start, ptrdiff_t stop, size_t block)

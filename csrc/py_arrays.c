@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gc_scratch.h"
 
 const char *glue_format_name(const arg_name *who, char *buf, size_t size)
 {
@@ -277,8 +278,8 @@ void glue_batch_release(batch *b)
         Py_DECREF(b->refs[i]);
     b->n = 0;
     Py_CLEAR(b->pins);
-    PyMem_Free(b->heap);
-    PyMem_Free(b->heap_dims);
+    gc_scratch_free(b->heap);
+    gc_scratch_free(b->heap_dims);
     b->heap = b->heap_dims = NULL;
 }
 
@@ -305,12 +306,12 @@ static int batch_reserve(batch *b, Py_ssize_t capacity)
         PyErr_NoMemory();
         return -1;
     }
-    char *heap = PyMem_Malloc((size_t)capacity * each);
+    char *heap = gc_scratch_alloc((size_t)capacity * each);
     /* Room for the shape and stride of as many contiguous (1-D) arrays. */
-    ptrdiff_t *dims = PyMem_Malloc((size_t)capacity * 2 * sizeof(ptrdiff_t));
+    ptrdiff_t *dims = gc_scratch_alloc((size_t)capacity * 2 * sizeof(ptrdiff_t));
     if (heap == NULL || dims == NULL) {
-        PyMem_Free(heap);
-        PyMem_Free(dims);
+        gc_scratch_free(heap);
+        gc_scratch_free(dims);
         PyErr_NoMemory();
         return -1;
     }
@@ -333,13 +334,13 @@ static int batch_reserve_dims(batch *b, int ndim)
     Py_ssize_t cap = b->dims_cap * 2;
     while (cap < need)
         cap *= 2;
-    ptrdiff_t *dims = PyMem_Malloc((size_t)cap * sizeof(ptrdiff_t));
+    ptrdiff_t *dims = gc_scratch_alloc((size_t)cap * sizeof(ptrdiff_t));
     if (dims == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     memcpy(dims, b->dims, (size_t)b->dims_used * sizeof(ptrdiff_t));
-    PyMem_Free(b->heap_dims);
+    gc_scratch_free(b->heap_dims);
     b->heap_dims = b->dims = dims;
     b->dims_cap = cap;
     return 0;

@@ -15,6 +15,7 @@
 #include "py_glue.h"
 
 #include <string.h>
+#include "gc_scratch.h"
 
 #include "gc_linalg.h"
 
@@ -36,7 +37,7 @@ static void pairs_release(pair_batch *b)
         for (Py_ssize_t i = 0; i < 2 * b->n; i++)
             Py_XDECREF(b->refs[i]);
     }
-    PyMem_Free(b->heap);
+    gc_scratch_free(b->heap);
     b->heap = NULL;
     b->refs = NULL;
 }
@@ -45,7 +46,7 @@ static void batch_done(pair_batch *b)
 {
     Py_CLEAR(b->flat);
     pairs_release(b);
-    PyMem_Free(b->dims);
+    gc_scratch_free(b->dims);
     b->dims = NULL;
 }
 
@@ -152,7 +153,7 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
     }
     /* refs: two per pair, plus `like` arrays (shapes of zero gradients) and the flat array. */
     const size_t nrefs = 2 * (size_t)n + (size_t)n + 1;
-    char *heap = PyMem_Calloc(1, nrefs * sizeof(PyObject *) + (size_t)n * sizeof(gc_pair) + 2 * (size_t)n + 1);
+    char *heap = gc_scratch_calloc(nrefs * sizeof(PyObject *) + (size_t)n * sizeof(gc_pair) + 2 * (size_t)n + 1);
     if (heap == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -213,7 +214,7 @@ static int collect_pairs(module_state *st, pair_batch *b, PyObject *side0, PyObj
             nd = PyArray_NDIM((PyArrayObject *)likes[i]);
         ndims += 3 * (Py_ssize_t)(nd + 1);
     }
-    dims = PyMem_Malloc((size_t)ndims * sizeof(ptrdiff_t) + 1);
+    dims = gc_scratch_alloc((size_t)ndims * sizeof(ptrdiff_t) + 1);
     if (dims == NULL) {
         PyErr_NoMemory();
         goto done;

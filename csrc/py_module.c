@@ -7,6 +7,7 @@
 
 #include "gc_optim.h"
 #include "gc_parallel.h"
+#include "gc_scratch.h"
 
 module_state *glue_state(PyObject *module)
 {
@@ -63,6 +64,15 @@ static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
 {
     (void)module;
     return set_switch(arg, gc_set_adaptive_threads);
+}
+
+/* _scratch() -> (blocks in use, bytes kept): the scratch blocks calls keep between them; for
+ * tests (nothing is in use between calls, whatever happened in them). */
+static PyObject *py_scratch(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("(in)", gc_scratch_in_use(), (Py_ssize_t)gc_scratch_kept_bytes());
 }
 
 /* Stores `value` (None: NULL) in one of the module state's object slots; `accepted` says
@@ -136,6 +146,7 @@ static PyMethodDef module_methods[] = {
     {"_set_adaptive_threads", py_set_adaptive_threads, METH_O, "_set_adaptive_threads(enabled)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
+    {"_scratch", py_scratch, METH_NOARGS, "_scratch() -> (blocks in use, bytes kept)"},
     {"_set_tensor_type", py_set_tensor_type, METH_O, "_set_tensor_type(type)"},
     {NULL, NULL, 0, NULL},
 };

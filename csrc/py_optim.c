@@ -3,6 +3,7 @@
 #include "py_glue.h"
 
 #include <string.h>
+#include "gc_scratch.h"
 
 #include "gc_optim.h"
 
@@ -32,7 +33,7 @@ static void optim_release(optim_batch *b)
         for (Py_ssize_t i = 0; i < b->n * GC_OPTIM_MAXOPS; i++)
             Py_XDECREF(b->refs[i]);
     }
-    PyMem_Free(b->heap);
+    gc_scratch_free(b->heap);
     b->heap = NULL;
     b->refs = NULL;
 }
@@ -223,7 +224,7 @@ static int optim_collect(optim_batch *b, const gc_optim_spec *spec, const optim_
     /* One allocation: items, references, then every operand's shape and strides. */
     const size_t bytes = (size_t)n * sizeof(gc_optim_item) + (size_t)n * GC_OPTIM_MAXOPS * sizeof(PyObject *) +
                          (size_t)ndims * sizeof(ptrdiff_t);
-    char *heap = PyMem_Calloc(1, bytes > 0 ? bytes : 1);
+    char *heap = gc_scratch_calloc(bytes);
     if (heap == NULL) {
         PyErr_NoMemory();
         return -1;

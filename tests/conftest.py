@@ -90,3 +90,14 @@ def pytest_sessionfinish(session, exitstatus):
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+
+
+@pytest.fixture(autouse=True)
+def _no_scratch_block_left_in_use():
+    """Every C call gives its scratch blocks back (csrc/gc_scratch.c), on success and on every
+    error path: after each test of the suite, none is still handed out."""
+    yield
+    from gradclip import _C
+
+    in_use, _ = _C._scratch()
+    assert in_use == 0, f"{in_use} scratch block(s) still in use after the test"
