@@ -62,12 +62,18 @@ void *gc_scratch_alloc(size_t bytes)
         size_t size = 4096;
         while (size < bytes)
             size *= 2;
-        free(__atomic_load_n(&s->block, __ATOMIC_RELAXED));
+        /* The new block is in the slot before the old one is freed: a slot never holds a
+         * freed pointer, which malloc could hand to someone whose gc_scratch_free would then
+         * match this slot (and a child forked meanwhile would keep it). */
         void *block = malloc(size);
+        if (block == NULL) {
+            release(s); /* keeps its block; the exact size may still be there */
+            return malloc(bytes);
+        }
+        void *old = __atomic_load_n(&s->block, __ATOMIC_RELAXED);
         __atomic_store_n(&s->block, block, __ATOMIC_RELAXED);
-        __atomic_store_n(&s->size, block != NULL ? size : 0, __ATOMIC_RELAXED);
-        if (block == NULL)
-            release(s);
+        __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+        free(old);
         return block;
     }
     return malloc(bytes);
