@@ -36,6 +36,7 @@ except ImportError:
 
 import cases  # noqa: E402
 import cases_optim  # noqa: E402
+import gradclip  # noqa: E402
 import harness  # noqa: E402
 import probe as stream  # noqa: E402
 
@@ -321,6 +322,9 @@ def memory_report(quick: bool, workloads: set[str]) -> list[dict]:
                 "workload": w, "impl": name, "n_arrays": case.n_arrays, "gradient_bytes": case.nbytes,
                 "tracemalloc_peak_bytes": traced if not name.startswith("torch") else None,
                 "rss_peak_delta_bytes": rss,
+                # gradclip's per-call tables come from scratch blocks kept between calls
+                # (csrc/gc_scratch.c), which tracemalloc does not see: what the process keeps.
+                "scratch_kept_bytes": gradclip._C._scratch()[1] if name == "gradclip" else None,
             })
         del case
         gc.collect(1)
@@ -329,8 +333,8 @@ def memory_report(quick: bool, workloads: set[str]) -> list[dict]:
 
 def memory_lines(rows: list[dict]) -> list[str]:
     lines = [
-        "| workload | arrays | gradients | implementation | tracemalloc peak | per array | peak RSS growth |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | arrays | gradients | implementation | tracemalloc peak | per array | peak RSS growth | scratch kept |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in rows:
         tm = m["tracemalloc_peak_bytes"]
@@ -338,7 +342,8 @@ def memory_lines(rows: list[dict]) -> list[str]:
             f"| {m['workload']} | {m['n_arrays']} | {fmt_bytes(m['gradient_bytes'])} | {m['impl']} | "
             f"{'— (not traced)' if tm is None else fmt_bytes(tm)} | "
             f"{'—' if tm is None else fmt_bytes(tm / m['n_arrays'])} | "
-            f"{'—' if m['rss_peak_delta_bytes'] is None else fmt_bytes(m['rss_peak_delta_bytes'])} |"
+            f"{'—' if m['rss_peak_delta_bytes'] is None else fmt_bytes(m['rss_peak_delta_bytes'])} | "
+            f"{'—' if m.get('scratch_kept_bytes') is None else fmt_bytes(m['scratch_kept_bytes'])} |"
         )
     return lines
 
