@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
 #include "gc_scratch.h"
 
 /* The process-wide thread count, like torch.set_num_threads: read and written atomically. */

@@ -25,8 +25,8 @@ void *gc_scratch_calloc(size_t bytes);
 /* Gives back a block from gc_scratch_alloc/calloc; NULL is ignored. */
 void gc_scratch_free(void *p);
 
-/* How many kept blocks are handed out right now, and how many bytes are kept (for tests: 0 in
- * use between calls means no call forgot to give a block back). */
+/* How many kept blocks are handed out right now, and how many bytes the slots not handed out
+ * keep (for tests, between calls: 0 in use means no call forgot to give a block back). */
 int gc_scratch_in_use(void);
 size_t gc_scratch_kept_bytes(void);
 

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include "gc_scratch.h"
 
 const char *glue_format_name(const arg_name *who, char *buf, size_t size)

@@ -15,9 +15,9 @@
 #include "py_glue.h"
 
 #include <string.h>
-#include "gc_scratch.h"
 
 #include "gc_linalg.h"
+#include "gc_scratch.h"
 
 enum { SIDE_WRITTEN = 1, SIDE_GRADS = 2 }; /* side flags */
 

@@ -3,9 +3,9 @@
 #include "py_glue.h"
 
 #include <string.h>
-#include "gc_scratch.h"
 
 #include "gc_optim.h"
+#include "gc_scratch.h"
 
 /* The operands of one optimizer call, over all parameter groups: for each parameter, up to
  * GC_OPTIM_MAXOPS arrays (parameter, gradient, state...) of one shape and dtype, and a pointer
