@@ -254,10 +254,25 @@ def clip_case(workload: str, op: str, dtype: str, quick: bool, on_tensors: bool 
     return case
 
 
-def training_loop(case: Case, quick: bool) -> Case:
+SHARED_CONTEXT = "after matmul, shared BLAS threads"
+
+
+def blas_sharing_available() -> bool:
+    """Whether gradclip.share_blas_threads works here (an OpenBLAS with the threads callback)."""
+    try:
+        gradclip.share_blas_threads(False)
+    except RuntimeError:
+        return False
+    return True
+
+
+def training_loop(case: Case, quick: bool, shared: bool = False) -> Case:
     """The same case inside a training loop: a matmul of a realistic size right before every
     timed call (NumPy's, so OpenBLAS, for gradclip and the NumPy loop; torch's for torch), whose
-    threads are still spinning when the call starts. Nobody waits for them to sleep."""
+    threads are still spinning when the call starts. Nobody waits for them to sleep. `shared`:
+    the row runs with gradclip.share_blas_threads() on (run.py turns it on for the row's rounds
+    only), so NumPy's matmuls run on gradclip's threads, for gradclip's samples and the NumPy
+    loop's alike; torch's matmul is not OpenBLAS's and does not change."""
     rng = np.random.default_rng(0)
     m, k, n = (64, 256, 256) if quick else (256, 1024, 1024)  # an LSTM layer's gates, batch 256
     a = rng.standard_normal((m, k), dtype=np.float32)
@@ -271,8 +286,11 @@ def training_loop(case: Case, quick: bool) -> Case:
     for name in case.impls:
         before[name] = torch_matmul if name.startswith("torch") else np_matmul
     case.before = before
-    case.context = "after matmul"
+    case.context = SHARED_CONTEXT if shared else "after matmul"
     case.notes.append(f"after matmul: a ({m}x{k}) @ ({k}x{n}) float32 matmul right before every timed call")
+    if shared:
+        case.notes.append("shared BLAS threads: gradclip.share_blas_threads() on during the row "
+                          "(NumPy's matmuls on gradclip's threads)")
     return case
 
 
@@ -298,6 +316,11 @@ def all_cases(quick: bool, workloads: set[str], ops: set[str] | None, issues: se
     for w in ("W1", "W2"):  # inside a training loop
         add("11", [(w, op, "float32", lambda w=w, op=op: training_loop(clip_case(w, op, "float32", quick), quick))
                    for op in clip_ops])
+    if blas_sharing_available():  # the same, with NumPy's matmuls on gradclip's threads
+        for w in ("W1", "W2"):
+            add("11", [(w, op, "float32",
+                        lambda w=w, op=op: training_loop(clip_case(w, op, "float32", quick), quick, shared=True))
+                       for op in clip_ops])
     issue11 = [SPEC_BY_LABEL[k] for k in ("SGD", "Adam", "AdamW")]
     for w, dtype in (("W2", "float32"), ("W3", "float32"), ("W4", "float64")):
         if w != "W2":  # W2's clipping rows are above, for every dtype

@@ -78,7 +78,14 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
     impls = dict(case.impls)
     if probe is not None and case.traffic is not None:
         impls.update(probe.kernels(case.traffic.read, case.traffic.rw))
-    timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds, before=case.before)
+    if case.context == cases.SHARED_CONTEXT:
+        gradclip.share_blas_threads(True)
+        time.sleep(0.3)  # OpenBLAS's own threads, spinning since the last row, go to sleep (~0.1 s)
+    try:
+        timings = harness.time_interleaved(impls, case.setup, budget, min_rounds, max_rounds, before=case.before)
+    finally:
+        if case.context == cases.SHARED_CONTEXT:
+            gradclip.share_blas_threads(False)
     med = {name: t.median for name, t in timings.items()}
     best = {name: t.best for name, t in timings.items()}
     probes = {name: best.pop(name) for name in list(best) if name.startswith("limit")}
@@ -221,7 +228,8 @@ def compact_lines(results: list[dict]) -> list[str]:
     lines = [head, "-" * len(head)]
     for r in results:
         dtype = {"float16": "f16", "float32": "f32", "float64": "f64"}.get(r["dtype"], r["dtype"])
-        suffix = f" {dtype}{' mm' if r['context'] != 'alone' else ''}"
+        context = {"alone": "", cases.SHARED_CONTEXT: " mm+s"}.get(r["context"], " mm")
+        suffix = f" {dtype}{context}"
         row = f"{r['workload']} {r['op']}"[:33 - len(suffix)] + suffix
         gc_cell = fmt_time(r["median_s"].get("gradclip"))
         torch_cell = _time_ratio(r, r["torch_fastest"]) if r["torch_fastest"] else (

@@ -92,7 +92,10 @@ static void run_on_new_threads(chunked_job *job, size_t nthreads)
  * training loop calls it every step: starting threads for each pass costs a thread creation
  * and a wake-up of the other core each time. Pool workers spin for GC_POOL_SPIN_NS after a job
  * (long enough to catch the next pass of the same call), then sleep on a condition variable, so
- * an idle pool costs nothing.
+ * an idle pool costs nothing. While the pool also runs OpenBLAS's parallel sections
+ * (gc_set_long_spin), workers spin GC_POOL_LONG_SPIN_NS, as OpenBLAS's own do: a matmul's jobs
+ * wait for each other, so a worker woken late (or woken onto the caller's core, which a
+ * worker that slept soon after a job often is) holds up the whole matmul, not only its share.
  *
  * A job is published by bumping the generation in `state`; workers join it by incrementing the
  * count of workers inside, which they can do only while the job is open and has room. The
@@ -101,6 +104,7 @@ static void run_on_new_threads(chunked_job *job, size_t nthreads)
  * (or a newer generation: the generation is part of the word it compares and swaps, so it can
  * never join a job it did not read). */
 #define GC_POOL_SPIN_NS 100000L
+#define GC_POOL_LONG_SPIN_NS 100000000L
 #define POOL_CLOSED (UINT64_C(1) << 31)
 #define POOL_INSIDE(s) ((s) & (POOL_CLOSED - 1))
 #define POOL_GENERATION(s) ((s) >> 32)
@@ -117,7 +121,9 @@ static struct {
     int enabled;         /* atomic */
     int awake;           /* atomic: workers not sleeping on `wake` (working or spinning) */
     int adaptive;        /* atomic: use only the cores that look idle (see cores_given); off */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1, 0, 0};
+    long worker_spin_ns; /* atomic: how long a worker spins after a job before it sleeps */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 1, 0, 0,
+          GC_POOL_SPIN_NS};
 
 static long elapsed_ns(const struct timespec *since)
 {
@@ -136,17 +142,18 @@ static inline void cpu_relax(void)
 /* Waits until `ready(arg)` holds: spinning for a while, then on `cond`. */
 static void wait_for(int (*ready)(void *), void *arg, pthread_cond_t *cond)
 {
+    const int worker = cond == &pool.wake;
+    const long spin_ns = worker ? __atomic_load_n(&pool.worker_spin_ns, __ATOMIC_RELAXED) : GC_POOL_SPIN_NS;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (unsigned spins = 0;; spins++) {
         if (ready(arg))
             return;
         cpu_relax();
-        if ((spins & 255) == 255 && elapsed_ns(&start) > GC_POOL_SPIN_NS)
+        if ((spins & 255) == 255 && elapsed_ns(&start) > spin_ns)
             break;
     }
     pthread_mutex_lock(&pool.lock);
-    const int worker = cond == &pool.wake;
     if (worker)
         __atomic_sub_fetch(&pool.awake, 1, __ATOMIC_RELAXED);
     while (!ready(arg))
@@ -250,13 +257,15 @@ void gc_set_adaptive_threads(int enabled)
     __atomic_store_n(&pool.adaptive, enabled != 0, __ATOMIC_RELAXED);
 }
 
-/* Runs the job on the pool with up to nthreads threads (the caller included). Returns 0 if the
- * pool is taken by another thread or disabled, without running anything. */
-static int run_on_pool(chunked_job *job, size_t nthreads)
+/* Runs the job on the pool with up to nthreads threads (the caller included; exactly nthreads
+ * room if `exact`, else fewer in the adaptive mode). Returns 0 if the pool is taken by another
+ * thread or disabled, without running anything. */
+static int run_on_pool(chunked_job *job, size_t nthreads, int exact)
 {
     if (!__atomic_load_n(&pool.enabled, __ATOMIC_RELAXED) || __atomic_exchange_n(&pool.busy, 1, __ATOMIC_ACQUIRE))
         return 0;
-    if (__atomic_load_n(&pool.adaptive, __ATOMIC_RELAXED))
+    const int adaptive = !exact && __atomic_load_n(&pool.adaptive, __ATOMIC_RELAXED);
+    if (adaptive)
         nthreads = cores_given(nthreads);
     if (nthreads <= 1) {
         run_chunks(job);
@@ -289,7 +298,7 @@ static int run_on_pool(chunked_job *job, size_t nthreads)
     const uint64_t s = __atomic_fetch_or(&pool.state, POOL_CLOSED, __ATOMIC_ACQ_REL);
     if (POOL_INSIDE(s) > 0)
         wait_for(workers_left, NULL, &pool.done);
-    if (__atomic_load_n(&pool.adaptive, __ATOMIC_RELAXED))
+    if (adaptive)
         idle_at_last_end = idle_cpus();
     __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
     return 1;
@@ -314,6 +323,11 @@ static void install_fork_handler(void)
     pthread_atfork(NULL, NULL, pool_after_fork_in_child);
 }
 
+void gc_set_long_spin(int enabled)
+{
+    __atomic_store_n(&pool.worker_spin_ns, enabled ? GC_POOL_LONG_SPIN_NS : GC_POOL_SPIN_NS, __ATOMIC_RELAXED);
+}
+
 void gc_set_thread_pool(int enabled)
 {
     __atomic_store_n(&pool.enabled, enabled != 0, __ATOMIC_RELAXED);
@@ -333,7 +347,33 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
     }
     chunked_job job = {fn, ctx, ntasks, grain, 0};
     pthread_once(&fork_handler_once, install_fork_handler);
-    if (!run_on_pool(&job, nthreads))
+    if (!run_on_pool(&job, nthreads, 0))
+        run_on_new_threads(&job, nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Jobs that must run side by side (another library's parallel section)                     */
+
+/* Job i of such a set may wait for job j's progress (OpenBLAS's threaded GEMM does), so every
+ * job needs a thread of its own while the others run. The shared counter gives that when the
+ * threads number at least the jobs: a thread takes a job only when it is free, a thread inside
+ * a job never takes another, and the job stays open (the caller is inside job 0) until every
+ * job is taken. So the pool runs the set with room for njobs - 1 workers, whatever the thread
+ * count or the adaptive mode says; if the pool is in use, new threads run it. (If threads
+ * cannot be started, fewer run the jobs, as OpenBLAS's own pool would then have.) */
+void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx)
+{
+    if (njobs == 0)
+        return;
+    if (njobs == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    /* More jobs than threads can be had only from a library built for more than 64 threads. */
+    const size_t nthreads = njobs < GC_MAX_THREADS ? njobs : GC_MAX_THREADS;
+    chunked_job job = {fn, ctx, njobs, 1, 0};
+    pthread_once(&fork_handler_once, install_fork_handler);
+    if (!run_on_pool(&job, nthreads, 1))
         run_on_new_threads(&job, nthreads);
 }
 

@@ -24,6 +24,16 @@ void gc_init_num_threads(const char *env_value);
 typedef void (*gc_range_fn)(void *ctx, size_t begin, size_t end);
 void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
 
+/* Runs fn(ctx, i, i + 1) for every i in [0, njobs), each job on a thread of its own while the
+ * others run (jobs may wait for each other's progress): the pool's workers with the calling
+ * thread, or new threads if the pool is in use. For another library's parallel sections
+ * (gc_blas.c); ignores the thread count and the adaptive mode. */
+void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx);
+
+/* Whether pool workers spin ~0.1 s after a job before they sleep, as OpenBLAS's do (while the
+ * pool runs OpenBLAS's sections), or 0.1 ms (the default). */
+void gc_set_long_spin(int enabled);
+
 /* Whether gc_parallel_for uses the process's persistent worker threads (the default) or starts
  * threads for each call (as it does anyway when another thread is using the pool). */
 void gc_set_thread_pool(int enabled);

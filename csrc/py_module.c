@@ -2,9 +2,11 @@
 #define PY_GLUE_IMPORTS_NUMPY
 #include "py_glue.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gc_blas.h"
 #include "gc_optim.h"
 #include "gc_parallel.h"
 #include "gc_scratch.h"
@@ -64,6 +66,23 @@ static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
 {
     (void)module;
     return set_switch(arg, gc_set_adaptive_threads);
+}
+
+/* _blas_threads_callback() -> int: the address of gc_blas_threads_callback, for
+ * gradclip.share_blas_threads to hand to OpenBLAS's openblas_set_threads_callback_function. */
+static PyObject *py_blas_threads_callback(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromVoidPtr((void *)(uintptr_t)gc_blas_threads_callback);
+}
+
+/* _set_long_spin(enabled) -> None: pool workers spin ~0.1 s after a job (while they run
+ * OpenBLAS's sections: gradclip.share_blas_threads) or 0.1 ms (the default). */
+static PyObject *py_set_long_spin(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    return set_switch(arg, gc_set_long_spin);
 }
 
 /* _scratch() -> (blocks in use, bytes kept): the scratch blocks calls keep between them; for
@@ -146,6 +165,8 @@ static PyMethodDef module_methods[] = {
     {"_set_adaptive_threads", py_set_adaptive_threads, METH_O, "_set_adaptive_threads(enabled)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
+    {"_set_long_spin", py_set_long_spin, METH_O, "_set_long_spin(enabled)"},
+    {"_blas_threads_callback", py_blas_threads_callback, METH_NOARGS, "_blas_threads_callback() -> int"},
     {"_scratch", py_scratch, METH_NOARGS, "_scratch() -> (blocks in use, bytes kept)"},
     {"_set_tensor_type", py_set_tensor_type, METH_O, "_set_tensor_type(type)"},
     {NULL, NULL, 0, NULL},

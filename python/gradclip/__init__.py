@@ -24,7 +24,7 @@ from ._adaptive import AGC, AutoClip, ZClip, adaptive_clip_grad_
 from ._clipinfo import ClipInfo, get_norms
 from ._parameter import Parameter
 from ._per_example import clip_per_example_and_sum
-from ._threads import get_num_threads, set_num_threads
+from ._threads import get_num_threads, set_num_threads, share_blas_threads
 from . import _C, _interop, nn, optim
 
 # torch tensors and other DLPack arrays as gradients: the C layer calls this for any item that
@@ -53,5 +53,6 @@ __all__ = [
     "optim",
     "parameters_to_vector",
     "set_num_threads",
+    "share_blas_threads",
     "vector_to_parameters",
 ]

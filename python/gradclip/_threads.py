@@ -1,8 +1,11 @@
 """The number of threads gradclip's kernels use on large inputs."""
 
+import ctypes
+import os
+
 from . import _C
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "share_blas_threads"]
 
 
 def get_num_threads() -> int:
@@ -28,3 +31,98 @@ def set_num_threads(n: int) -> None:
         Between 1 and 64.
     """
     _C.set_num_threads(n)
+
+
+# The setter's name in each OpenBLAS build: the plain library, its 64-bit-integer build, and
+# the scipy-openblas builds that NumPy and SciPy wheels bundle (prefix scipy_, suffix 64_).
+_SETTERS = (
+    "openblas_set_threads_callback_function",
+    "openblas_set_threads_callback_function64_",
+    "scipy_openblas_set_threads_callback_function",
+    "scipy_openblas_set_threads_callback_function64_",
+)
+
+
+def _loaded_openblas() -> list[str]:
+    """Paths of the OpenBLAS libraries loaded in this process (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        path = line.split(None, 5)[5] if len(line.split(None, 5)) == 6 else ""
+        name = os.path.basename(path).lower()
+        if "openblas" in name and ".so" in name and path not in paths:
+            paths.append(path)
+    return paths
+
+
+def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
+    """Run OpenBLAS's parallel sections (NumPy's matmuls) on gradclip's threads, or on
+    OpenBLAS's own again (``enabled=False``).
+
+    A NumPy training loop multiplies matrices right before it clips, and OpenBLAS's worker
+    threads keep spinning on their cores for about 0.1 s after every call. The clipping that
+    follows then shares a core with a thread doing nothing, and a memory-bound call on two
+    cores runs at one core's speed. Shared, the matmul's jobs run on gradclip's worker threads
+    (and the calling thread), which spin only 0.1 ms after a job and then sleep, so the
+    clipping gets every core. The matmul's results do not change: OpenBLAS cuts the work as
+    before and each job computes the same part; only the thread that runs a job changes.
+
+    Process-wide, for every OpenBLAS loaded in the process (NumPy's, SciPy's) that has
+    ``openblas_set_threads_callback_function`` (OpenBLAS 0.3.27 and later, NumPy >= 2.1
+    wheels). Parallel sections then run one at a time, as OpenBLAS runs its level-3 calls.
+
+    Parameters
+    ----------
+    enabled : bool
+        True to share gradclip's threads, False to give OpenBLAS its own threads back.
+
+    Returns
+    -------
+    tuple of str
+        The paths of the libraries whose threading was changed.
+
+    Raises
+    ------
+    RuntimeError
+        If no loaded OpenBLAS has the callback (an older OpenBLAS, another BLAS such as MKL,
+        or a platform without ``/proc/self/maps``).
+    """
+    import numpy  # noqa: F401  (loads NumPy's OpenBLAS if nothing has yet)
+
+    callback = ctypes.c_void_p(_C._blas_threads_callback() if enabled else None)
+    changed = []
+    for path in _loaded_openblas():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter.argtypes = [ctypes.c_void_p]
+                setter.restype = None
+                setter(callback)
+                changed.append(path)
+                break
+    if changed:
+        _C._set_long_spin(enabled)
+    else:
+        raise RuntimeError(
+            "no OpenBLAS with openblas_set_threads_callback_function (0.3.27 or later) is "
+            "loaded in this process; NumPy's BLAS is "
+            f"{_blas_name()}"
+        )
+    return tuple(changed)
+
+
+def _blas_name() -> str:
+    import numpy
+
+    try:
+        return str(numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"])
+    except Exception:  # noqa: BLE001  (only for the message)
+        return "unknown"

@@ -99,4 +99,10 @@ for optimizer in (
 
 gradclip.set_num_threads(1)
 threads: int = gradclip.get_num_threads()
+
+
+def give_blas_its_threads_back() -> tuple[str, ...]:  # type-checked, not run (needs OpenBLAS >= 0.3.27)
+    return gradclip.share_blas_threads(False)
+
+
 print(f"ok {total:.3f} {float(norm):.3f} {threads}")
