@@ -19,22 +19,29 @@ static void run_jobs(void *ctx, size_t begin, size_t end)
         jobs->dojob((int)i, jobs->jobdata + i * jobs->elsize, jobs->dojob_data);
 }
 
-/* One parallel section at a time. OpenBLAS gives job i its per-thread buffer i (the job index
- * is the thread number it is told), which its own pool never hands to two sections at once;
- * two Python threads calling BLAS together would otherwise share them. (OpenBLAS already runs
- * one level-3 call at a time.) A child process has none of the parent's threads, so it starts
- * with the lock free. */
+/* One parallel section at a time. OpenBLAS gives job i its per-thread buffer i and status
+ * slot i (the job index is the thread number it is told), which its own pool never hands to
+ * two sections at once; two Python threads calling BLAS together would otherwise share them.
+ *
+ * fork() waits for a running section to end: OpenBLAS's own handler, which runs after this
+ * one (handlers run in the reverse order of their registration, and OpenBLAS registers at
+ * load), frees the per-thread buffers the section's jobs would still be using. */
 static pthread_mutex_t one_section = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
 
-static void unlock_in_child(void)
+static void lock_before_fork(void)
 {
-    pthread_mutex_init(&one_section, NULL);
+    pthread_mutex_lock(&one_section);
+}
+
+static void unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&one_section);
 }
 
 static void install_fork_handler(void)
 {
-    pthread_atfork(NULL, NULL, unlock_in_child);
+    pthread_atfork(lock_before_fork, unlock_after_fork, unlock_after_fork);
 }
 
 void gc_blas_threads_callback(int sync, gc_blas_dojob dojob, int numjobs, size_t jobdata_elsize, void *jobdata,

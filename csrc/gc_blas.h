@@ -2,9 +2,14 @@
  *
  * OpenBLAS (0.3.27 and later) lets a program run its parallel sections on threads of its own:
  * openblas_set_threads_callback_function(cb). gc_blas_threads_callback is such a callback.
- * Installed, a matmul's jobs run on gradclip's pool, whose workers spin 0.1 ms after a job and
- * then sleep, instead of on OpenBLAS's, which spin for ~0.1 s after every call and so take a
- * core from the gradient clipping that follows a matmul in a training loop. */
+ * Installed, a matmul's jobs run on gradclip's pool instead of OpenBLAS's. Both kinds of worker
+ * spin for ~0.1 s after a job (gc_set_long_spin), but OpenBLAS's spin on a core that the
+ * gradient clipping after a matmul then cannot use, while gradclip's join the clipping.
+ *
+ * Not covered: OpenBLAS's LU (getrf_parallel) hands work to its own threads directly, without
+ * the callback, and those use the same per-thread buffers and status slots by index. So LU in
+ * one thread while a shared section runs in another would share them (gradclip's README says
+ * so). One thread calling both, one after the other, is safe (tested). */
 #ifndef GC_BLAS_H
 #define GC_BLAS_H
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -287,6 +288,10 @@ static int run_on_pool(chunked_job *job, size_t nthreads, int exact)
         pool.nworkers++;
         __atomic_add_fetch(&pool.awake, 1, __ATOMIC_RELAXED);
     }
+    if (exact && (size_t)pool.nworkers + 1 < nthreads) { /* jobs that wait for each other need them all */
+        __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
     pool.job = job;
     __atomic_store_n(&pool.room, nthreads - 1, __ATOMIC_RELAXED);
     __atomic_store_n(&pool.state, generation << 32, __ATOMIC_RELEASE);
@@ -357,10 +362,33 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
 /* Job i of such a set may wait for job j's progress (OpenBLAS's threaded GEMM does), so every
  * job needs a thread of its own while the others run. The shared counter gives that when the
  * threads number at least the jobs: a thread takes a job only when it is free, a thread inside
- * a job never takes another, and the job stays open (the caller is inside job 0) until every
+ * a job never takes another, and the job stays open (the caller is inside a job) until every
  * job is taken. So the pool runs the set with room for njobs - 1 workers, whatever the thread
- * count or the adaptive mode says; if the pool is in use, new threads run it. (If threads
- * cannot be started, fewer run the jobs, as OpenBLAS's own pool would then have.) */
+ * count or the adaptive mode says, and only if it has them all; else (the pool in use, or a
+ * worker that could not start) njobs - 1 new threads run it with the caller. Fewer threads
+ * than jobs would wait forever: a set whose threads cannot all be started ends the process
+ * with a message, as OpenBLAS does when it cannot start its own. */
+static void run_side_by_side_on_new_threads(chunked_job *job, size_t njobs)
+{
+    pthread_t *threads = malloc((njobs - 1) * sizeof *threads);
+    size_t started = 0;
+    while (threads != NULL && started < njobs - 1 &&
+           pthread_create(&threads[started], NULL, run_chunks_thread, job) == 0)
+        started++;
+    if (started < njobs - 1) {
+        fprintf(stderr,
+                "gradclip: could not start %zu threads for a parallel section of OpenBLAS "
+                "(gradclip.share_blas_threads); a section with fewer threads than jobs would "
+                "never finish. Lower OPENBLAS_NUM_THREADS or do not share the threads.\n",
+                njobs - 1);
+        abort();
+    }
+    run_chunks(job);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(threads[t], NULL);
+    free(threads);
+}
+
 void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx)
 {
     if (njobs == 0)
@@ -369,12 +397,10 @@ void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx)
         fn(ctx, 0, 1);
         return;
     }
-    /* More jobs than threads can be had only from a library built for more than 64 threads. */
-    const size_t nthreads = njobs < GC_MAX_THREADS ? njobs : GC_MAX_THREADS;
     chunked_job job = {fn, ctx, njobs, 1, 0};
     pthread_once(&fork_handler_once, install_fork_handler);
-    if (!run_on_pool(&job, nthreads, 1))
-        run_on_new_threads(&job, nthreads);
+    if (njobs > GC_MAX_THREADS || !run_on_pool(&job, njobs, 1))
+        run_side_by_side_on_new_threads(&job, njobs);
 }
 
 typedef struct {

@@ -2,6 +2,7 @@
 
 import ctypes
 import os
+import warnings
 
 from . import _C
 
@@ -52,7 +53,8 @@ def _loaded_openblas() -> list[str]:
         return []
     paths = []
     for line in lines:
-        path = line.split(None, 5)[5] if len(line.split(None, 5)) == 6 else ""
+        fields = line.split(None, 5)  # address perms offset dev inode path (which may hold spaces)
+        path = fields[5] if len(fields) == 6 else ""
         name = os.path.basename(path).lower()
         if "openblas" in name and ".so" in name and path not in paths:
             paths.append(path)
@@ -67,13 +69,20 @@ def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
     threads keep spinning on their cores for about 0.1 s after every call. The clipping that
     follows then shares a core with a thread doing nothing, and a memory-bound call on two
     cores runs at one core's speed. Shared, the matmul's jobs run on gradclip's worker threads
-    (and the calling thread), which spin only 0.1 ms after a job and then sleep, so the
-    clipping gets every core. The matmul's results do not change: OpenBLAS cuts the work as
-    before and each job computes the same part; only the thread that runs a job changes.
+    (and the calling thread). They too spin ~0.1 s after a job (0.1 ms when not shared), but
+    the clipping call takes the spinning worker and so gets every core. The matmul's results
+    do not change: OpenBLAS cuts the work as before and each job computes the same part; only
+    the thread that runs a job changes.
 
     Process-wide, for every OpenBLAS loaded in the process (NumPy's, SciPy's) that has
     ``openblas_set_threads_callback_function`` (OpenBLAS 0.3.27 and later, NumPy >= 2.1
-    wheels). Parallel sections then run one at a time, as OpenBLAS runs its level-3 calls.
+    wheels); a loaded OpenBLAS without it keeps its own threads (a ``RuntimeWarning`` names
+    it). Shared sections run one at a time.
+
+    Call it while no other thread is calling BLAS (at start-up), and do not run OpenBLAS's LU
+    (``np.linalg.solve``, ``inv``, ``det``, ...) in one thread while another calls BLAS:
+    OpenBLAS hands LU's parallel work to its own threads directly, and those use the same
+    per-thread buffers as the shared sections. One thread calling both is safe.
 
     Parameters
     ----------
@@ -94,22 +103,29 @@ def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
     import numpy  # noqa: F401  (loads NumPy's OpenBLAS if nothing has yet)
 
     callback = ctypes.c_void_p(_C._blas_threads_callback() if enabled else None)
-    changed = []
+    changed, without = [], []
     for path in _loaded_openblas():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in _SETTERS:
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_void_p]
-                setter.restype = None
-                setter(callback)
-                changed.append(path)
-                break
+        setter = next((getattr(lib, name) for name in _SETTERS if hasattr(lib, name)), None)
+        if setter is None:
+            without.append(path)
+            continue
+        setter.argtypes = [ctypes.c_void_p]
+        setter.restype = None
+        setter(callback)
+        changed.append(path)
     if changed:
         _C._set_long_spin(enabled)
+        if without and enabled:
+            warnings.warn(
+                "these OpenBLAS libraries have no openblas_set_threads_callback_function and keep "
+                f"their own threads: {', '.join(without)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     else:
         raise RuntimeError(
             "no OpenBLAS with openblas_set_threads_callback_function (0.3.27 or later) is "
