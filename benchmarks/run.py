@@ -129,6 +129,11 @@ def run_case(case: cases.Case, probe: stream.StreamProbe | None, budget: float, 
         "limit_probe_median_over_best": probe_noise if probe is not None and probe.kind == "memory" else {},
         "limit_kind": None if probe is None else probe.kind,
         "limit_ratio": (gc_time / limit) if (gc_time and limit) else None,
+        # The same against the probes' medians in these rounds: how gradclip streams next to a
+        # loop that does nothing but stream, under the same disturbance.
+        "limit_ratio_probe_median": (
+            gc_time / sum(t * probe_noise[name] for name, t in probes.items())
+            if (gc_time and limit and probe is not None and probe.kind == "memory") else None),
         "gradclip_spread": timings["gradclip"].spread if "gradclip" in timings else None,
         "notes": case.notes,
     }
@@ -244,7 +249,8 @@ def compact_lines(results: list[dict]) -> list[str]:
 def table_lines(results: list[dict]) -> list[str]:
     """The wide Markdown table: every implementation, spreads, probes, targets in full."""
     used = [c for c in COLUMNS if any(c in r["median_s"] or c in r["unavailable"] for r in results)]
-    head = ["workload", "operation", "dtype", "context", "gradclip", "spread", *used, "limit (gc/limit)", "targets"]
+    head = ["workload", "operation", "dtype", "context", "gradclip", "spread", *used, "limit (gc/limit)",
+            "gc / probes' median", "targets"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in results:
         med = r["median_s"]
@@ -262,6 +268,8 @@ def table_lines(results: list[dict]) -> list[str]:
             cells.append(f"{fmt_time(r['limit_s'])} {r['limit_kind']} ({r['limit_ratio']:.2f})")
         else:
             cells.append("—")
+        at_median = r.get("limit_ratio_probe_median")
+        cells.append("—" if at_median is None else f"{at_median:.2f}")
         cells.append(_targets_cell(r, short=False))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
