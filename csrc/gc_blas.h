@@ -20,4 +20,12 @@ typedef void (*gc_blas_dojob)(int thread_num, void *jobdata, int dojob_data);
 void gc_blas_threads_callback(int sync, gc_blas_dojob dojob, int numjobs, size_t jobdata_elsize, void *jobdata,
                               int dojob_data);
 
+/* Registers the fork handling the callback needs (a fork waits for a running section). Call
+ * it before handing the callback to an OpenBLAS not hooked before, after that library was
+ * loaded. Returns -1 if pthread_atfork failed. */
+int gc_blas_prepare_fork(void);
+
+/* How many parallel sections the callback has run (for tests). */
+long gc_blas_sections(void);
+
 #endif /* GC_BLAS_H */

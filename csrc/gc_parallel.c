@@ -328,6 +328,11 @@ static void install_fork_handler(void)
     pthread_atfork(NULL, NULL, pool_after_fork_in_child);
 }
 
+void gc_parallel_prepare_fork(void)
+{
+    pthread_once(&fork_handler_once, install_fork_handler);
+}
+
 void gc_set_long_spin(int enabled)
 {
     __atomic_store_n(&pool.worker_spin_ns, enabled ? GC_POOL_LONG_SPIN_NS : GC_POOL_SPIN_NS, __ATOMIC_RELAXED);
@@ -372,14 +377,20 @@ static void run_side_by_side_on_new_threads(chunked_job *job, size_t njobs)
 {
     pthread_t *threads = malloc((njobs - 1) * sizeof *threads);
     size_t started = 0;
-    while (threads != NULL && started < njobs - 1 &&
-           pthread_create(&threads[started], NULL, run_chunks_thread, job) == 0)
-        started++;
+    for (int tries = 0; threads != NULL && started < njobs - 1 && tries < 100;) {
+        if (pthread_create(&threads[started], NULL, run_chunks_thread, job) == 0) {
+            started++;
+            continue;
+        }
+        const struct timespec ms = {0, 1000000}; /* EAGAIN is often passing: threads exiting */
+        nanosleep(&ms, NULL);
+        tries++;
+    }
     if (started < njobs - 1) {
         fprintf(stderr,
-                "gradclip: could not start %zu threads for a parallel section of OpenBLAS "
-                "(gradclip.share_blas_threads); a section with fewer threads than jobs would "
-                "never finish. Lower OPENBLAS_NUM_THREADS or do not share the threads.\n",
+                "gradclip: could not start (or allocate for) %zu threads for a parallel section "
+                "of OpenBLAS (gradclip.share_blas_threads); a section with fewer threads than "
+                "jobs would never finish. Lower OPENBLAS_NUM_THREADS or do not share the threads.\n",
                 njobs - 1);
         abort();
     }

@@ -30,6 +30,10 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx);
  * (gc_blas.c); ignores the thread count and the adaptive mode. */
 void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx);
 
+/* Registers the pool's fork handling now rather than at its first use (for callers that must
+ * not register anything later, while holding a lock a fork handler takes). */
+void gc_parallel_prepare_fork(void);
+
 /* Whether pool workers spin ~0.1 s after a job before they sleep, as OpenBLAS's do (while the
  * pool runs OpenBLAS's sections), or 0.1 ms (the default). */
 void gc_set_long_spin(int enabled);

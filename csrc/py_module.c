@@ -68,13 +68,28 @@ static PyObject *py_set_adaptive_threads(PyObject *module, PyObject *arg)
     return set_switch(arg, gc_set_adaptive_threads);
 }
 
-/* _blas_threads_callback() -> int: the address of gc_blas_threads_callback, for
- * gradclip.share_blas_threads to hand to OpenBLAS's openblas_set_threads_callback_function. */
-static PyObject *py_blas_threads_callback(PyObject *module, PyObject *unused)
+/* _blas_threads_callback(new_library) -> int: the address of gc_blas_threads_callback, for
+ * gradclip.share_blas_threads to hand to OpenBLAS's openblas_set_threads_callback_function;
+ * with new_library true (a library not hooked before), first registers the fork handling. */
+static PyObject *py_blas_threads_callback(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const int new_library = PyObject_IsTrue(arg);
+    if (new_library < 0)
+        return NULL;
+    if (new_library && gc_blas_prepare_fork() < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed: cannot share BLAS threads safely");
+        return NULL;
+    }
+    return PyLong_FromVoidPtr((void *)(uintptr_t)gc_blas_threads_callback);
+}
+
+/* _blas_sections() -> int: parallel sections run through the callback so far (for tests). */
+static PyObject *py_blas_sections(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyLong_FromVoidPtr((void *)(uintptr_t)gc_blas_threads_callback);
+    return PyLong_FromLong(gc_blas_sections());
 }
 
 /* _set_long_spin(enabled) -> None: pool workers spin ~0.1 s after a job (while they run
@@ -166,7 +181,8 @@ static PyMethodDef module_methods[] = {
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"_set_converter", py_set_converter, METH_O, "_set_converter(fn)"},
     {"_set_long_spin", py_set_long_spin, METH_O, "_set_long_spin(enabled)"},
-    {"_blas_threads_callback", py_blas_threads_callback, METH_NOARGS, "_blas_threads_callback() -> int"},
+    {"_blas_threads_callback", py_blas_threads_callback, METH_O, "_blas_threads_callback(new_library) -> int"},
+    {"_blas_sections", py_blas_sections, METH_NOARGS, "_blas_sections() -> int"},
     {"_scratch", py_scratch, METH_NOARGS, "_scratch() -> (blocks in use, bytes kept)"},
     {"_set_tensor_type", py_set_tensor_type, METH_O, "_set_tensor_type(type)"},
     {NULL, NULL, 0, NULL},

@@ -61,6 +61,9 @@ def _loaded_openblas() -> list[str]:
     return paths
 
 
+_hooked: set[str] = set()  # libraries that have been given the callback
+
+
 def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
     """Run OpenBLAS's parallel sections (NumPy's matmuls) on gradclip's threads, or on
     OpenBLAS's own again (``enabled=False``).
@@ -102,12 +105,12 @@ def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
     """
     import numpy  # noqa: F401  (loads NumPy's OpenBLAS if nothing has yet)
 
-    callback = ctypes.c_void_p(_C._blas_threads_callback() if enabled else None)
-    changed, without = [], []
+    setters, without = [], []
     for path in _loaded_openblas():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
+            without.append(path)
             continue
         setter = next((getattr(lib, name) for name in _SETTERS if hasattr(lib, name)), None)
         if setter is None:
@@ -115,8 +118,18 @@ def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
             continue
         setter.argtypes = [ctypes.c_void_p]
         setter.restype = None
+        setters.append((path, setter))
+    changed = [path for path, _ in setters]
+    if enabled:
+        # A library hooked for the first time: register the fork handling again, after that
+        # library's own (see csrc/gc_blas.c).
+        new = any(path not in _hooked for path in changed)
+        callback = ctypes.c_void_p(_C._blas_threads_callback(new))
+        _hooked.update(changed)
+    else:
+        callback = ctypes.c_void_p(None)
+    for _, setter in setters:
         setter(callback)
-        changed.append(path)
     if changed:
         _C._set_long_spin(enabled)
         if without and enabled:
