@@ -356,7 +356,7 @@ void gc_parallel_for(size_t ntasks, size_t grain, gc_range_fn fn, void *ctx)
         return;
     }
     chunked_job job = {fn, ctx, ntasks, grain, 0};
-    pthread_once(&fork_handler_once, install_fork_handler);
+    gc_parallel_prepare_fork();
     if (!run_on_pool(&job, nthreads, 0))
         run_on_new_threads(&job, nthreads);
 }
@@ -409,7 +409,7 @@ void gc_run_side_by_side(size_t njobs, gc_range_fn fn, void *ctx)
         return;
     }
     chunked_job job = {fn, ctx, njobs, 1, 0};
-    pthread_once(&fork_handler_once, install_fork_handler);
+    gc_parallel_prepare_fork();
     if (njobs > GC_MAX_THREADS || !run_on_pool(&job, njobs, 1))
         run_side_by_side_on_new_threads(&job, njobs);
 }

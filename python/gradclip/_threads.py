@@ -1,4 +1,4 @@
-"""The number of threads gradclip's kernels use on large inputs."""
+"""The threads gradclip's kernels use on large inputs, and sharing them with OpenBLAS."""
 
 import ctypes
 import os
@@ -103,8 +103,6 @@ def share_blas_threads(enabled: bool = True) -> tuple[str, ...]:
         If no loaded OpenBLAS has the callback (an older OpenBLAS, another BLAS such as MKL,
         or a platform without ``/proc/self/maps``).
     """
-    import numpy  # noqa: F401  (loads NumPy's OpenBLAS if nothing has yet)
-
     setters, without = [], []
     for path in _loaded_openblas():
         try:
