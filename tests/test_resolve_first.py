@@ -117,3 +117,68 @@ def test_optimizer_gathers_before_validating():
         assert (p0.data == 0).all() and (p1.data == 0).all()
     """)
     assert out.count("refused") == 2, out
+
+
+# A list of exact ndarrays is described as it is walked (nothing can run Python code there);
+# an array that fails its checks, or an item that could run code, hands the describing back to
+# a pass after every item is resolved. Errors keep that order: resolving first, then checks.
+class _RaisingGrad:
+    @property
+    def grad(self):
+        raise RuntimeError("boom from .grad")
+
+
+@pytest.mark.parametrize("call", ENTRY_POINTS.values(), ids=ENTRY_POINTS.keys())
+def test_resolution_error_comes_before_an_earlier_arrays_check(call):
+    import numpy as np
+
+    import gradclip  # noqa: F401  (used by `call`)
+
+    items = [np.ones(4), np.zeros(4, np.int64), _RaisingGrad()]
+    with pytest.raises(RuntimeError, match="boom from .grad"):
+        eval(call)
+
+
+@pytest.mark.parametrize("bad_at", [0, 1, 17, 999])
+@pytest.mark.parametrize("call", ENTRY_POINTS.values(), ids=ENTRY_POINTS.keys())
+def test_first_failing_array_is_named(call, bad_at):
+    import numpy as np
+
+    import gradclip  # noqa: F401
+
+    items = [np.full(8, 0.5, np.float32) for _ in range(1000)]
+    items[bad_at] = np.zeros(8, np.int64)
+    later = np.full(8, 0.5)
+    later.flags.writeable = False
+    items[min(bad_at + 3, 999) if bad_at < 999 else 998] = later
+    before = [a.copy() for a in items]
+    with pytest.raises((TypeError, ValueError)) as info:
+        eval(call)
+    first = min(bad_at, min(bad_at + 3, 999) if bad_at < 999 else 998)
+    assert f"[{first}]" in str(info.value)
+    assert all(np.array_equal(a, b) for a, b in zip(items, before)), "modified although refused"
+
+
+@pytest.mark.parametrize("call", ENTRY_POINTS.values(), ids=ENTRY_POINTS.keys())
+def test_described_as_walked_matches_described_after(call):
+    # The same arrays, once as a list of exact ndarrays and once behind a .grad at the end
+    # (which makes the call describe them after resolving): identical results.
+    import numpy as np
+
+    import gradclip
+
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (3, 5), (), (0,), (64,)] * 40]
+    base += [rng.standard_normal((6, 4))[:, ::2], np.asfortranarray(rng.standard_normal((5, 3)))]
+    a = [x.copy() for x in base]
+    b = [x.copy() for x in base]
+    holder = gradclip.Parameter(np.zeros(3, np.float32))
+    holder.grad = np.full(3, 0.25, np.float32)
+    items = a + [holder.grad.copy()]
+    out_a = eval(call)
+    items = b + [holder]
+    out_b = eval(call)
+    assert (out_a is None) == (out_b is None)
+    if out_a is not None:
+        assert np.asarray(out_a).tobytes() == np.asarray(out_b).tobytes()
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
